@@ -1,0 +1,6 @@
+//! Geyser's engine: the job model, queue and store backends, the worker loop,
+//! and the thin PyO3 bindings that the `geyser` Python package calls.
+
+pub mod model;
+pub mod queue;
+pub mod store;

@@ -1,0 +1,312 @@
+//! The job document (DESIGN §2): one JSON object per job, the same in every store.
+//! Pure data plus the lifecycle transitions of docs/lifecycle.md; no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::status::Status;
+
+/// Seconds since the Unix epoch, as every timestamp in the document is.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How the job is put on its queue; kept so a sweep or a retry can put it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueKwargs {
+    /// The queue (beanstalkd tube) the job lives on.
+    pub queue: String,
+    /// Lower runs first, as in beanstalkd.
+    pub priority: u32,
+    /// Seconds a reservation lasts without a heartbeat.
+    pub ttr: f64,
+    /// Seconds between retries grow from this base.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay: f64,
+    /// Hard limit on one attempt, in seconds; none by default.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+fn default_retry_delay() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub msg: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub at: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobError {
+    pub error_code: Value,
+    pub msg: String,
+    #[serde(default)]
+    pub at: f64,
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// Fields a client may never set through job values: the engine owns them.
+pub const INTERNAL_FIELDS: &[&str] = &[
+    "documentType",
+    "jobType",
+    "schemaVersion",
+    "createdAt",
+    "updatedAt",
+    "uuid",
+    "logId",
+    "queueKwargs",
+    "queueJobId",
+    "events",
+    "errors",
+    "completeness",
+    "resultCode",
+    "resultString",
+    "status",
+    "attempts",
+    "maxRetries",
+    "startedAt",
+    "finishedAt",
+    "nextRunAt",
+    "worker",
+    "version",
+    "fence",
+    "cancelRequested",
+    "expiresAt",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDocument {
+    #[serde(default = "default_document_type")]
+    pub document_type: String,
+    pub job_type: String,
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub uuid: String,
+    #[serde(default)]
+    pub log_id: Option<String>,
+    pub queue_kwargs: QueueKwargs,
+    #[serde(default)]
+    pub queue_job_id: Option<String>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub errors: Vec<JobError>,
+    #[serde(default)]
+    pub completeness: f64,
+    #[serde(default)]
+    pub result_code: Option<Value>,
+    #[serde(default)]
+    pub result_string: String,
+    pub status: Status,
+    /// Attempts started so far; inside `run()` this is the 1-based number of the current one.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Re-runs allowed after the first attempt.
+    #[serde(default)]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub started_at: Option<f64>,
+    #[serde(default)]
+    pub finished_at: Option<f64>,
+    #[serde(default)]
+    pub next_run_at: Option<f64>,
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Compare-and-swap version: every store write must name the version it read.
+    #[serde(default)]
+    pub version: u64,
+    /// Fencing token of the attempt that owns the document while it runs.
+    #[serde(default)]
+    pub fence: Option<String>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// When the store may forget the document (LIFESPAN); none by default.
+    #[serde(default)]
+    pub expires_at: Option<f64>,
+    /// The job's own schema fields.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+fn default_document_type() -> String {
+    "job".to_owned()
+}
+
+fn default_schema_version() -> u32 {
+    1
+}
+
+/// A transition the lifecycle table does not allow.
+#[derive(Debug, thiserror::Error)]
+#[error("job {uuid}: cannot go from {from} to {to}")]
+pub struct TransitionError {
+    pub uuid: String,
+    pub from: Status,
+    pub to: Status,
+}
+
+impl JobDocument {
+    /// Parse a document, saying what is wrong with it when it is not one.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // A document is plain data: serialising it cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn set_status(&mut self, to: Status) -> Result<(), TransitionError> {
+        if !self.status.can_become(to) {
+            return Err(TransitionError { uuid: self.uuid.clone(), from: self.status, to });
+        }
+        self.status = to;
+        self.updated_at = now();
+        Ok(())
+    }
+
+    /// A worker took the job: a new attempt with its own fencing token.
+    pub fn start_attempt(&mut self, worker: &str, fence: &str) -> Result<(), TransitionError> {
+        self.set_status(Status::Running)?;
+        self.attempts += 1;
+        self.started_at = Some(self.updated_at);
+        self.finished_at = None;
+        self.next_run_at = None;
+        self.worker = Some(worker.to_owned());
+        self.fence = Some(fence.to_owned());
+        Ok(())
+    }
+
+    pub fn succeed(&mut self) -> Result<(), TransitionError> {
+        self.set_status(Status::Succeeded)?;
+        self.completeness = 1.0;
+        self.finished_at = Some(self.updated_at);
+        Ok(())
+    }
+
+    /// `run()` asked to run again at `at`: not a failure, the attempt is not held against it.
+    pub fn requeue(&mut self, at: f64) -> Result<(), TransitionError> {
+        self.set_status(Status::Queued)?;
+        self.next_run_at = Some(at);
+        Ok(())
+    }
+
+    pub fn fail(&mut self) -> Result<(), TransitionError> {
+        self.set_status(Status::Failed)?;
+        self.finished_at = Some(self.updated_at);
+        Ok(())
+    }
+
+    pub fn cancel(&mut self) -> Result<(), TransitionError> {
+        self.set_status(Status::Cancelled)?;
+        self.finished_at = Some(self.updated_at);
+        Ok(())
+    }
+
+    /// Whether a failed attempt may run again under the retry policy.
+    pub fn retries_left(&self) -> bool {
+        self.attempts <= self.max_retries
+    }
+
+    /// Seconds to wait before retry number `self.attempts`: exponential with jitter.
+    pub fn retry_backoff(&self, jitter: f64) -> f64 {
+        let base = self.queue_kwargs.retry_delay.max(0.0);
+        let exp = 2f64.powi(self.attempts.saturating_sub(1).min(20) as i32);
+        base * exp * (1.0 + jitter.clamp(0.0, 1.0) * 0.25)
+    }
+
+    pub fn record_error(&mut self, code: Value, msg: &str, traceback: Option<String>) {
+        self.errors.push(JobError {
+            error_code: code,
+            msg: msg.to_owned(),
+            at: now(),
+            attempt: self.attempts,
+            traceback,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> JobDocument {
+        let raw = serde_json::json!({
+            "jobType": "my_job_type", "createdAt": 1.0, "updatedAt": 1.0,
+            "uuid": "u-1", "queueKwargs": {"queue": "my_job", "priority": 10, "ttr": 30.0},
+            "status": "queued", "maxRetries": 3, "fieldOne": "hello"
+        });
+        serde_json::from_value(raw).unwrap()
+    }
+
+    #[test]
+    fn round_trips_with_schema_fields_kept() {
+        let doc = sample();
+        assert_eq!(doc.fields.get("fieldOne"), Some(&Value::from("hello")));
+        let back = JobDocument::from_json(&doc.to_json()).unwrap();
+        assert_eq!(back, doc);
+        let v: Value = serde_json::from_slice(&doc.to_json()).unwrap();
+        assert_eq!(v["fieldOne"], "hello");
+        assert_eq!(v["jobType"], "my_job_type");
+        assert_eq!(v["documentType"], "job");
+    }
+
+    #[test]
+    fn attempt_then_success() {
+        let mut doc = sample();
+        doc.start_attempt("w1", "f1").unwrap();
+        assert_eq!((doc.status, doc.attempts), (Status::Running, 1));
+        assert_eq!(doc.fence.as_deref(), Some("f1"));
+        doc.succeed().unwrap();
+        assert_eq!(doc.completeness, 1.0);
+        assert!(doc.finished_at.is_some());
+        assert!(doc.start_attempt("w2", "f2").is_err());
+    }
+
+    #[test]
+    fn retries_follow_max_retries() {
+        let mut doc = sample();
+        doc.max_retries = 1;
+        doc.start_attempt("w", "a").unwrap();
+        assert!(doc.retries_left());
+        doc.requeue(0.0).unwrap();
+        doc.start_attempt("w", "b").unwrap();
+        assert!(!doc.retries_left());
+    }
+
+    #[test]
+    fn backoff_grows_and_zero_means_now() {
+        let mut doc = sample();
+        doc.queue_kwargs.retry_delay = 2.0;
+        doc.attempts = 1;
+        assert_eq!(doc.retry_backoff(0.0), 2.0);
+        doc.attempts = 3;
+        assert_eq!(doc.retry_backoff(0.0), 8.0);
+        assert!(doc.retry_backoff(1.0) <= 10.0);
+        doc.queue_kwargs.retry_delay = 0.0;
+        assert_eq!(doc.retry_backoff(1.0), 0.0);
+    }
+
+    #[test]
+    fn malformed_document_names_the_field() {
+        let err = JobDocument::from_json(br#"{"jobType": 5}"#).unwrap_err();
+        assert!(err.to_string().contains("jobType") || err.to_string().contains("string"), "{err}");
+    }
+}

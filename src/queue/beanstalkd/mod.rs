@@ -1,0 +1,1 @@
+//! beanstalkd as the production queue: our own async client, and sharding over several servers.

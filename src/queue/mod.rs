@@ -1,0 +1,188 @@
+//! The queue contract: beanstalkd's semantics (tubes, priority, delay, TTR,
+//! reserve, touch, release, bury, kick, delete, stats) behind one trait, with an
+//! embedded SQLite implementation and a beanstalkd one. Holds no job documents.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[cfg(feature = "beanstalkd")]
+pub mod beanstalkd;
+pub mod sqlite;
+
+/// Where a queued job lives: the shard (server index, 0 when there is one) and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueJobId {
+    pub shard: u16,
+    pub id: u64,
+}
+
+impl QueueJobId {
+    pub fn new(shard: u16, id: u64) -> Self {
+        Self { shard, id }
+    }
+}
+
+/// Written as `shard:id`, the form kept in the document's `queueJobId`.
+impl fmt::Display for QueueJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.shard, self.id)
+    }
+}
+
+impl FromStr for QueueJobId {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || QueueError::BadJobId(s.to_owned());
+        let (shard, id) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Self { shard: shard.parse().map_err(|_| bad())?, id: id.parse().map_err(|_| bad())? })
+    }
+}
+
+/// How a job is put on (or released back to) a queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PutOptions {
+    /// Lower runs first (beanstalkd: 0 is most urgent).
+    pub priority: u32,
+    /// Not reservable before this much time has passed.
+    pub delay: Duration,
+    /// A reservation lasts this long unless touched.
+    pub ttr: Duration,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self { priority: 1024, delay: Duration::ZERO, ttr: Duration::from_secs(60) }
+    }
+}
+
+/// A job handed to one consumer, until it deletes, releases or buries it, or the TTR runs out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reserved {
+    pub id: QueueJobId,
+    pub tube: String,
+    pub body: Vec<u8>,
+}
+
+/// The state of one job on the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Ready,
+    Delayed,
+    Reserved,
+    Buried,
+}
+
+/// Counts for one tube, as beanstalkd's `stats-tube` gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TubeStats {
+    pub name: String,
+    pub ready: u64,
+    pub delayed: u64,
+    pub reserved: u64,
+    pub buried: u64,
+    pub total_jobs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue job {0} not found (deleted, or reserved by someone else)")]
+    NotFound(QueueJobId),
+    #[error("job body of {size} bytes is over the queue's limit of {limit} bytes")]
+    JobTooBig { size: usize, limit: usize },
+    #[error("bad queue job id {0:?} (expected shard:id)")]
+    BadJobId(String),
+    #[error("bad tube name {0:?}: 1 to 200 characters of letters, digits and -+/;.$_()")]
+    BadTube(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The server answered with an error reply, or something that is not the protocol.
+    #[error("{context}: server replied {reply}")]
+    Server { context: String, reply: String },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("queue server {addr} unavailable: {reason}")]
+    Unavailable { addr: String, reason: String },
+}
+
+pub type QueueResult<T> = Result<T, QueueError>;
+
+/// Checks a tube name against beanstalkd's rules, so both backends accept the same names.
+pub fn check_tube(name: &str) -> QueueResult<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-+/;.$_()".contains(c);
+    if name.is_empty() || name.len() > 200 || name.starts_with('-') || !name.chars().all(ok_char) {
+        return Err(QueueError::BadTube(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// A connection that reserves jobs and works on the ones it holds.
+/// beanstalkd ties a reservation to the connection that made it, so touch,
+/// release, bury and delete of a reserved job go through the same consumer.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next ready job from the watched tubes, by priority then age;
+    /// waits up to `timeout` and returns None if none came.
+    async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>>;
+    /// Restart the reservation's TTR.
+    async fn touch(&mut self, id: QueueJobId) -> QueueResult<()>;
+    /// Give the job back, ready again after `delay`, with a new priority.
+    async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()>;
+    /// Set the job aside (dead letter) until kicked.
+    async fn bury(&mut self, id: QueueJobId, priority: u32) -> QueueResult<()>;
+    /// Remove the job for good.
+    async fn delete(&mut self, id: QueueJobId) -> QueueResult<()>;
+}
+
+/// A queue backend: puts, administration, and consumers.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    async fn put(&self, tube: &str, body: &[u8], opts: PutOptions) -> QueueResult<QueueJobId>;
+    /// Delete a job that is not reserved by anyone (ready, delayed or buried).
+    async fn delete(&self, id: QueueJobId) -> QueueResult<()>;
+    /// Move up to `bound` buried jobs of the tube (or, if none are buried, delayed ones) to ready.
+    async fn kick(&self, tube: &str, bound: u64) -> QueueResult<u64>;
+    /// Move one buried or delayed job to ready.
+    async fn kick_job(&self, id: QueueJobId) -> QueueResult<()>;
+    /// Where the job stands, or None when the queue has no such job.
+    async fn job_state(&self, id: QueueJobId) -> QueueResult<Option<JobState>>;
+    async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats>;
+    async fn list_tubes(&self) -> QueueResult<Vec<String>>;
+    /// A new consumer watching `tubes` (its own connection where the backend has them).
+    async fn consumer(&self, tubes: &[String]) -> QueueResult<Box<dyn Consumer>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_round_trips() {
+        let id = QueueJobId::new(2, 77);
+        assert_eq!(id.to_string(), "2:77");
+        assert_eq!("2:77".parse::<QueueJobId>().unwrap(), id);
+        assert!("77".parse::<QueueJobId>().is_err());
+    }
+
+    #[test]
+    fn tube_names_follow_beanstalkd() {
+        assert!(check_tube("my_job").is_ok());
+        assert!(check_tube("a-b.c/d").is_ok());
+        assert!(check_tube("").is_err());
+        assert!(check_tube("-x").is_err());
+        assert!(check_tube("has space").is_err());
+        assert!(check_tube(&"x".repeat(201)).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Embedded queue on a SQLite file (WAL): beanstalkd semantics for every process of one machine.

@@ -1,0 +1,71 @@
+//! The store contract: job documents by uuid, written with compare-and-swap on
+//! their `version`. One file per backend; none of them knows about queues.
+
+use async_trait::async_trait;
+
+use crate::model::{JobDocument, Status};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} already exists")]
+    AlreadyExists(String),
+    #[error("job {uuid} changed since version {expected} was read")]
+    Conflict { uuid: String, expected: u64 },
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("stored document of job {uuid} is unreadable: {source}")]
+    Corrupt {
+        uuid: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{context}: {source}")]
+    Sqlite {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which documents `list` returns; every part is optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub job_type: Option<String>,
+    /// Only documents last written before this time (epoch seconds).
+    pub updated_before: Option<f64>,
+}
+
+/// Keyset paging: documents after `after` (a uuid from the previous page), at most `limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self { after: None, limit: 100 }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Save a new document at version 1 (its `version` field is set by the store).
+    async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
+    async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>>;
+    /// Replace the document if its stored version is still `doc.version`;
+    /// returns it with the new version, or `Conflict`.
+    async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
+    async fn delete(&self, uuid: &str) -> StoreResult<bool>;
+    /// Documents matching `filter`, ordered by uuid, one page at a time.
+    async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>>;
+    /// Forget documents whose `expiresAt` has passed; returns how many.
+    async fn purge_expired(&self, now: f64) -> StoreResult<u64>;
+}
