@@ -4,3 +4,7 @@
 pub mod model;
 pub mod queue;
 pub mod store;
+pub mod config;
+pub mod client;
+pub mod worker;
+mod python;

@@ -77,6 +77,7 @@ pub const INTERNAL_FIELDS: &[&str] = &[
     "resultString",
     "status",
     "attempts",
+    "failures",
     "maxRetries",
     "startedAt",
     "finishedAt",
@@ -118,6 +119,9 @@ pub struct JobDocument {
     /// Attempts started so far; inside `run()` this is the 1-based number of the current one.
     #[serde(default)]
     pub attempts: u32,
+    /// Attempts that ended in an error; retries are counted against these, not requeues.
+    #[serde(default)]
+    pub failures: u32,
     /// Re-runs allowed after the first attempt.
     #[serde(default)]
     pub max_retries: u32,
@@ -220,16 +224,29 @@ impl JobDocument {
         Ok(())
     }
 
-    /// Whether a failed attempt may run again under the retry policy.
+    /// Whether the job may run again after `failures` failed attempts.
     pub fn retries_left(&self) -> bool {
-        self.attempts <= self.max_retries
+        self.failures <= self.max_retries
     }
 
-    /// Seconds to wait before retry number `self.attempts`: exponential with jitter.
+    /// Seconds to wait before retry number `self.failures`: exponential with jitter.
     pub fn retry_backoff(&self, jitter: f64) -> f64 {
         let base = self.queue_kwargs.retry_delay.max(0.0);
-        let exp = 2f64.powi(self.attempts.saturating_sub(1).min(20) as i32);
+        let exp = 2f64.powi(self.failures.saturating_sub(1).min(20) as i32);
         base * exp * (1.0 + jitter.clamp(0.0, 1.0) * 0.25)
+    }
+
+    /// Take what the job itself owns (progress, events, errors, results, schema fields)
+    /// from `job`'s copy; lifecycle fields stay as the engine has them.
+    pub fn take_progress_from(&mut self, job: JobDocument) {
+        self.events = job.events;
+        self.errors = job.errors;
+        self.completeness = job.completeness;
+        self.result_code = job.result_code;
+        self.result_string = job.result_string;
+        self.log_id = job.log_id;
+        self.fields = job.fields;
+        self.updated_at = now();
     }
 
     pub fn record_error(&mut self, code: Value, msg: &str, traceback: Option<String>) {
@@ -285,9 +302,11 @@ mod tests {
         let mut doc = sample();
         doc.max_retries = 1;
         doc.start_attempt("w", "a").unwrap();
+        doc.failures = 1;
         assert!(doc.retries_left());
         doc.requeue(0.0).unwrap();
         doc.start_attempt("w", "b").unwrap();
+        doc.failures = 2;
         assert!(!doc.retries_left());
     }
 
@@ -295,13 +314,30 @@ mod tests {
     fn backoff_grows_and_zero_means_now() {
         let mut doc = sample();
         doc.queue_kwargs.retry_delay = 2.0;
-        doc.attempts = 1;
+        doc.failures = 1;
         assert_eq!(doc.retry_backoff(0.0), 2.0);
-        doc.attempts = 3;
+        doc.failures = 3;
         assert_eq!(doc.retry_backoff(0.0), 8.0);
         assert!(doc.retry_backoff(1.0) <= 10.0);
         doc.queue_kwargs.retry_delay = 0.0;
         assert_eq!(doc.retry_backoff(1.0), 0.0);
+    }
+
+    #[test]
+    fn progress_from_the_job_cannot_touch_lifecycle_fields() {
+        let mut engine = sample();
+        engine.start_attempt("w", "f").unwrap();
+        let mut job = engine.clone();
+        job.status = Status::Succeeded;
+        job.attempts = 99;
+        job.fence = Some("forged".into());
+        job.completeness = 0.5;
+        job.fields.insert("fieldOne".into(), Value::from("changed"));
+        engine.take_progress_from(job);
+        assert_eq!((engine.status, engine.attempts), (Status::Running, 1));
+        assert_eq!(engine.fence.as_deref(), Some("f"));
+        assert_eq!(engine.completeness, 0.5);
+        assert_eq!(engine.fields["fieldOne"], "changed");
     }
 
     #[test]

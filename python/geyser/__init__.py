@@ -1,0 +1,37 @@
+"""Geyser: a job queue for long-running background jobs.
+
+Define jobs as ``BaseJob`` subclasses with marshmallow schemas, ``enqueue()`` them,
+and run ``python -m geyser.worker``. See the README for the whole story.
+"""
+
+from geyser.config import configure
+from geyser.errors import (
+    ConflictError,
+    GeyserError,
+    JobCancelled,
+    JobNotFound,
+    UnknownJobType,
+    WFErrorContinue,
+    WFErrorFinish,
+)
+from geyser.jobs import BaseJob, BaseJobSchema, get_base_job, get_base_job_async, make_base_job
+
+from geyser import jobs, registry  # noqa: E402  (geyser.jobs / geyser.registry as attributes)
+
+__all__ = [
+    "BaseJob",
+    "BaseJobSchema",
+    "ConflictError",
+    "GeyserError",
+    "JobCancelled",
+    "JobNotFound",
+    "UnknownJobType",
+    "WFErrorContinue",
+    "WFErrorFinish",
+    "configure",
+    "get_base_job",
+    "get_base_job_async",
+    "jobs",
+    "make_base_job",
+    "registry",
+]

@@ -1,0 +1,64 @@
+"""Exceptions of Geyser's Python API.
+
+Jobs raise ``WFErrorFinish`` (stop for good) or ``WFErrorContinue`` (retry while
+retries remain); the engine raises the ``GeyserError`` family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geyser._core import (
+    BackendError,
+    ConfigError,
+    ConflictError,
+    GeyserError,
+    InvalidDocument,
+    JobNotFound,
+)
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "ConflictError",
+    "GeyserError",
+    "InvalidDocument",
+    "JobCancelled",
+    "JobNotFound",
+    "UnknownJobType",
+    "WFError",
+    "WFErrorContinue",
+    "WFErrorFinish",
+]
+
+
+class WFError(Exception):
+    """A job's own error: ``WFError(msg)`` or ``WFError(code, msg)``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if len(args) >= 2:
+            self.code: Any = args[0]
+            self.msg: str = str(args[1])
+        else:
+            self.code = None
+            self.msg = str(args[0]) if args else type(self).__name__
+
+
+class WFErrorFinish(WFError):
+    """Raised by ``run()``: record the error and fail the job; no retry."""
+
+
+class WFErrorContinue(WFError):
+    """Raised by ``run()``: record the error and retry while retries remain."""
+
+
+class JobCancelled(GeyserError):
+    """Raised inside ``run()`` at the next progress call after ``cancel()`` was requested."""
+
+
+class UnknownJobType(GeyserError, KeyError):
+    """No registered job class has this ``JOB_TYPE``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown job type"

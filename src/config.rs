@@ -1,0 +1,119 @@
+//! Backends chosen by URL (GEYSER_QUEUE_URL / GEYSER_STORE_URL or explicit strings).
+//! Opens queues and stores; knows nothing of jobs or workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::queue::{self, Queue};
+use crate::store::{self, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("bad {role} URL {url:?}: {reason}")]
+    BadUrl { role: &'static str, url: String, reason: String },
+    #[error("cannot open {role} at {url:?}: {reason}")]
+    Open { role: &'static str, url: String, reason: String },
+}
+
+/// The embedded default: one SQLite file per user, shared by every process of the machine.
+/// `$XDG_DATA_HOME/geyser/geyser.db`, else `~/.local/share/geyser/geyser.db`.
+pub fn default_sqlite_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("geyser").join("geyser.db")
+}
+
+/// What `sqlite://...` names: `sqlite://` alone is the default file, `sqlite:///abs/path` or
+/// `sqlite://relative/path` a file of the user's choice.
+fn sqlite_path(role: &'static str, url: &str, rest: &str) -> Result<PathBuf, ConfigError> {
+    if rest.contains('?') {
+        return Err(ConfigError::BadUrl { role, url: url.into(), reason: "query parameters are not supported".into() });
+    }
+    Ok(if rest.is_empty() { default_sqlite_path() } else { PathBuf::from(rest) })
+}
+
+fn split_scheme<'a>(role: &'static str, url: &'a str) -> Result<(&'a str, &'a str), ConfigError> {
+    url.split_once("://").ok_or_else(|| ConfigError::BadUrl {
+        role,
+        url: url.into(),
+        reason: "expected scheme://..., e.g. sqlite:///path/to/geyser.db or beanstalkd://127.0.0.1:11300".into(),
+    })
+}
+
+/// Open the queue a URL names; `None` is the embedded default.
+pub async fn open_queue(url: Option<&str>) -> Result<Arc<dyn Queue>, ConfigError> {
+    const ROLE: &str = "queue";
+    let url = url.unwrap_or("sqlite://");
+    let (scheme, rest) = split_scheme(ROLE, url)?;
+    let open_err = |e: queue::QueueError| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() };
+    match scheme {
+        "sqlite" => {
+            let path = sqlite_path(ROLE, url, rest)?;
+            let q = tokio::task::spawn_blocking(move || queue::sqlite::SqliteQueue::open(&path))
+                .await
+                .map_err(|e| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() })?
+                .map_err(open_err)?;
+            Ok(Arc::new(q))
+        }
+        #[cfg(feature = "beanstalkd")]
+        "beanstalkd" => Ok(Arc::new(queue::beanstalkd::BeanstalkdQueue::from_url(url).await.map_err(open_err)?)),
+        other => Err(ConfigError::BadUrl {
+            role: ROLE,
+            url: url.into(),
+            reason: format!("unknown scheme {other:?} (expected sqlite or beanstalkd)"),
+        }),
+    }
+}
+
+/// Open the store a URL names; `None` is the embedded default.
+pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError> {
+    const ROLE: &str = "store";
+    let url = url.unwrap_or("sqlite://");
+    let (scheme, rest) = split_scheme(ROLE, url)?;
+    let open_err = |e: store::StoreError| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() };
+    match scheme {
+        "sqlite" => {
+            let path = sqlite_path(ROLE, url, rest)?;
+            let s = tokio::task::spawn_blocking(move || store::sqlite::SqliteStore::open(&path))
+                .await
+                .map_err(|e| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() })?
+                .map_err(open_err)?;
+            Ok(Arc::new(s))
+        }
+        other => Err(ConfigError::BadUrl {
+            role: ROLE,
+            url: url.into(),
+            reason: format!("unknown scheme {other:?} (expected sqlite)"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_follows_xdg() {
+        // Read-only check of the rule; the env is whatever the test runner has.
+        let p = default_sqlite_path();
+        assert!(p.ends_with("geyser/geyser.db"), "{}", p.display());
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(sqlite_path("queue", "sqlite:///tmp/x.db", "/tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
+        assert_eq!(sqlite_path("queue", "sqlite://", "").unwrap(), default_sqlite_path());
+        assert!(sqlite_path("queue", "sqlite:///x?y=1", "/x?y=1").is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_named_in_the_error() {
+        let err = open_queue(Some("redis://x")).await.err().unwrap().to_string();
+        assert!(err.contains("redis://x") && err.contains("unknown scheme"), "{err}");
+        let err = open_store(Some("nonsense")).await.err().unwrap().to_string();
+        assert!(err.contains("nonsense") && err.contains("scheme://"), "{err}");
+    }
+}

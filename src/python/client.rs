@@ -1,0 +1,131 @@
+//! `geyser._core.Client`: the producer/reader API for Python, sync (GIL released while
+//! waiting) and async (awaitables on the shared tokio runtime). Documents cross as JSON text.
+
+use std::future::Future;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::{client_err, config_err, json_err};
+use crate::client::{ClientResult, Geyser};
+use crate::config;
+use crate::model::{JobDocument, Status};
+use crate::store::{ListFilter, Page};
+
+/// Run a future on the shared runtime with the GIL released.
+pub fn wait<F: Future + Send>(py: Python<'_>, fut: F) -> F::Output
+where
+    F::Output: Send,
+{
+    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(fut))
+}
+
+pub fn parse_doc(doc_json: &str) -> PyResult<JobDocument> {
+    JobDocument::from_json(doc_json.as_bytes()).map_err(|e| json_err("bad job document", e))
+}
+
+fn to_json(doc: JobDocument) -> String {
+    String::from_utf8(doc.to_json()).unwrap_or_default()
+}
+
+fn doc_result(r: ClientResult<JobDocument>) -> PyResult<String> {
+    r.map(to_json).map_err(client_err)
+}
+
+fn maybe_doc_result(r: ClientResult<Option<JobDocument>>) -> PyResult<Option<String>> {
+    r.map(|d| d.map(to_json)).map_err(client_err)
+}
+
+#[pyclass(frozen, name = "Client", module = "geyser._core")]
+pub struct PyClient {
+    pub geyser: Geyser,
+}
+
+#[pymethods]
+impl PyClient {
+    /// Open the queue and store the URLs name (None: the embedded default).
+    #[new]
+    #[pyo3(signature = (queue_url=None, store_url=None))]
+    fn new(py: Python<'_>, queue_url: Option<String>, store_url: Option<String>) -> PyResult<Self> {
+        let (queue, store) = wait(py, async {
+            let queue = config::open_queue(queue_url.as_deref()).await?;
+            let store = config::open_store(store_url.as_deref()).await?;
+            Ok::<_, config::ConfigError>((queue, store))
+        })
+        .map_err(config_err)?;
+        Ok(Self { geyser: Geyser::new(queue, store) })
+    }
+
+    fn enqueue(&self, py: Python<'_>, doc_json: &str, delay: f64) -> PyResult<String> {
+        let doc = parse_doc(doc_json)?;
+        doc_result(wait(py, self.geyser.enqueue(doc, delay)))
+    }
+
+    fn enqueue_async<'py>(&self, py: Python<'py>, doc_json: &str, delay: f64) -> PyResult<Bound<'py, PyAny>> {
+        let doc = parse_doc(doc_json)?;
+        let geyser = self.geyser.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.enqueue(doc, delay).await) })
+    }
+
+    fn get(&self, py: Python<'_>, uuid: &str) -> PyResult<Option<String>> {
+        maybe_doc_result(wait(py, self.geyser.get(uuid)))
+    }
+
+    fn get_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { maybe_doc_result(geyser.get(&uuid).await) })
+    }
+
+    fn save(&self, py: Python<'_>, doc_json: &str) -> PyResult<String> {
+        let doc = parse_doc(doc_json)?;
+        doc_result(wait(py, self.geyser.save(&doc)))
+    }
+
+    fn save_async<'py>(&self, py: Python<'py>, doc_json: &str) -> PyResult<Bound<'py, PyAny>> {
+        let doc = parse_doc(doc_json)?;
+        let geyser = self.geyser.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.save(&doc).await) })
+    }
+
+    fn cancel(&self, py: Python<'_>, uuid: &str) -> PyResult<String> {
+        doc_result(wait(py, self.geyser.cancel(uuid)))
+    }
+
+    fn cancel_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.cancel(&uuid).await) })
+    }
+
+    /// Documents by status and/or job type, ordered by uuid, `limit` after `after`.
+    #[pyo3(signature = (status=None, job_type=None, after=None, limit=100))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        status: Option<&str>,
+        job_type: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> PyResult<Vec<String>> {
+        let status = status
+            .map(|s| s.parse::<Status>())
+            .transpose()
+            .map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let filter = ListFilter { status, job_type, updated_before: None };
+        let page = Page { after, limit };
+        let docs = wait(py, self.geyser.list(&filter, &page)).map_err(client_err)?;
+        Ok(docs.into_iter().map(to_json).collect())
+    }
+
+    /// Counts of one queue: ready, delayed, reserved, buried, total.
+    fn stats_tube<'py>(&self, py: Python<'py>, tube: &str) -> PyResult<Bound<'py, PyDict>> {
+        let s = wait(py, self.geyser.stats_tube(tube)).map_err(client_err)?;
+        let d = PyDict::new(py);
+        d.set_item("name", s.name)?;
+        d.set_item("ready", s.ready)?;
+        d.set_item("delayed", s.delayed)?;
+        d.set_item("reserved", s.reserved)?;
+        d.set_item("buried", s.buried)?;
+        d.set_item("total_jobs", s.total_jobs)?;
+        Ok(d)
+    }
+}

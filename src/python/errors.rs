@@ -1,0 +1,62 @@
+//! Python exceptions raised by the native module, and the mapping from engine errors.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::PyErr;
+
+use crate::client::ClientError;
+use crate::config;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+use crate::worker::WorkerError;
+
+create_exception!(_core, GeyserError, PyException, "Base class of every error Geyser raises.");
+create_exception!(_core, ConfigError, GeyserError, "A queue or store URL is wrong or cannot be opened.");
+create_exception!(_core, ConflictError, GeyserError, "The job changed since it was read; reload() and try again.");
+create_exception!(_core, JobNotFound, GeyserError, "No job with that uuid.");
+create_exception!(_core, BackendError, GeyserError, "The queue or store failed or went away.");
+create_exception!(_core, InvalidDocument, GeyserError, "A job document is not valid.");
+
+pub fn store_err(e: StoreError) -> PyErr {
+    match e {
+        StoreError::Conflict { .. } => ConflictError::new_err(e.to_string()),
+        StoreError::NotFound(_) => JobNotFound::new_err(e.to_string()),
+        StoreError::AlreadyExists(_) | StoreError::Corrupt { .. } => InvalidDocument::new_err(e.to_string()),
+        _ => BackendError::new_err(e.to_string()),
+    }
+}
+
+pub fn queue_err(e: QueueError) -> PyErr {
+    match e {
+        QueueError::JobTooBig { .. } | QueueError::BadTube(_) | QueueError::BadJobId(_) => {
+            InvalidDocument::new_err(e.to_string())
+        }
+        _ => BackendError::new_err(e.to_string()),
+    }
+}
+
+pub fn client_err(e: ClientError) -> PyErr {
+    match e {
+        ClientError::Store(e) => store_err(e),
+        ClientError::Queue(e) => queue_err(e),
+        ClientError::Transition(e) => InvalidDocument::new_err(e.to_string()),
+        ClientError::Invalid { .. } => InvalidDocument::new_err(e.to_string()),
+    }
+}
+
+pub fn worker_err(e: WorkerError) -> PyErr {
+    match e {
+        WorkerError::Store(e) => store_err(e),
+        WorkerError::Queue(e) => queue_err(e),
+        WorkerError::Fence(e) => ConflictError::new_err(e.to_string()),
+        WorkerError::Transition(e) => InvalidDocument::new_err(e.to_string()),
+    }
+}
+
+pub fn config_err(e: config::ConfigError) -> PyErr {
+    ConfigError::new_err(e.to_string())
+}
+
+pub fn json_err(what: &str, e: serde_json::Error) -> PyErr {
+    InvalidDocument::new_err(format!("{what}: {e}"))
+}

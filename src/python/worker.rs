@@ -1,0 +1,143 @@
+//! `geyser._core.Worker` and `Attempt`: the Python worker loop reserves through these;
+//! Rust keeps the reservation alive and applies outcomes. The GIL is released while waiting.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use serde_json::Value;
+
+use super::client::{parse_doc, wait, PyClient};
+use super::errors::{json_err, queue_err, worker_err};
+use crate::client::secs;
+use crate::worker::{Attempt, Outcome, Worker, WorkerConfig};
+
+#[pyclass(frozen, name = "Worker", module = "geyser._core")]
+pub struct PyWorker {
+    inner: Arc<Worker>,
+}
+
+#[pymethods]
+impl PyWorker {
+    #[new]
+    #[pyo3(signature = (client, queues, name, progress_interval=1.0))]
+    fn new(py: Python<'_>, client: &PyClient, queues: Vec<String>, name: String, progress_interval: f64) -> PyResult<Self> {
+        let config = WorkerConfig { name, tubes: queues, progress_interval: secs(progress_interval) };
+        let worker = wait(py, Worker::new(client.geyser.clone(), config)).map_err(worker_err)?;
+        Ok(Self { inner: Arc::new(worker) })
+    }
+
+    /// The next job to run, or None after `timeout` seconds with nothing to do.
+    fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<PyAttempt>> {
+        let attempt = wait(py, self.inner.next(secs(timeout))).map_err(worker_err)?;
+        attempt.map(PyAttempt::new).transpose()
+    }
+
+    /// True when no job in the watched queues is ready or delayed (for `--burst`).
+    fn queues_idle(&self, py: Python<'_>, client: &PyClient) -> PyResult<bool> {
+        let tubes = self.inner.tubes().to_vec();
+        let geyser = client.geyser.clone();
+        wait(py, async move {
+            for tube in &tubes {
+                let s = geyser.queue.stats_tube(tube).await?;
+                if s.ready + s.delayed > 0 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map_err(queue_err)
+    }
+}
+
+/// One job held by this worker; `finish` ends it exactly once.
+#[pyclass(frozen, name = "Attempt", module = "geyser._core")]
+pub struct PyAttempt {
+    inner: Mutex<Option<Attempt>>,
+    #[pyo3(get)]
+    document: String,
+    #[pyo3(get)]
+    job_type: String,
+    #[pyo3(get)]
+    uuid: String,
+}
+
+impl PyAttempt {
+    fn new(attempt: Attempt) -> PyResult<Self> {
+        let document = String::from_utf8(attempt.doc.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(Self {
+            job_type: attempt.doc.job_type.clone(),
+            uuid: attempt.doc.uuid.clone(),
+            document,
+            inner: Mutex::new(Some(attempt)),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Attempt) -> T) -> PyResult<T> {
+        let guard = self.inner.lock().map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?;
+        guard.as_ref().map(f).ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))
+    }
+}
+
+fn outcome_from(kind: &str, at: Option<f64>, code_json: Option<&str>, msg: Option<String>, traceback: Option<String>) -> PyResult<Outcome> {
+    let code = match code_json {
+        Some(c) => serde_json::from_str(c).map_err(|e| json_err("bad error code", e))?,
+        None => Value::Null,
+    };
+    let msg = msg.unwrap_or_default();
+    Ok(match kind {
+        "succeeded" => Outcome::Succeeded,
+        "requeue" => Outcome::Requeue { at: at.unwrap_or_else(crate::model::now) },
+        "finish" => Outcome::Finish { code, msg },
+        "continue" => Outcome::Continue { code, msg, traceback },
+        "reject" => Outcome::Reject { code, msg },
+        "cancelled" => Outcome::Cancelled,
+        "hand_back" => Outcome::HandBack,
+        other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown outcome {other:?}"))),
+    })
+}
+
+#[pymethods]
+impl PyAttempt {
+    /// Report the job's latest document; saved within one progress interval.
+    fn progress(&self, doc_json: &str) -> PyResult<()> {
+        let doc = parse_doc(doc_json)?;
+        self.with(|a| a.progress(doc))
+    }
+
+    #[getter]
+    fn cancel_requested(&self) -> PyResult<bool> {
+        self.with(|a| a.cancel_requested())
+    }
+
+    #[getter]
+    fn lost(&self) -> PyResult<bool> {
+        self.with(|a| a.is_lost())
+    }
+
+    /// End the attempt: save the final document, then settle the queue entry.
+    /// Returns the saved document.
+    #[pyo3(signature = (doc_json, outcome, at=None, code_json=None, msg=None, traceback=None))]
+    fn finish(
+        &self,
+        py: Python<'_>,
+        doc_json: &str,
+        outcome: &str,
+        at: Option<f64>,
+        code_json: Option<&str>,
+        msg: Option<String>,
+        traceback: Option<String>,
+    ) -> PyResult<String> {
+        let doc = parse_doc(doc_json)?;
+        let outcome = outcome_from(outcome, at, code_json, msg, traceback)?;
+        let attempt = self
+            .inner
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
+        let saved = wait(py, attempt.finish(doc, outcome)).map_err(worker_err)?;
+        String::from_utf8(saved.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+}
+
