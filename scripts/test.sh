@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test of Geyser, on a fresh Debian machine: installs what is missing
+# (beanstalkd, the Python package and its test tools), then runs the Rust and
+# Python suites against real servers. Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v beanstalkd >/dev/null 2>&1; then
+  echo "installing beanstalkd"
+  apt-get update -qq && apt-get install -y -qq beanstalkd >/dev/null
+fi
+
+python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+python3 -m pip install -q -e '.[test]'
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+else
+  cargo test --no-fail-fast
+fi
+python3 -m pytest -q tests/python

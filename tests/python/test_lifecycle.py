@@ -1,0 +1,129 @@
+"""Every row of the lifecycle table (DESIGN §3) with real worker processes,
+on the embedded queue and on beanstalkd."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import geyser
+from geyser.config import client
+from conftest import run_worker
+
+
+def enqueue(job_type: str, **values: object) -> str:
+    return geyser.make_base_job(values, job_type).enqueue()
+
+
+def job(uuid: str) -> geyser.BaseJob:
+    found = geyser.get_base_job(uuid)
+    assert found is not None
+    return found
+
+
+def test_success_records_progress_and_result(backend: dict[str, str]) -> None:
+    uuid = enqueue("echo", message="hi")
+    done = run_worker()
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.completeness, j.attempts) == ("succeeded", 1.0, 1)
+    assert j.events[0]["msg"] == "attempt 1: hi"
+    assert (j.resultCode, j.resultString) == (0, "HI")
+    assert j.startedAt and j.finishedAt and j.finishedAt >= j.startedAt
+    stats = client().stats_tube("echo")
+    assert stats["ready"] == stats["reserved"] == stats["buried"] == 0
+
+
+def test_requeue_runs_again_later_and_is_not_a_failure(backend: dict[str, str]) -> None:
+    uuid = enqueue("step", steps=2, wait=1.0)
+    assert run_worker().returncode == 0
+    j = job(uuid)
+    assert (j.status, j.steps_done, j.attempts, j.failures) == ("succeeded", 2, 2, 0)
+    first, second = (float(e["msg"].split(" at ")[1]) for e in j.events)
+    assert second - first >= 0.9, j.events
+
+
+def test_wf_error_finish_fails_without_retry(backend: dict[str, str]) -> None:
+    uuid = enqueue("fail", mode="finish")
+    assert run_worker().returncode == 0
+    j = job(uuid)
+    assert (j.status, j.attempts) == ("failed", 1)
+    assert j.errors[-1]["errorCode"] == 42 and j.errors[-1]["msg"] == "cannot go on"
+    stats = client().stats_tube("fail")
+    assert stats["buried"] == 0 and stats["ready"] == 0
+
+
+def test_wf_error_continue_retries_then_buries(backend: dict[str, str]) -> None:
+    uuid = enqueue("fail", mode="continue")
+    assert run_worker().returncode == 0
+    j = job(uuid)
+    assert (j.status, j.attempts, j.tries) == ("failed", 3, 3)
+    assert [e["errorCode"] for e in j.errors] == [7, 7, 7]
+    assert [e["attempt"] for e in j.errors] == [1, 2, 3]
+    assert client().stats_tube("fail")["buried"] == 1
+
+
+def test_exception_records_traceback_and_retry_can_succeed(backend: dict[str, str]) -> None:
+    uuid = enqueue("fail", mode="crash", succeed_on=2)
+    assert run_worker().returncode == 0
+    j = job(uuid)
+    assert (j.status, j.attempts, j.tries) == ("succeeded", 2, 2)
+    assert "ZeroDivisionError" in j.errors[0]["msg"]
+    assert "Traceback" in j.errors[0]["traceback"] and "crashed on purpose" in j.errors[0]["traceback"]
+
+
+def test_priority_and_delay(backend: dict[str, str]) -> None:
+    late = geyser.make_base_job({"message": "late"}, "echo")
+    late.enqueue(delay=1.5)
+    low = enqueue("echo", message="low")
+    high = geyser.make_base_job({"message": "high"}, "echo")
+    high.enqueue(priority=1)
+    assert run_worker().returncode == 0
+    j_late, j_low, j_high = job(late.uuid), job(low), job(high.uuid)
+    assert j_high.startedAt < j_low.startedAt < j_late.startedAt
+    assert j_late.startedAt >= j_late.createdAt + 1.5
+
+
+class OrphanJob(geyser.BaseJob):
+    """Known to the tests, not to their workers: it shares the echo queue."""
+
+    JOB_TYPE = "orphan"
+    QUEUE_NAME = "echo"
+
+
+def test_missing_document_is_buried_and_the_worker_goes_on(backend: dict[str, str], tmp_path) -> None:
+    lost = enqueue("echo", message="lost")
+    other_store = f"sqlite://{tmp_path / 'other.db'}"
+    done = run_worker(env={"GEYSER_STORE_URL": other_store})
+    assert done.returncode == 0, done.stderr
+    assert f"job {lost} (queue job" in done.stderr and "no document" in done.stderr
+    assert job(lost).status == "queued"
+    assert client().stats_tube("echo")["buried"] == 1
+    kept = enqueue("echo", message="kept")
+    assert run_worker().returncode == 0
+    assert job(kept).status == "succeeded"
+
+
+def test_unknown_job_type_is_rejected_and_buried(backend: dict[str, str]) -> None:
+    orphan = OrphanJob().enqueue()
+    kept = enqueue("echo", message="kept")
+    done = run_worker()
+    assert done.returncode == 0, done.stderr
+    j = job(orphan)
+    assert j.status == "failed"
+    assert "orphan" in j.errors[-1]["msg"] and j.errors[-1]["errorCode"] == "unrunnable"
+    assert client().stats_tube("echo")["buried"] == 1
+    assert job(kept).status == "succeeded"
+
+
+def test_attempts_inside_run_is_one_based(backend: dict[str, str]) -> None:
+    uuid = enqueue("echo", message="n")
+    run_worker()
+    assert job(uuid).events[0]["msg"].startswith("attempt 1:")
+
+
+def test_burst_worker_with_nothing_to_do_exits(backend: dict[str, str]) -> None:
+    start = time.time()
+    assert run_worker().returncode == 0
+    assert time.time() - start < 30
