@@ -1,16 +1,533 @@
 //! Embedded queue on a SQLite file (WAL): beanstalkd semantics for every process of one machine.
-// TEMPORARY stub until the sqlite branch lands.
-use super::*;
-pub struct SqliteQueue;
-impl SqliteQueue { pub fn open(_p: &std::path::Path) -> QueueResult<Self> { Err(QueueError::Protocol("stub".into())) } }
+//! Owns the `geyser_queue_jobs` and `geyser_queue_tubes` tables of that file and nothing else;
+//! every SQLite call runs on tokio's blocking pool, never on an async worker thread.
+//!
+//! A job row holds `state` and `due_at` (epoch ms): when a delayed job becomes ready, or when a
+//! reservation runs out. Time-driven transitions are lazy: a reserve first turns due delayed jobs
+//! and expired reservations into ready ones, and reads (stats, job state) judge them by `due_at`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
+
+use super::{check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats};
+
+const READY: i64 = 0;
+const DELAYED: i64 = 1;
+const RESERVED: i64 = 2;
+const BURIED: i64 = 3;
+
+/// beanstalkd silently raises a TTR under one second to one second; so do we.
+const MIN_TTR_MS: i64 = 1000;
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A waiting reserve checks for commits by other connections this often...
+const POLL_FAST: Duration = Duration::from_millis(1);
+/// ...and this often once it has been idle for `SLOW_AFTER`.
+const POLL_SLOW: Duration = Duration::from_millis(2);
+const SLOW_AFTER: Duration = Duration::from_millis(100);
+/// A waiting reserve runs its query at least this often, whatever the change counter says.
+const MAX_QUIET: Duration = Duration::from_millis(500);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS geyser_queue_jobs (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    tube     TEXT    NOT NULL,
+    priority INTEGER NOT NULL,
+    state    INTEGER NOT NULL,
+    due_at   INTEGER,
+    ttr_ms   INTEGER NOT NULL,
+    token    INTEGER,
+    body     BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS geyser_queue_jobs_next
+    ON geyser_queue_jobs (tube, state, priority, id, due_at);
+CREATE INDEX IF NOT EXISTS geyser_queue_jobs_due
+    ON geyser_queue_jobs (state, due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS geyser_queue_tubes (
+    name       TEXT PRIMARY KEY,
+    total_jobs INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS geyser_queue_jobs_count AFTER INSERT ON geyser_queue_jobs
+BEGIN
+    INSERT INTO geyser_queue_tubes (name, total_jobs) VALUES (NEW.tube, 1)
+    ON CONFLICT (name) DO UPDATE SET total_jobs = total_jobs + 1;
+END;
+";
+
+/// Milliseconds since the Unix epoch: every process of the machine shares this clock.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A poisoned lock only means another task panicked mid-call; rusqlite rolled its transaction back.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Names the file and the operation in every SQLite error.
+fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> QueueError {
+    let context = format!("sqlite queue {}: {op}", path.display());
+    move |source| QueueError::Sqlite { context, source }
+}
+
+/// Runs `f` on the blocking pool so a slow disk or a busy lock never stalls an async worker.
+async fn blocking<T, F>(path: &Path, op: &str, f: F) -> QueueResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> QueueResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| QueueError::Io {
+        context: format!("sqlite queue {}: {op}", path.display()),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// Opens one connection in WAL mode with the schema in place, creating the file and its folders.
+fn open_connection(path: &Path) -> QueueResult<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
+            context: format!("sqlite queue {}: create folder {}", path.display(), dir.display()),
+            source,
+        })?;
+    }
+    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(sql_err(path, "switch to WAL"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .map_err(sql_err(path, "create schema"))?;
+    Ok(conn)
+}
+
+/// Where a row stands right now, judging its time-driven transitions by `due_at`.
+fn effective_state(state: i64, due_at: Option<i64>, now: i64) -> Option<JobState> {
+    let due = |t: Option<i64>| t.unwrap_or(i64::MIN);
+    Some(match state {
+        READY => JobState::Ready,
+        DELAYED if due(due_at) <= now => JobState::Ready,
+        DELAYED => JobState::Delayed,
+        RESERVED if due(due_at) < now => JobState::Ready,
+        RESERVED => JobState::Reserved,
+        BURIED => JobState::Buried,
+        _ => return None,
+    })
+}
+
+/// The queue's own connection, for puts and administration; consumers get their own.
+#[derive(Clone)]
+pub struct SqliteQueue {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteQueue {
+    /// Opens (or creates) the queue in the SQLite file at `path`.
+    pub fn open(path: &Path) -> QueueResult<Self> {
+        let conn = open_connection(path)?;
+        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+    }
+
+    /// Runs `f` with the queue's connection on the blocking pool.
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> QueueResult<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        blocking(&self.shared.path, op, move || f(&mut lock(&shared.conn), &shared.path)).await
+    }
+}
+
+fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptions) -> rusqlite::Result<i64> {
+    let (state, due_at) = if opts.delay.is_zero() {
+        (READY, None)
+    } else {
+        (DELAYED, Some(now_ms().saturating_add(millis(opts.delay))))
+    };
+    let ttr_ms = millis(opts.ttr).max(MIN_TTR_MS);
+    conn.prepare_cached(
+        "INSERT INTO geyser_queue_jobs (tube, priority, state, due_at, ttr_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![tube, opts.priority, state, due_at, ttr_ms, body])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Deletes the job unless someone holds a live reservation of it.
+fn delete_unreserved(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM geyser_queue_jobs WHERE id = ?1 AND NOT (state = ?2 AND due_at >= ?3)",
+        )?
+        .execute(params![id, RESERVED, now_ms()])?;
+    Ok(n > 0)
+}
+
+/// Kicks up to `bound` buried jobs of the tube, or if none is buried, up to `bound` delayed ones.
+fn kick_tube(conn: &mut Connection, tube: &str, bound: u64) -> rusqlite::Result<u64> {
+    let bound = i64::try_from(bound).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let mut kicked = tx
+        .prepare_cached(
+            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL WHERE id IN (
+                 SELECT id FROM geyser_queue_jobs WHERE tube = ?2 AND state = ?3 ORDER BY id LIMIT ?4)",
+        )?
+        .execute(params![READY, tube, BURIED, bound])?;
+    if kicked == 0 {
+        kicked = tx
+            .prepare_cached(
+                "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL WHERE id IN (
+                     SELECT id FROM geyser_queue_jobs WHERE tube = ?2 AND state = ?3 AND due_at > ?4
+                     ORDER BY due_at, id LIMIT ?5)",
+            )?
+            .execute(params![READY, tube, DELAYED, now, bound])?;
+    }
+    tx.commit()?;
+    Ok(kicked as u64)
+}
+
+/// Makes one buried, or still delayed, job ready.
+fn kick_one(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL
+             WHERE id = ?2 AND (state = ?3 OR (state = ?4 AND due_at > ?5))",
+        )?
+        .execute(params![READY, id, BURIED, DELAYED, now_ms()])?;
+    Ok(n > 0)
+}
+
+fn job_state(conn: &Connection, id: i64) -> rusqlite::Result<Option<JobState>> {
+    let row = conn
+        .prepare_cached("SELECT state, due_at FROM geyser_queue_jobs WHERE id = ?")?
+        .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(state, due_at)| effective_state(state, due_at, now_ms())))
+}
+
+fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
+    let (ready, delayed, reserved, buried) = conn
+        .prepare_cached(
+            "SELECT
+                 COALESCE(SUM(state = ?2 OR (state = ?3 AND due_at <= ?6) OR (state = ?4 AND due_at < ?6)), 0),
+                 COALESCE(SUM(state = ?3 AND due_at > ?6), 0),
+                 COALESCE(SUM(state = ?4 AND due_at >= ?6), 0),
+                 COALESCE(SUM(state = ?5), 0)
+             FROM geyser_queue_jobs WHERE tube = ?1",
+        )?
+        .query_row(params![tube, READY, DELAYED, RESERVED, BURIED, now_ms()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })?;
+    let total_jobs = conn
+        .prepare_cached("SELECT total_jobs FROM geyser_queue_tubes WHERE name = ?")?
+        .query_row([tube], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0);
+    let count = |n: i64| n.max(0) as u64;
+    Ok(TubeStats {
+        name: tube.to_owned(),
+        ready: count(ready),
+        delayed: count(delayed),
+        reserved: count(reserved),
+        buried: count(buried),
+        total_jobs: count(total_jobs),
+    })
+}
+
+/// Tubes that hold at least one job, found by skipping through the index rather than scanning it.
+fn tubes_with_jobs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE t(name) AS (
+             SELECT MIN(tube) FROM geyser_queue_jobs
+             UNION ALL
+             SELECT (SELECT MIN(tube) FROM geyser_queue_jobs WHERE tube > t.name) FROM t WHERE t.name IS NOT NULL)
+         SELECT name FROM t WHERE name IS NOT NULL",
+    )?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect();
+    names
+}
+
+fn check_id(id: QueueJobId) -> QueueResult<i64> {
+    match (id.shard, i64::try_from(id.id)) {
+        (0, Ok(row)) => Ok(row),
+        _ => Err(QueueError::NotFound(id)),
+    }
+}
+
 #[async_trait]
 impl Queue for SqliteQueue {
-    async fn put(&self, _t: &str, _b: &[u8], _o: PutOptions) -> QueueResult<QueueJobId> { todo!() }
-    async fn delete(&self, _id: QueueJobId) -> QueueResult<()> { todo!() }
-    async fn kick(&self, _t: &str, _b: u64) -> QueueResult<u64> { todo!() }
-    async fn kick_job(&self, _id: QueueJobId) -> QueueResult<()> { todo!() }
-    async fn job_state(&self, _id: QueueJobId) -> QueueResult<Option<JobState>> { todo!() }
-    async fn stats_tube(&self, _t: &str) -> QueueResult<TubeStats> { todo!() }
-    async fn list_tubes(&self) -> QueueResult<Vec<String>> { todo!() }
-    async fn consumer(&self, _t: &[String]) -> QueueResult<Box<dyn Consumer>> { todo!() }
+    async fn put(&self, tube: &str, body: &[u8], opts: PutOptions) -> QueueResult<QueueJobId> {
+        check_tube(tube)?;
+        let (tube, body) = (tube.to_owned(), body.to_vec());
+        let row = self
+            .with_conn("put", move |conn, path| put_job(conn, &tube, &body, opts).map_err(sql_err(path, "put")))
+            .await?;
+        Ok(QueueJobId::new(0, row as u64))
+    }
+
+    async fn delete(&self, id: QueueJobId) -> QueueResult<()> {
+        let row = check_id(id)?;
+        let deleted = self
+            .with_conn("delete", move |conn, path| delete_unreserved(conn, row).map_err(sql_err(path, "delete")))
+            .await?;
+        deleted.then_some(()).ok_or(QueueError::NotFound(id))
+    }
+
+    async fn kick(&self, tube: &str, bound: u64) -> QueueResult<u64> {
+        check_tube(tube)?;
+        let tube = tube.to_owned();
+        self.with_conn("kick", move |conn, path| kick_tube(conn, &tube, bound).map_err(sql_err(path, "kick")))
+            .await
+    }
+
+    async fn kick_job(&self, id: QueueJobId) -> QueueResult<()> {
+        let row = check_id(id)?;
+        let kicked = self
+            .with_conn("kick job", move |conn, path| kick_one(conn, row).map_err(sql_err(path, "kick job")))
+            .await?;
+        kicked.then_some(()).ok_or(QueueError::NotFound(id))
+    }
+
+    async fn job_state(&self, id: QueueJobId) -> QueueResult<Option<JobState>> {
+        let Ok(row) = check_id(id) else { return Ok(None) };
+        self.with_conn("job state", move |conn, path| job_state(conn, row).map_err(sql_err(path, "job state")))
+            .await
+    }
+
+    async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {
+        check_tube(tube)?;
+        let tube = tube.to_owned();
+        self.with_conn("stats tube", move |conn, path| tube_stats(conn, &tube).map_err(sql_err(path, "stats tube")))
+            .await
+    }
+
+    async fn list_tubes(&self) -> QueueResult<Vec<String>> {
+        self.with_conn("list tubes", |conn, path| tubes_with_jobs(conn).map_err(sql_err(path, "list tubes")))
+            .await
+    }
+
+    async fn consumer(&self, tubes: &[String]) -> QueueResult<Box<dyn Consumer>> {
+        for tube in tubes {
+            check_tube(tube)?;
+        }
+        let (path, tubes) = (self.shared.path.clone(), tubes.to_vec());
+        let consumer = blocking(&self.shared.path, "open consumer", move || SqliteConsumer::open(path, tubes)).await?;
+        Ok(Box::new(consumer))
+    }
+}
+
+/// One reserving connection with its own reservation token: only it may touch, release,
+/// bury or delete the jobs it reserved, and only while their TTR has not run out.
+pub struct SqliteConsumer {
+    path: PathBuf,
+    inner: Arc<Mutex<ConsumerConn>>,
+}
+
+struct ConsumerConn {
+    conn: Connection,
+    token: i64,
+    tubes: Vec<String>,
+}
+
+/// What one reserve attempt found: a job, or when the next time-driven change is due (epoch ms).
+enum Attempt {
+    Got(Reserved),
+    Idle { next_due: Option<i64> },
+}
+
+/// Tells a blocking reserve to stop waiting once its caller has gone away.
+struct AbortOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl SqliteConsumer {
+    fn open(path: PathBuf, tubes: Vec<String>) -> QueueResult<Self> {
+        let conn = open_connection(&path)?;
+        let inner = ConsumerConn { conn, token: rand::random::<i64>(), tubes };
+        Ok(Self { path, inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    /// Runs `f` with this consumer's connection on the blocking pool.
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ConsumerConn, &Path) -> QueueResult<T> + Send + 'static,
+    {
+        let (inner, path) = (Arc::clone(&self.inner), self.path.clone());
+        blocking(&self.path, op, move || f(&mut lock(&inner), &path)).await
+    }
+
+    /// Runs one statement on a job this consumer holds; `NotFound` when it no longer holds it.
+    async fn on_held(&self, op: &'static str, id: QueueJobId, sql: &'static str, extra: Vec<i64>) -> QueueResult<()> {
+        let row = check_id(id)?;
+        let changed = self
+            .with_conn(op, move |c, path| c.on_held(sql, row, &extra).map_err(sql_err(path, op)))
+            .await?;
+        changed.then_some(()).ok_or(QueueError::NotFound(id))
+    }
+}
+
+impl ConsumerConn {
+    /// Reserves the best ready job of the watched tubes, waiting up to `timeout` for one.
+    fn reserve(&mut self, path: &Path, timeout: Duration, abort: &AtomicBool) -> QueueResult<Option<Reserved>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let version = self.data_version().map_err(sql_err(path, "reserve: read change counter"))?;
+            match self.try_reserve().map_err(sql_err(path, "reserve"))? {
+                Attempt::Got(job) => return Ok(Some(job)),
+                Attempt::Idle { .. } if Instant::now() >= deadline => return Ok(None),
+                Attempt::Idle { next_due } => {
+                    let woke = self.wait_for_change(version, deadline, next_due, abort);
+                    if !woke.map_err(sql_err(path, "reserve: wait"))? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps in short steps until another connection commits, a time-driven change is due,
+    /// or the deadline passes (then one last attempt follows). False when the caller went away.
+    fn wait_for_change(
+        &self,
+        version: i64,
+        deadline: Instant,
+        next_due: Option<i64>,
+        abort: &AtomicBool,
+    ) -> rusqlite::Result<bool> {
+        let started = Instant::now();
+        let until = deadline.min(started + MAX_QUIET);
+        loop {
+            let idle = started.elapsed();
+            std::thread::sleep(if idle < SLOW_AFTER { POLL_FAST } else { POLL_SLOW });
+            if abort.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let due = next_due.is_some_and(|t| now_ms() >= t);
+            if due || Instant::now() >= until || self.data_version()? != version {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Changes whenever another connection (of any process) commits to the file.
+    fn data_version(&self) -> rusqlite::Result<i64> {
+        self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+    }
+
+    /// One atomic attempt: promote due jobs, pick the best ready one, reserve it for us.
+    fn try_reserve(&mut self) -> rusqlite::Result<Attempt> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        tx.prepare_cached("UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL WHERE state = ?2 AND due_at <= ?3")?
+            .execute(params![READY, DELAYED, now])?;
+        tx.prepare_cached(
+            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL WHERE state = ?2 AND due_at < ?3",
+        )?
+        .execute(params![READY, RESERVED, now])?;
+        let mut best: Option<(i64, i64)> = None;
+        {
+            let mut head = tx.prepare_cached(
+                "SELECT priority, id FROM geyser_queue_jobs WHERE tube = ? AND state = ? ORDER BY priority, id LIMIT 1",
+            )?;
+            for tube in &self.tubes {
+                let found = head.query_row(params![tube, READY], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+                best = match (best, found) {
+                    (Some(b), Some(f)) => Some(b.min(f)),
+                    (b, f) => b.or(f),
+                };
+            }
+        }
+        let attempt = match best {
+            Some((_, id)) => Attempt::Got(
+                tx.prepare_cached(
+                    "UPDATE geyser_queue_jobs SET state = ?1, token = ?2, due_at = ?3 + ttr_ms WHERE id = ?4
+                     RETURNING tube, body",
+                )?
+                .query_row(params![RESERVED, self.token, now, id], |r| {
+                    Ok(Reserved { id: QueueJobId::new(0, id as u64), tube: r.get(0)?, body: r.get(1)? })
+                })?,
+            ),
+            None => {
+                let mut earliest =
+                    tx.prepare_cached("SELECT MIN(due_at) FROM geyser_queue_jobs WHERE state = ? AND due_at IS NOT NULL")?;
+                let delayed: Option<i64> = earliest.query_row([DELAYED], |r| r.get(0))?;
+                let expiring: Option<i64> = earliest.query_row([RESERVED], |r| r.get(0))?;
+                Attempt::Idle { next_due: delayed.into_iter().chain(expiring).min() }
+            }
+        };
+        tx.commit()?;
+        Ok(attempt)
+    }
+
+    /// Runs `sql` (bound to id, token, now, RESERVED, then `extra`) on a job reserved by this
+    /// consumer whose TTR has not run out; false when there is no such job.
+    fn on_held(&self, sql: &str, id: i64, extra: &[i64]) -> rusqlite::Result<bool> {
+        let base = [id, self.token, now_ms(), RESERVED];
+        let values: Vec<&dyn ToSql> = base.iter().chain(extra).map(|v| v as &dyn ToSql).collect();
+        let n = self.conn.prepare_cached(sql)?.execute(&*values)?;
+        Ok(n > 0)
+    }
+}
+
+/// The condition every consumer operation puts on its job: ours, reserved, TTR not run out.
+macro_rules! held {
+    () => {
+        "id = ?1 AND token = ?2 AND due_at >= ?3 AND state = ?4"
+    };
+}
+
+#[async_trait]
+impl Consumer for SqliteConsumer {
+    async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>> {
+        let abort = Arc::new(AtomicBool::new(false));
+        let _guard = AbortOnDrop(Arc::clone(&abort));
+        self.with_conn("reserve", move |c, path| c.reserve(path, timeout, &abort)).await
+    }
+
+    async fn touch(&mut self, id: QueueJobId) -> QueueResult<()> {
+        let sql = concat!("UPDATE geyser_queue_jobs SET due_at = ?3 + ttr_ms WHERE ", held!());
+        self.on_held("touch", id, sql, vec![]).await
+    }
+
+    async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()> {
+        let (state, delay_ms) = if delay.is_zero() { (READY, 0) } else { (DELAYED, millis(delay)) };
+        let sql = concat!(
+            "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL,
+                 due_at = CASE WHEN ?7 > 0 THEN ?3 + ?7 END WHERE ",
+            held!()
+        );
+        self.on_held("release", id, sql, vec![state, i64::from(priority), delay_ms]).await
+    }
+
+    async fn bury(&mut self, id: QueueJobId, priority: u32) -> QueueResult<()> {
+        let sql = concat!(
+            "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL, due_at = NULL WHERE ",
+            held!()
+        );
+        self.on_held("bury", id, sql, vec![BURIED, i64::from(priority)]).await
+    }
+
+    async fn delete(&mut self, id: QueueJobId) -> QueueResult<()> {
+        let sql = concat!("DELETE FROM geyser_queue_jobs WHERE ", held!());
+        self.on_held("delete", id, sql, vec![]).await
+    }
 }

@@ -1,15 +1,240 @@
 //! Job documents in a SQLite file (WAL), shared by every process of one machine.
-// TEMPORARY stub until the sqlite branch lands.
-use super::*;
+//! Owns the `geyser_documents` table of that file (which may also hold the queue's tables)
+//! and nothing else; every SQLite call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
 use async_trait::async_trait;
-pub struct SqliteStore;
-impl SqliteStore { pub fn open(_p: &std::path::Path) -> StoreResult<Self> { Err(StoreError::Unavailable("stub".into())) } }
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
+
+use super::{ListFilter, Page, Store, StoreError, StoreResult};
+use crate::model::JobDocument;
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS geyser_documents (
+    uuid       TEXT    PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    job_type   TEXT    NOT NULL,
+    updated_at REAL    NOT NULL,
+    expires_at REAL,
+    doc        TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS geyser_documents_status ON geyser_documents (status, uuid);
+CREATE INDEX IF NOT EXISTS geyser_documents_job_type ON geyser_documents (job_type, uuid);
+CREATE INDEX IF NOT EXISTS geyser_documents_expires
+    ON geyser_documents (expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// A poisoned lock only means another task panicked mid-call; the connection is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Names the file and the operation in every SQLite error.
+fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let context = format!("sqlite store {}: {op}", path.display());
+    move |source| StoreError::Sqlite { context, source }
+}
+
+/// Opens the file in WAL mode with the schema in place, creating it and its folders.
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("sqlite store {}: create folder {}: {e}", path.display(), dir.display()))
+        })?;
+    }
+    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(sql_err(path, "switch to WAL"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .map_err(sql_err(path, "create schema"))?;
+    Ok(conn)
+}
+
+/// Parses a stored document, naming its uuid when it is not one.
+fn parse(uuid: &str, json: &[u8]) -> StoreResult<JobDocument> {
+    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt { uuid: uuid.to_owned(), source })
+}
+
+/// Writes `doc` into the row values the columns index, next to its JSON.
+fn columns(doc: &JobDocument) -> (i64, &'static str, &str, f64, Option<f64>, Vec<u8>) {
+    let version = i64::try_from(doc.version).unwrap_or(i64::MAX);
+    (version, doc.status.as_str(), &doc.job_type, doc.updated_at, doc.expires_at, doc.to_json())
+}
+
+fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<bool> {
+    let (version, status, job_type, updated_at, expires_at, json) = columns(doc);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO geyser_documents (uuid, version, status, job_type, updated_at, expires_at, doc)
+             VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT))",
+        )?
+        .execute(params![doc.uuid, version, status, job_type, updated_at, expires_at, json]);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The stored JSON of one document, as bytes.
+fn select(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT CAST(doc AS BLOB) FROM geyser_documents WHERE uuid = ?")?
+        .query_row([uuid], |r| r.get(0))
+        .optional()
+}
+
+/// Writes `new` if the stored version is still `expected`; false when it is not (or is gone).
+fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<bool> {
+    let (version, status, job_type, updated_at, expires_at, json) = columns(new);
+    let expected = i64::try_from(expected).unwrap_or(i64::MAX);
+    let n = conn
+        .prepare_cached(
+            "UPDATE geyser_documents
+             SET version = ?, status = ?, job_type = ?, updated_at = ?, expires_at = ?, doc = CAST(? AS TEXT)
+             WHERE uuid = ? AND version = ?",
+        )?
+        .execute(params![version, status, job_type, updated_at, expires_at, json, new.uuid, expected])?;
+    Ok(n > 0)
+}
+
+fn exists(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?.exists([uuid])
+}
+
+fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
+    Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ?")?.execute([uuid])? > 0)
+}
+
+fn purge(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
+    let n = conn
+        .prepare_cached("DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?")?
+        .execute([now])?;
+    Ok(n as u64)
+}
+
+/// `(uuid, json)` of one page of matching documents, in uuid order. Only the conditions in use
+/// appear in the SQL, so each combination gets its own cached plan on the right index.
+fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    let mut conds = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(status) = filter.status {
+        conds.push("status = ?");
+        values.push(Box::new(status.as_str()));
+    }
+    if let Some(job_type) = &filter.job_type {
+        conds.push("job_type = ?");
+        values.push(Box::new(job_type.clone()));
+    }
+    if let Some(before) = filter.updated_before {
+        conds.push("updated_at < ?");
+        values.push(Box::new(before));
+    }
+    if let Some(after) = &page.after {
+        conds.push("uuid > ?");
+        values.push(Box::new(after.clone()));
+    }
+    values.push(Box::new(i64::try_from(page.limit).unwrap_or(i64::MAX)));
+    let where_clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    let sql = format!("SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+    let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    rows
+}
+
+/// The store's connection, shared by its tasks; each call holds it only for one statement or two.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the document store in the SQLite file at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = open_connection(path)?;
+        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool, so a busy file never stalls async code.
+    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || f(&lock(&shared.conn), &shared.path))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create(&self, _d: &JobDocument) -> StoreResult<JobDocument> { todo!() }
-    async fn get(&self, _u: &str) -> StoreResult<Option<JobDocument>> { todo!() }
-    async fn update(&self, _d: &JobDocument) -> StoreResult<JobDocument> { todo!() }
-    async fn delete(&self, _u: &str) -> StoreResult<bool> { todo!() }
-    async fn list(&self, _f: &ListFilter, _p: &Page) -> StoreResult<Vec<JobDocument>> { todo!() }
-    async fn purge_expired(&self, _n: f64) -> StoreResult<u64> { todo!() }
+    async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let doc = JobDocument { version: 1, ..doc.clone() };
+        self.with_conn("create", move |conn, path| {
+            match insert(conn, &doc).map_err(sql_err(path, "create"))? {
+                true => Ok(doc),
+                false => Err(StoreError::AlreadyExists(doc.uuid)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
+        let uuid = uuid.to_owned();
+        self.with_conn("get", move |conn, path| {
+            let json = select(conn, &uuid).map_err(sql_err(path, "get"))?;
+            json.map(|j| parse(&uuid, &j)).transpose()
+        })
+        .await
+    }
+
+    async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let expected = doc.version;
+        let new = JobDocument { version: expected + 1, ..doc.clone() };
+        self.with_conn("update", move |conn, path| {
+            if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
+                return Ok(new);
+            }
+            match exists(conn, &new.uuid).map_err(sql_err(path, "update: check existence"))? {
+                true => Err(StoreError::Conflict { uuid: new.uuid, expected }),
+                false => Err(StoreError::NotFound(new.uuid)),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, uuid: &str) -> StoreResult<bool> {
+        let uuid = uuid.to_owned();
+        self.with_conn("delete", move |conn, path| remove(conn, &uuid).map_err(sql_err(path, "delete"))).await
+    }
+
+    async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.with_conn("list", move |conn, path| {
+            let rows = select_page(conn, &filter, &page).map_err(sql_err(path, "list"))?;
+            rows.iter().map(|(uuid, json)| parse(uuid, json)).collect()
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: f64) -> StoreResult<u64> {
+        self.with_conn("purge expired", move |conn, path| purge(conn, now).map_err(sql_err(path, "purge expired")))
+            .await
+    }
 }

@@ -1,0 +1,340 @@
+//! The queue contract: beanstalkd's semantics as tests that every `Queue` backend runs.
+//! A backend's test file plugs in with one line, `queue_contract_tests!(make_queue());`, where
+//! `make_queue()` is a future giving `(queue, guard)`; the guard (temp dir, server process)
+//! lives as long as the test. Timings are whole seconds, the resolution of beanstalkd, and
+//! every test uses its own tubes so several tests can share one server.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use geyser::queue::{Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, Reserved};
+
+/// Generates one `#[tokio::test]` per contract test in a `queue_contract` module.
+#[macro_export]
+macro_rules! queue_contract_tests {
+    ($make:expr) => {
+        mod queue_contract {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::queue_contract_tests!(@each $make;
+                priority_order, fifo_within_priority, delay, ttr_expiry_gives_job_back, touch_extends,
+                release_with_delay, bury_and_kick, kick_moves_delayed_when_none_buried, kick_job,
+                stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
+                lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
+                queue_delete_spares_reserved);
+        }
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (queue, _guard) = $make.await;
+                $crate::support::queue_contract::$name(&queue).await;
+            }
+        )*
+    };
+}
+
+/// Short TTR and delay: beanstalkd counts them in whole seconds.
+const SECOND: Duration = Duration::from_secs(1);
+/// Long enough that a held job never times out during a test.
+const LONG_TTR: Duration = Duration::from_secs(60);
+/// How long a test waits for something that should happen after about one second.
+const WAIT: Duration = Duration::from_secs(4);
+/// Slack for timers: a one-second wait may end this much early on a coarse clock.
+const EARLY: Duration = Duration::from_millis(850);
+
+/// A tube name no other test uses.
+pub fn tube(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn opts(priority: u32) -> PutOptions {
+    PutOptions { priority, delay: Duration::ZERO, ttr: LONG_TTR }
+}
+
+async fn put(q: &dyn Queue, tube: &str, body: &[u8], opts: PutOptions) -> QueueJobId {
+    q.put(tube, body, opts).await.expect("put")
+}
+
+async fn consumer(q: &dyn Queue, tubes: &[&str]) -> Box<dyn Consumer> {
+    let tubes: Vec<String> = tubes.iter().map(|t| t.to_string()).collect();
+    q.consumer(&tubes).await.expect("consumer")
+}
+
+/// A job that is ready now, or None.
+async fn reserve_now(c: &mut dyn Consumer) -> Option<Reserved> {
+    c.reserve(Duration::ZERO).await.expect("reserve")
+}
+
+async fn must_reserve(c: &mut dyn Consumer, within: Duration) -> Reserved {
+    c.reserve(within).await.expect("reserve").expect("a job within the wait")
+}
+
+async fn state(q: &dyn Queue, id: QueueJobId) -> Option<JobState> {
+    q.job_state(id).await.expect("job state")
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, QueueError>, what: &str) {
+    assert!(matches!(r, Err(QueueError::NotFound(_))), "{what}: expected NotFound, got {r:?}");
+}
+
+pub async fn priority_order(q: &dyn Queue) {
+    let t = tube("prio");
+    for (pri, body) in [(5, "five"), (1, "one"), (3, "three")] {
+        put(q, &t, body.as_bytes(), opts(pri)).await;
+    }
+    let mut c = consumer(q, &[&t]).await;
+    for want in ["one", "three", "five"] {
+        let job = must_reserve(c.as_mut(), SECOND).await;
+        assert_eq!(job.body, want.as_bytes());
+        c.delete(job.id).await.expect("delete");
+    }
+}
+
+pub async fn fifo_within_priority(q: &dyn Queue) {
+    let t = tube("fifo");
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        ids.push(put(q, &t, &[i], opts(7)).await);
+    }
+    let mut c = consumer(q, &[&t]).await;
+    for (i, id) in ids.into_iter().enumerate() {
+        let job = must_reserve(c.as_mut(), SECOND).await;
+        assert_eq!((job.id, job.body.as_slice()), (id, [i as u8].as_slice()));
+        c.delete(job.id).await.expect("delete");
+    }
+}
+
+pub async fn delay(q: &dyn Queue) {
+    let t = tube("delay");
+    let put_at = Instant::now();
+    let id = put(q, &t, b"later", PutOptions { delay: SECOND, ..opts(1) }).await;
+    assert_eq!(state(q, id).await, Some(JobState::Delayed));
+    let mut c = consumer(q, &[&t]).await;
+    assert!(reserve_now(c.as_mut()).await.is_none(), "a delayed job is not reservable yet");
+    let job = must_reserve(c.as_mut(), WAIT).await;
+    assert_eq!(job.id, id);
+    assert!(put_at.elapsed() >= EARLY, "reserved after {:?}, before its delay", put_at.elapsed());
+    c.delete(id).await.expect("delete");
+}
+
+pub async fn ttr_expiry_gives_job_back(q: &dyn Queue) {
+    let t = tube("ttr");
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
+    let mut a = consumer(q, &[&t]).await;
+    let mut b = consumer(q, &[&t]).await;
+    let reserved_at = Instant::now();
+    assert_eq!(must_reserve(a.as_mut(), SECOND).await.id, id);
+    assert_eq!(state(q, id).await, Some(JobState::Reserved));
+    let again = must_reserve(b.as_mut(), WAIT).await;
+    assert_eq!(again.id, id);
+    assert!(reserved_at.elapsed() >= EARLY, "given back after {:?}, before its TTR", reserved_at.elapsed());
+    b.delete(id).await.expect("delete by the new holder");
+}
+
+pub async fn touch_extends(q: &dyn Queue) {
+    let t = tube("touch");
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
+    let mut a = consumer(q, &[&t]).await;
+    let mut b = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(a.as_mut(), SECOND).await.id, id);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        a.touch(id).await.expect("touch a held job");
+    }
+    // 1.8 s after the reserve, 0 s after the last touch: still ours.
+    assert_eq!(state(q, id).await, Some(JobState::Reserved));
+    assert!(reserve_now(b.as_mut()).await.is_none(), "a touched job is not given to another consumer");
+    a.delete(id).await.expect("delete");
+}
+
+pub async fn release_with_delay(q: &dyn Queue) {
+    let t = tube("release");
+    let id = put(q, &t, b"x", opts(1)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    c.release(id, 9, Duration::ZERO).await.expect("release now");
+    assert_eq!(state(q, id).await, Some(JobState::Ready));
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    let released_at = Instant::now();
+    c.release(id, 9, SECOND).await.expect("release with delay");
+    assert_eq!(state(q, id).await, Some(JobState::Delayed));
+    assert!(reserve_now(c.as_mut()).await.is_none());
+    assert_eq!(must_reserve(c.as_mut(), WAIT).await.id, id);
+    assert!(released_at.elapsed() >= EARLY);
+    c.delete(id).await.expect("delete");
+}
+
+pub async fn bury_and_kick(q: &dyn Queue) {
+    let t = tube("bury");
+    for i in 0..3u8 {
+        put(q, &t, &[i], opts(u32::from(i))).await;
+    }
+    let mut c = consumer(q, &[&t]).await;
+    for _ in 0..2 {
+        let job = must_reserve(c.as_mut(), SECOND).await;
+        c.bury(job.id, 50).await.expect("bury");
+        assert_eq!(state(q, job.id).await, Some(JobState::Buried));
+    }
+    let stats = q.stats_tube(&t).await.expect("stats");
+    assert_eq!((stats.ready, stats.buried), (1, 2));
+    assert_eq!(q.kick(&t, 1).await.expect("kick"), 1);
+    assert_eq!(q.kick(&t, 10).await.expect("kick"), 1);
+    assert_eq!(q.kick(&t, 10).await.expect("kick"), 0, "nothing buried or delayed is left");
+    assert_eq!(q.stats_tube(&t).await.expect("stats").ready, 3);
+}
+
+pub async fn kick_moves_delayed_when_none_buried(q: &dyn Queue) {
+    let t = tube("kickdelayed");
+    let id = put(q, &t, b"x", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
+    assert_eq!(q.kick(&t, 5).await.expect("kick"), 1);
+    assert_eq!(state(q, id).await, Some(JobState::Ready));
+}
+
+pub async fn kick_job(q: &dyn Queue) {
+    let t = tube("kickjob");
+    let buried = put(q, &t, b"b", opts(1)).await;
+    let delayed = put(q, &t, b"d", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, buried);
+    c.bury(buried, 1).await.expect("bury");
+    q.kick_job(buried).await.expect("kick a buried job");
+    assert_eq!(state(q, buried).await, Some(JobState::Ready));
+    q.kick_job(delayed).await.expect("kick a delayed job");
+    assert_eq!(state(q, delayed).await, Some(JobState::Ready));
+    assert_not_found(q.kick_job(buried).await, "kick a ready job");
+}
+
+pub async fn stats_count_each_state(q: &dyn Queue) {
+    let t = tube("stats");
+    for pri in 1..=4 {
+        put(q, &t, b"x", opts(pri)).await;
+    }
+    put(q, &t, b"x", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
+    let mut c = consumer(q, &[&t]).await;
+    must_reserve(c.as_mut(), SECOND).await; // held
+    let to_bury = must_reserve(c.as_mut(), SECOND).await;
+    c.bury(to_bury.id, 1).await.expect("bury");
+    let stats = q.stats_tube(&t).await.expect("stats");
+    assert_eq!(stats.name, t);
+    assert_eq!((stats.ready, stats.delayed, stats.reserved, stats.buried), (2, 1, 1, 1));
+    assert_eq!(stats.total_jobs, 5);
+}
+
+pub async fn list_tubes(q: &dyn Queue) {
+    let (a, b) = (tube("lista"), tube("listb"));
+    put(q, &a, b"x", opts(1)).await;
+    put(q, &b, b"x", opts(1)).await;
+    let tubes = q.list_tubes().await.expect("list tubes");
+    assert!(tubes.contains(&a) && tubes.contains(&b), "{tubes:?}");
+}
+
+pub async fn binary_bodies(q: &dyn Queue) {
+    let t = tube("binary");
+    let mut every_byte: Vec<u8> = (0..=255).collect();
+    every_byte.extend_from_slice(b"\r\n spaced  words \r\n\r\n");
+    let bodies = [every_byte, Vec::new(), b"\r\n".to_vec(), vec![0; 1000]];
+    for body in &bodies {
+        put(q, &t, body, opts(1)).await;
+    }
+    let mut c = consumer(q, &[&t]).await;
+    for body in &bodies {
+        let job = must_reserve(c.as_mut(), SECOND).await;
+        assert_eq!(&job.body, body);
+        c.delete(job.id).await.expect("delete");
+    }
+}
+
+pub async fn consumers_never_share_a_reservation(q: &dyn Queue) {
+    const JOBS: usize = 100;
+    let t = tube("race");
+    for i in 0..JOBS {
+        put(q, &t, i.to_string().as_bytes(), opts(1)).await;
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut c = consumer(q, &[&t]).await;
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(job) = c.reserve(Duration::ZERO).await.expect("reserve") {
+                held.push(job.id);
+            }
+            (c, held)
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        let (mut c, held) = task.await.expect("consumer task");
+        for id in held {
+            assert!(seen.insert(id), "job {id} reserved by two consumers at once");
+            c.delete(id).await.expect("delete");
+        }
+    }
+    assert_eq!(seen.len(), JOBS);
+}
+
+pub async fn lost_job_is_not_yours(q: &dyn Queue) {
+    let t = tube("lost");
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
+    let mut a = consumer(q, &[&t]).await;
+    let mut b = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(a.as_mut(), SECOND).await.id, id);
+    assert_eq!(must_reserve(b.as_mut(), WAIT).await.id, id, "TTR ran out: b gets it");
+    assert_not_found(a.touch(id).await, "touch a lost job");
+    assert_not_found(a.release(id, 1, Duration::ZERO).await, "release a lost job");
+    assert_not_found(a.bury(id, 1).await, "bury a lost job");
+    assert_not_found(a.delete(id).await, "delete a lost job");
+    assert_eq!(state(q, id).await, Some(JobState::Reserved));
+    b.delete(id).await.expect("delete by the holder");
+    assert_eq!(state(q, id).await, None);
+}
+
+pub async fn reserve_times_out(q: &dyn Queue) {
+    let t = tube("timeout");
+    let mut c = consumer(q, &[&t]).await;
+    let start = Instant::now();
+    assert!(c.reserve(SECOND).await.expect("reserve").is_none());
+    let waited = start.elapsed();
+    assert!(waited >= EARLY && waited < Duration::from_millis(2500), "waited {waited:?} for a 1 s timeout");
+}
+
+pub async fn reserve_wakes_on_put(q: &dyn Queue) {
+    let t = tube("wake");
+    let mut c = consumer(q, &[&t]).await;
+    let start = Instant::now();
+    let waiter = tokio::spawn(async move { c.reserve(WAIT).await.expect("reserve") });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = put(q, &t, b"x", opts(1)).await;
+    let job = waiter.await.expect("waiter").expect("the job put while waiting");
+    assert_eq!(job.id, id);
+    assert!(start.elapsed() < Duration::from_millis(1000), "woke after {:?}", start.elapsed());
+}
+
+pub async fn reserve_watches_several_tubes(q: &dyn Queue) {
+    let (a, b, other) = (tube("watcha"), tube("watchb"), tube("unwatched"));
+    put(q, &b, b"b", opts(10)).await;
+    put(q, &a, b"a", opts(5)).await;
+    put(q, &other, b"o", opts(0)).await;
+    let mut c = consumer(q, &[&a, &b]).await;
+    for (want_tube, want_body) in [(&a, b"a"), (&b, b"b")] {
+        let job = must_reserve(c.as_mut(), SECOND).await;
+        assert_eq!((&job.tube, job.body.as_slice()), (want_tube, want_body.as_slice()));
+        c.delete(job.id).await.expect("delete");
+    }
+    assert!(reserve_now(c.as_mut()).await.is_none(), "a job of an unwatched tube was reserved");
+}
+
+pub async fn queue_delete_spares_reserved(q: &dyn Queue) {
+    let t = tube("qdelete");
+    let held = put(q, &t, b"held", opts(1)).await;
+    let free = put(q, &t, b"free", opts(2)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, held);
+    assert_not_found(q.delete(held).await, "delete a reserved job");
+    assert_eq!(state(q, held).await, Some(JobState::Reserved));
+    q.delete(free).await.expect("delete a ready job");
+    assert_eq!(state(q, free).await, None);
+    assert_not_found(q.delete(free).await, "delete it twice");
+    c.delete(held).await.expect("delete by the holder");
+}
