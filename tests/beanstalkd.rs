@@ -153,6 +153,17 @@ async fn error_replies_are_typed() {
     let err = c.reserve_with_timeout(1).await.unwrap_err();
     assert_eq!(server_error(&err), Some(ServerError::DeadlineSoon));
 
+    // One bad job in a pipeline fails alone; the stream stays in step.
+    let big = [b'y'; 101];
+    let batch = [
+        PutJob { pri: 0, delay: 0, ttr: 60, body: b"ok1" },
+        PutJob { pri: 0, delay: 0, ttr: 60, body: &big },
+        PutJob { pri: 0, delay: 0, ttr: 60, body: b"ok2" },
+    ];
+    let results = c.put_pipelined(&batch).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert_eq!(results[1].as_ref().err().and_then(server_error), Some(ServerError::JobTooBig));
+
     // The queue checks the size against the server's max-job-size before sending.
     let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
     let before = c.stats().await.unwrap()["cmd-put"].clone();
@@ -392,6 +403,22 @@ async fn touch_extends_the_reservation() {
     // 2.7 s after the reserve, past the 2 s TTR: still ours.
     assert_eq!(queue.job_state(id).await.unwrap(), Some(JobState::Reserved));
     a.delete(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_command_does_not_desync_the_connection() {
+    let server = Beanstalkd::start();
+    let mut c = conn(&server).await;
+    c.watch("cancel").await.unwrap();
+    c.use_tube("cancel").await.unwrap();
+    // Dropped while waiting: its reply could arrive later and be taken for the next one's.
+    assert!(tokio::time::timeout(Duration::from_millis(100), c.reserve()).await.is_err());
+    let id = c.put(0, 0, 60, b"after cancel").await.unwrap();
+    let mut watched = c.list_tubes_watched().await.unwrap();
+    watched.sort();
+    assert_eq!(watched, vec!["cancel", "default"], "state replayed on the new connection");
+    let job = c.reserve_with_timeout(1).await.unwrap().unwrap();
+    assert_eq!((job.id, job.body.as_slice()), (id, &b"after cancel"[..]));
 }
 
 // ---- the reply decoder on arbitrary input ----
