@@ -1,0 +1,493 @@
+//! beanstalkd client and BeanstalkdQueue against real beanstalkd servers
+//! (tests/support/beanstalkd.rs starts them), plus a proptest of the reply
+//! decoder. Touches only servers it starts.
+
+#[path = "support/beanstalkd.rs"]
+mod support_beanstalkd;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use geyser::queue::beanstalkd::connection::{ConnectOptions, Connection, PutJob};
+use geyser::queue::beanstalkd::protocol::{decode, Decoded, Reply, ServerError};
+use geyser::queue::beanstalkd::BeanstalkdQueue;
+use geyser::queue::{JobState, PutOptions, Queue, QueueError, QueueJobId};
+use proptest::prelude::*;
+use support_beanstalkd::{Beanstalkd, Options};
+
+fn fast_opts() -> ConnectOptions {
+    ConnectOptions {
+        connect_timeout: Duration::from_secs(1),
+        io_timeout: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    }
+}
+
+async fn conn(server: &Beanstalkd) -> Connection {
+    Connection::connect(&server.addr(), fast_opts()).await.expect("connect")
+}
+
+fn opts(priority: u32, delay_ms: u64, ttr_s: u64) -> PutOptions {
+    PutOptions { priority, delay: Duration::from_millis(delay_ms), ttr: Duration::from_secs(ttr_s) }
+}
+
+fn server_error(e: &geyser::queue::beanstalkd::connection::ClientError) -> Option<ServerError> {
+    e.server_error().cloned()
+}
+
+#[tokio::test]
+async fn every_command_round_trips() {
+    let server = Beanstalkd::start();
+    let mut c = conn(&server).await;
+
+    c.use_tube("rt").await.unwrap();
+    assert_eq!(c.list_tube_used().await.unwrap(), "rt");
+    assert_eq!(c.watch("rt").await.unwrap(), 2);
+    assert_eq!(c.ignore("default").await.unwrap(), 1);
+    assert_eq!(c.list_tubes_watched().await.unwrap(), vec!["rt"]);
+    let tubes = c.list_tubes().await.unwrap();
+    assert!(tubes.contains(&"rt".to_owned()) && tubes.contains(&"default".to_owned()), "{tubes:?}");
+
+    let a = c.put(5, 0, 60, b"a").await.unwrap();
+    assert_eq!(c.peek(a).await.unwrap().unwrap().body, b"a");
+    assert_eq!(c.peek_ready().await.unwrap().unwrap().id, a);
+    let stats = c.stats_job(a).await.unwrap();
+    assert_eq!((stats["tube"].as_str(), stats["state"].as_str(), stats["pri"].as_str()), ("rt", "ready", "5"));
+
+    let job = c.reserve().await.unwrap();
+    assert_eq!(job.id, a);
+    c.touch(a).await.unwrap();
+    c.release(a, 7, 100).await.unwrap();
+    assert_eq!(c.peek_delayed().await.unwrap().unwrap().id, a);
+    assert_eq!(c.kick(10).await.unwrap(), 1, "kick moves delayed jobs when none are buried");
+
+    let job = c.reserve_job(a).await.unwrap();
+    assert_eq!(job.body, b"a");
+    c.bury(a, 9).await.unwrap();
+    assert_eq!(c.peek_buried().await.unwrap().unwrap().id, a);
+    c.kick_job(a).await.unwrap();
+    assert_eq!(c.stats_job(a).await.unwrap()["state"], "ready");
+
+    let job = c.reserve_with_timeout(1).await.unwrap().unwrap();
+    assert_eq!(job.id, a);
+    c.delete(a).await.unwrap();
+    assert!(c.reserve_with_timeout(0).await.unwrap().is_none(), "TIMED_OUT is no job");
+    assert!(c.peek(a).await.unwrap().is_none());
+
+    let tube = c.stats_tube("rt").await.unwrap();
+    assert_eq!(tube["name"], "rt");
+    assert_eq!(tube["total-jobs"], "1");
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats["max-job-size"], "65535");
+    c.pause_tube("rt", 1).await.unwrap();
+    assert_eq!(c.stats_tube("rt").await.unwrap()["pause"], "1");
+}
+
+#[tokio::test]
+async fn bodies_are_binary_safe() {
+    let server = Beanstalkd::start();
+    let mut c = conn(&server).await;
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\r\n".to_vec(),
+        b"\r\n\r\n".to_vec(),
+        b"  spaces both ends  ".to_vec(),
+        b"INSERTED 5\r\nDELETED\r\n".to_vec(),
+        b"\r".to_vec(),
+        b"\n".to_vec(),
+        all_bytes,
+        vec![0u8; 60_000],
+    ];
+    for body in &bodies {
+        let id = c.put(0, 0, 60, body).await.unwrap();
+        let job = c.reserve_with_timeout(0).await.unwrap().expect("a job");
+        assert_eq!((job.id, &job.body), (id, body));
+        c.delete(id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_puts_come_back_in_order() {
+    let server = Beanstalkd::start();
+    let mut c = conn(&server).await;
+    c.use_tube("pipe").await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..1000).map(|i| format!("job {i}\r\n").into_bytes()).collect();
+    let jobs: Vec<PutJob<'_>> = bodies.iter().map(|b| PutJob { pri: 1, delay: 0, ttr: 60, body: b }).collect();
+    let ids: Vec<u64> = c.put_pipelined(&jobs).await.unwrap().into_iter().map(Result::unwrap).collect();
+    assert_eq!(ids.len(), 1000);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the order of the puts");
+    assert_eq!(c.stats_tube("pipe").await.unwrap()["current-jobs-ready"], "1000");
+    c.watch("pipe").await.unwrap();
+    c.ignore("default").await.unwrap();
+    for (id, body) in ids.iter().zip(&bodies) {
+        let job = c.reserve_with_timeout(0).await.unwrap().unwrap();
+        assert_eq!((job.id, &job.body), (*id, body));
+    }
+}
+
+#[tokio::test]
+async fn error_replies_are_typed() {
+    let server = Beanstalkd::start_with(Options { max_job_size: Some(100), ..Options::default() });
+    let mut c = conn(&server).await;
+
+    let err = c.put(0, 0, 60, &[b'x'; 101]).await.unwrap_err();
+    assert_eq!(server_error(&err), Some(ServerError::JobTooBig), "{err}");
+    assert!(err.to_string().contains(&server.addr()) && err.to_string().contains("put"), "{err}");
+    // The connection is still in step after an error reply.
+    assert!(c.put(0, 0, 60, &[b'x'; 100]).await.is_ok());
+
+    let err = c.delete(999_999).await.unwrap_err();
+    assert_eq!(server_error(&err), Some(ServerError::NotFound));
+    assert!(err.is_not_found());
+    assert_eq!(server_error(&c.kick_job(999_999).await.unwrap_err()), Some(ServerError::NotFound));
+    assert_eq!(server_error(&c.stats_tube("nope").await.unwrap_err()), Some(ServerError::NotFound));
+    assert_eq!(server_error(&c.ignore("default").await.unwrap_err()), Some(ServerError::NotIgnored));
+    assert_eq!(server_error(&c.use_tube("-bad").await.unwrap_err()), Some(ServerError::BadFormat));
+
+    // DEADLINE_SOON: holding a job with TTR 1 puts us in its safety margin at once.
+    c.put(0, 0, 1, b"short").await.unwrap();
+    let _held = c.reserve().await.unwrap();
+    let _ = c.reserve_with_timeout(0).await; // may pick up the 100-byte job
+    let err = c.reserve_with_timeout(1).await.unwrap_err();
+    assert_eq!(server_error(&err), Some(ServerError::DeadlineSoon));
+
+    // One bad job in a pipeline fails alone; the stream stays in step.
+    let big = [b'y'; 101];
+    let batch = [
+        PutJob { pri: 0, delay: 0, ttr: 60, body: b"ok1" },
+        PutJob { pri: 0, delay: 0, ttr: 60, body: &big },
+        PutJob { pri: 0, delay: 0, ttr: 60, body: b"ok2" },
+    ];
+    let results = c.put_pipelined(&batch).await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert_eq!(results[1].as_ref().err().and_then(server_error), Some(ServerError::JobTooBig));
+
+    // The queue checks the size against the server's max-job-size before sending.
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let before = c.stats().await.unwrap()["cmd-put"].clone();
+    match queue.put("big", &[0u8; 101], PutOptions::default()).await {
+        Err(QueueError::JobTooBig { size: 101, limit: 100 }) => {}
+        other => panic!("expected JobTooBig, got {other:?}"),
+    }
+    assert_eq!(c.stats().await.unwrap()["cmd-put"], before, "nothing was sent");
+}
+
+#[tokio::test]
+async fn queue_trait_semantics() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let tube = "sem".to_owned();
+
+    let a = queue.put(&tube, b"a", opts(10, 0, 60)).await.unwrap();
+    assert_eq!(a.shard, 0);
+    assert_eq!(queue.job_state(a).await.unwrap(), Some(JobState::Ready));
+    let d = queue.put(&tube, b"d", opts(10, 1200, 60)).await.unwrap();
+    assert_eq!(queue.job_state(d).await.unwrap(), Some(JobState::Delayed));
+    // A fractional delay is rounded up, never down.
+    let mut c = conn(&server).await;
+    assert_eq!(c.stats_job(d.id).await.unwrap()["delay"], "2");
+
+    let mut consumer = queue.consumer(std::slice::from_ref(&tube)).await.unwrap();
+    let got = consumer.reserve(Duration::from_millis(100)).await.unwrap().unwrap();
+    assert_eq!((got.id, got.tube.as_str(), got.body.as_slice()), (a, "sem", &b"a"[..]));
+    assert_eq!(queue.job_state(a).await.unwrap(), Some(JobState::Reserved));
+    consumer.bury(a, 5).await.unwrap();
+    assert_eq!(queue.job_state(a).await.unwrap(), Some(JobState::Buried));
+
+    // kick: buried first, then delayed.
+    assert_eq!(queue.kick(&tube, 10).await.unwrap(), 1);
+    assert_eq!(queue.job_state(a).await.unwrap(), Some(JobState::Ready));
+    assert_eq!(queue.job_state(d).await.unwrap(), Some(JobState::Delayed));
+    assert_eq!(queue.kick(&tube, 10).await.unwrap(), 1);
+    assert_eq!(queue.job_state(d).await.unwrap(), Some(JobState::Ready));
+
+    let stats = queue.stats_tube(&tube).await.unwrap();
+    assert_eq!((stats.ready, stats.total_jobs), (2, 2));
+    assert!(queue.list_tubes().await.unwrap().contains(&tube));
+    assert_eq!(queue.stats_tube("never-used").await.unwrap().ready, 0);
+
+    queue.delete(d).await.unwrap();
+    assert_eq!(queue.job_state(d).await.unwrap(), None);
+    assert!(matches!(queue.delete(d).await, Err(QueueError::NotFound(id)) if id == d));
+    assert!(matches!(queue.kick_job(d).await, Err(QueueError::NotFound(_))));
+
+    let got = consumer.reserve(Duration::ZERO).await.unwrap().unwrap();
+    consumer.release(got.id, 1, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(queue.job_state(got.id).await.unwrap(), Some(JobState::Delayed));
+    queue.kick_job(got.id).await.unwrap();
+    let got = consumer.reserve(Duration::from_secs(1)).await.unwrap().unwrap();
+    consumer.delete(got.id).await.unwrap();
+    assert!(matches!(consumer.delete(got.id).await, Err(QueueError::NotFound(_))));
+    assert!(consumer.reserve(Duration::ZERO).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_restart_loses_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Beanstalkd::with_binlog(dir.path());
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let mut put = HashSet::new();
+    for i in 0..50 {
+        put.insert(queue.put("durable", format!("job {i}").as_bytes(), opts(1, 0, 60)).await.unwrap());
+    }
+    server.restart();
+    let mut consumer = queue.consumer(&["durable".to_owned()]).await.unwrap();
+    let mut got = HashSet::new();
+    while let Some(job) = consumer.reserve(Duration::ZERO).await.unwrap() {
+        consumer.delete(job.id).await.unwrap();
+        got.insert(job.id);
+    }
+    assert_eq!(got, put);
+    // The producer pool reconnects transparently for its next put.
+    let mut ok = false;
+    for _ in 0..50 {
+        if queue.put("durable", b"after", opts(1, 0, 60)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "puts work again after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_reserve_errors_then_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Beanstalkd::with_binlog(dir.path());
+    let mut c = conn(&server).await;
+    c.watch("w").await.unwrap();
+    c.ignore("default").await.unwrap();
+    c.use_tube("w").await.unwrap();
+    let id = c.put(0, 0, 60, b"held").await.unwrap();
+    let held = c.reserve().await.unwrap();
+    assert_eq!(held.id, id);
+
+    let waiting = tokio::spawn(async move {
+        let result = c.reserve_with_timeout(10).await;
+        (c, result)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    let (mut c, result) = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    let err = result.unwrap_err();
+    assert!(err.is_connection(), "{err}");
+    assert!(c.put(0, 0, 60, b"x").await.unwrap_err().is_connection(), "server still down");
+
+    server.start_again();
+    let mut reconnected = None;
+    for _ in 0..100 {
+        match c.list_tubes_watched().await {
+            Ok(w) => {
+                reconnected = Some(w);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(reconnected.expect("reconnected"), vec!["w"], "watch list restored");
+    assert_eq!(c.list_tube_used().await.unwrap(), "w", "used tube restored");
+    assert!(c.sessions() >= 2);
+    // The reservation died with the old connection: no silent success.
+    let err = c.delete(id).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(c.touch(id).await.unwrap_err().is_not_found());
+    // The job came back (binlog) and can be reserved anew, then deleted.
+    let again = c.reserve_with_timeout(1).await.unwrap().expect("job back");
+    assert_eq!(again.id, id);
+    c.delete(id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_shard_leaves_the_others_working() {
+    let servers = [Beanstalkd::start(), Beanstalkd::start(), Beanstalkd::start()];
+    let addrs: Vec<String> = servers.iter().map(Beanstalkd::addr).collect();
+    let queue = BeanstalkdQueue::connect(&addrs).await.unwrap();
+    let tube = vec!["sharded".to_owned()];
+    let mut consumer = queue.consumer(&tube).await.unwrap();
+
+    let mut shards_used = HashSet::new();
+    for i in 0..30 {
+        shards_used.insert(queue.put("sharded", format!("{i}").as_bytes(), opts(1, 0, 60)).await.unwrap().shard);
+    }
+    assert_eq!(shards_used.len(), 3, "puts spread over all servers");
+    let job_on_1 = loop {
+        let job = consumer.reserve(Duration::from_secs(1)).await.unwrap().unwrap();
+        if job.id.shard == 1 {
+            break job;
+        }
+        consumer.delete(job.id).await.unwrap();
+    };
+
+    let mut servers = servers;
+    servers[1].kill();
+    let mut put = HashSet::new();
+    for i in 0..30 {
+        let id = queue.put("sharded", format!("after {i}").as_bytes(), opts(1, 0, 60)).await.unwrap();
+        assert_ne!(id.shard, 1, "puts fall back past the dead server");
+        put.insert(id);
+    }
+    let mut got = HashSet::new();
+    while let Some(job) = consumer.reserve(Duration::from_millis(300)).await.unwrap() {
+        if job.id.shard != 1 {
+            consumer.delete(job.id).await.unwrap();
+            got.insert(job.id);
+        }
+    }
+    assert!(put.is_subset(&got), "reserves go on from the live servers");
+    assert!(matches!(consumer.delete(job_on_1.id).await, Err(QueueError::NotFound(_)) | Err(QueueError::Unavailable { .. })));
+    assert!(queue.stats_tube("sharded").await.is_ok(), "admin ops report the live servers");
+    assert!(queue.list_tubes().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_never_share_a_job() {
+    let servers = [Beanstalkd::start(), Beanstalkd::start()];
+    let addrs: Vec<String> = servers.iter().map(Beanstalkd::addr).collect();
+    let queue = BeanstalkdQueue::connect(&addrs).await.unwrap();
+    let tube = vec!["shared".to_owned()];
+    let mut all = HashSet::new();
+    for i in 0..300 {
+        all.insert(queue.put("shared", format!("{i}").as_bytes(), opts(1, 0, 60)).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let mut consumer = queue.consumer(&tube).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = consumer.reserve(Duration::ZERO).await.unwrap() {
+                mine.push(job.id);
+                consumer.delete(job.id).await.unwrap();
+            }
+            mine
+        }));
+    }
+    let mut seen: Vec<QueueJobId> = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    let unique: HashSet<QueueJobId> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no job reserved twice");
+    assert_eq!(unique, all);
+}
+
+#[tokio::test]
+async fn ttr_expiry_gives_the_job_back() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let tube = vec!["ttr".to_owned()];
+    let id = queue.put("ttr", b"slow", PutOptions { ttr: Duration::from_millis(300), ..PutOptions::default() }).await.unwrap();
+    let mut a = queue.consumer(&tube).await.unwrap();
+    let mut b = queue.consumer(&tube).await.unwrap();
+    assert_eq!(a.reserve(Duration::ZERO).await.unwrap().unwrap().id, id);
+    assert!(b.reserve(Duration::ZERO).await.unwrap().is_none());
+    let again = b.reserve(Duration::from_secs(4)).await.unwrap().expect("given back after TTR (1 s)");
+    assert_eq!(again.id, id);
+    assert!(matches!(a.delete(id).await, Err(QueueError::NotFound(_))), "the first holder lost it");
+    b.delete(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn touch_extends_the_reservation() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let tube = vec!["touch".to_owned()];
+    let id = queue.put("touch", b"long", PutOptions { ttr: Duration::from_secs(2), ..PutOptions::default() }).await.unwrap();
+    let mut a = queue.consumer(&tube).await.unwrap();
+    assert_eq!(a.reserve(Duration::ZERO).await.unwrap().unwrap().id, id);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        a.touch(id).await.unwrap();
+    }
+    // 2.7 s after the reserve, past the 2 s TTR: still ours.
+    assert_eq!(queue.job_state(id).await.unwrap(), Some(JobState::Reserved));
+    a.delete(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_command_does_not_desync_the_connection() {
+    let server = Beanstalkd::start();
+    let mut c = conn(&server).await;
+    c.watch("cancel").await.unwrap();
+    c.use_tube("cancel").await.unwrap();
+    // Dropped while waiting: its reply could arrive later and be taken for the next one's.
+    assert!(tokio::time::timeout(Duration::from_millis(100), c.reserve()).await.is_err());
+    let id = c.put(0, 0, 60, b"after cancel").await.unwrap();
+    let mut watched = c.list_tubes_watched().await.unwrap();
+    watched.sort();
+    assert_eq!(watched, vec!["cancel", "default"], "state replayed on the new connection");
+    let job = c.reserve_with_timeout(1).await.unwrap().unwrap();
+    assert_eq!((job.id, job.body.as_slice()), (id, &b"after cancel"[..]));
+}
+
+// ---- the reply decoder on arbitrary input ----
+
+fn reply_strategy() -> impl Strategy<Value = (Vec<u8>, Reply)> {
+    let id = 0u64..u64::MAX;
+    let body = proptest::collection::vec(any::<u8>(), 0..300);
+    prop_oneof![
+        id.clone().prop_map(|i| (format!("INSERTED {i}\r\n").into_bytes(), Reply::Inserted(i))),
+        (id.clone(), body.clone()).prop_map(|(i, b)| {
+            let mut wire = format!("RESERVED {i} {}\r\n", b.len()).into_bytes();
+            wire.extend_from_slice(&b);
+            wire.extend_from_slice(b"\r\n");
+            (wire, Reply::Reserved { id: i, body: b })
+        }),
+        (id.clone(), body.clone()).prop_map(|(i, b)| {
+            let mut wire = format!("FOUND {i} {}\r\n", b.len()).into_bytes();
+            wire.extend_from_slice(&b);
+            wire.extend_from_slice(b"\r\n");
+            (wire, Reply::Found { id: i, body: b })
+        }),
+        body.prop_map(|b| {
+            let mut wire = format!("OK {}\r\n", b.len()).into_bytes();
+            wire.extend_from_slice(&b);
+            wire.extend_from_slice(b"\r\n");
+            (wire, Reply::Ok(b))
+        }),
+        "[a-z0-9_]{1,200}".prop_map(|t| (format!("USING {t}\r\n").into_bytes(), Reply::Using(t))),
+        id.prop_map(|n| (format!("WATCHING {n}\r\n").into_bytes(), Reply::Watching(n))),
+        Just((b"DELETED\r\n".to_vec(), Reply::Deleted)),
+        Just((b"BURIED\r\n".to_vec(), Reply::Buried)),
+        Just((b"KICKED\r\n".to_vec(), Reply::KickedJob)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn decoder_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn decoder_never_panics_on_reply_like_lines(
+        word in prop_oneof![Just("RESERVED"), Just("FOUND"), Just("OK"), Just("INSERTED"), Just("BURIED"), Just("KICKED")],
+        rest in "[ 0-9a-z\r\n-]{0,40}",
+    ) {
+        let _ = decode(format!("{word}{rest}").as_bytes());
+    }
+
+    #[test]
+    fn prefixes_need_more_and_whole_replies_parse_exactly(
+        (wire, reply) in reply_strategy(),
+        trailer in proptest::collection::vec(any::<u8>(), 0..20),
+    ) {
+        for cut in 0..wire.len() {
+            prop_assert_eq!(decode(&wire[..cut]), Ok(Decoded::NeedMore), "prefix of {} bytes", cut);
+        }
+        let mut buf = wire.clone();
+        buf.extend_from_slice(&trailer);
+        prop_assert_eq!(decode(&buf), Ok(Decoded::Frame { len: wire.len(), reply: Ok(reply) }));
+    }
+
+    #[test]
+    fn corrupted_chunk_end_is_an_error_not_a_parse(body in proptest::collection::vec(any::<u8>(), 0..50), bad in 0u8..=255) {
+        prop_assume!(bad != b'\r');
+        let mut wire = format!("RESERVED 1 {}\r\n", body.len()).into_bytes();
+        wire.extend_from_slice(&body);
+        wire.push(bad);
+        wire.extend_from_slice(b"\n");
+        prop_assert!(decode(&wire).is_err());
+    }
+}
