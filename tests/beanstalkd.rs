@@ -2,8 +2,7 @@
 //! (tests/support/beanstalkd.rs starts them), plus a proptest of the reply
 //! decoder. Touches only servers it starts.
 
-#[path = "support/beanstalkd.rs"]
-mod support_beanstalkd;
+mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use geyser::queue::beanstalkd::protocol::{decode, Decoded, Reply, ServerError};
 use geyser::queue::beanstalkd::BeanstalkdQueue;
 use geyser::queue::{JobState, PutOptions, Queue, QueueError, QueueJobId};
 use proptest::prelude::*;
-use support_beanstalkd::{Beanstalkd, Options};
+use support::beanstalkd::{Beanstalkd, Options};
 
 fn fast_opts() -> ConnectOptions {
     ConnectOptions {
