@@ -171,6 +171,13 @@ class BaseJob:
         for name, value in schema.load(own, partial=True).items():
             setattr(self, name, value)
 
+    def _apply_lifecycle(self, doc_json: str) -> None:
+        """Take the engine's fields from a saved document; the job's own fields are unchanged."""
+        doc = json.loads(doc_json)
+        for name in INTERNAL_FIELDS:
+            if name in doc:
+                setattr(self, name, doc[name])
+
     def _document_json(self) -> str:
         return json.dumps(self.to_document())
 
@@ -190,13 +197,13 @@ class BaseJob:
         reservation lasts without a heartbeat.
         """
         doc = self._prepare_enqueue(priority, ttr)
-        self._apply_document(client().enqueue(doc, float(delay)))
+        self._apply_lifecycle(client().enqueue(doc, float(delay)))
         return self.uuid
 
     async def enqueue_async(self, delay: float = 0, priority: int | None = None, ttr: float | None = None) -> str:
         """``enqueue`` for asyncio/Tornado code: never blocks the event loop."""
         doc = self._prepare_enqueue(priority, ttr)
-        self._apply_document(await client().enqueue_async(doc, float(delay)))
+        self._apply_lifecycle(await client().enqueue_async(doc, float(delay)))
         return self.uuid
 
     def save(self) -> None:
@@ -205,14 +212,14 @@ class BaseJob:
         if self._attempt is not None:
             self._attempt.progress(self._document_json())
         else:
-            self._apply_document(client().save(self._document_json()))
+            self._apply_lifecycle(client().save(self._document_json()))
 
     async def save_async(self) -> None:
         """``save`` for asyncio code."""
         if self._attempt is not None:
             self._attempt.progress(self._document_json())
         else:
-            self._apply_document(await client().save_async(self._document_json()))
+            self._apply_lifecycle(await client().save_async(self._document_json()))
 
     def reload(self) -> None:
         """Read the stored document again."""
