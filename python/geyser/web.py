@@ -79,7 +79,6 @@ class GeyserHandler(tornado.web.RequestHandler):
             return
         scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            self.set_header("WWW-Authenticate", 'Bearer realm="geyser"')
             raise ApiError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
 
     def write_json(self, status: int, body: dict[str, Any]) -> None:
@@ -98,7 +97,9 @@ class GeyserHandler(tornado.web.RequestHandler):
             body = {"error": error.log_message or self._reason}
         else:
             body = {"error": "internal server error; see the server log"}
-        if status_code == 413:
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="geyser"')
+        elif status_code == 413:
             self.set_header("Connection", "close")
         self.write_json(status_code, body)
 
