@@ -268,8 +268,10 @@ async def test_loop_answers_in_under_50ms_while_1000_enqueues_run(backend: dict[
     app = tornado.web.Application([*geyser.web.routes("/api", token=""), (r"/ping", Ping)])
     server = Api(app)
     try:
+        # The load runs niced in its own process: on a small machine it must not take
+        # the CPU from the loop being measured.
         load = await asyncio.create_subprocess_exec(
-            sys.executable, str(HERE / "post_load.py"), server.url("/api/jobs/echo"),
+            "nice", "-n", "10", sys.executable, str(HERE / "post_load.py"), server.url("/api/jobs/echo"),
             json.dumps({"message": "load"}), "1000", "8",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(),
         )
