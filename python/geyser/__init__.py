@@ -15,6 +15,7 @@ from geyser.errors import (
     WFErrorFinish,
 )
 from geyser.jobs import BaseJob, BaseJobSchema, get_base_job, get_base_job_async, make_base_job
+from geyser.watch import get_progress_async, watch_async
 
 from geyser import jobs, registry  # noqa: E402  (geyser.jobs / geyser.registry as attributes)
 
@@ -31,7 +32,9 @@ __all__ = [
     "configure",
     "get_base_job",
     "get_base_job_async",
+    "get_progress_async",
     "jobs",
     "make_base_job",
     "registry",
+    "watch_async",
 ]

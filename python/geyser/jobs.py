@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError
 from geyser import _core, registry
 from geyser.config import client
 from geyser.errors import JobCancelled
+from geyser.watch import get_progress_async, watch_async
 
 __all__ = [
     "BaseJob",
@@ -25,7 +26,9 @@ __all__ = [
     "INTERNAL_FIELDS",
     "get_base_job",
     "get_base_job_async",
+    "get_progress_async",
     "make_base_job",
+    "watch_async",
 ]
 
 #: Document fields the engine owns; job values can never set them.

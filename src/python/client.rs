@@ -10,6 +10,7 @@ use super::errors::{client_err, config_err, json_err};
 use crate::client::{ClientResult, Geyser};
 use crate::config;
 use crate::model::{JobDocument, Status};
+use crate::queue::TubeStats;
 use crate::store::{ListFilter, Page};
 
 /// Run a future on the shared runtime with the GIL released.
@@ -119,13 +120,26 @@ impl PyClient {
     /// Counts of one queue: ready, delayed, reserved, buried, total.
     fn stats_tube<'py>(&self, py: Python<'py>, tube: &str) -> PyResult<Bound<'py, PyDict>> {
         let s = wait(py, self.geyser.stats_tube(tube)).map_err(client_err)?;
-        let d = PyDict::new(py);
-        d.set_item("name", s.name)?;
-        d.set_item("ready", s.ready)?;
-        d.set_item("delayed", s.delayed)?;
-        d.set_item("reserved", s.reserved)?;
-        d.set_item("buried", s.buried)?;
-        d.set_item("total_jobs", s.total_jobs)?;
-        Ok(d)
+        stats_dict(py, s)
     }
+
+    /// `stats_tube` as an awaitable, for event loops.
+    fn stats_tube_async<'py>(&self, py: Python<'py>, tube: String) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let s = geyser.stats_tube(&tube).await.map_err(client_err)?;
+            Python::attach(|py| stats_dict(py, s).map(Bound::unbind))
+        })
+    }
+}
+
+fn stats_dict(py: Python<'_>, s: TubeStats) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", s.name)?;
+    d.set_item("ready", s.ready)?;
+    d.set_item("delayed", s.delayed)?;
+    d.set_item("reserved", s.reserved)?;
+    d.set_item("buried", s.buried)?;
+    d.set_item("total_jobs", s.total_jobs)?;
+    Ok(d)
 }

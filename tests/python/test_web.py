@@ -1,0 +1,407 @@
+"""geyser.web and python -m geyser.server over real HTTP, on the embedded default and
+beanstalkd: every route and error case, bearer tokens, an IOLoop that stays
+responsive under 1,000 enqueues, and server-sent events from a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.testing
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+import geyser
+import geyser.web
+import jobs_for_tests  # noqa: F401  (registers the job types)
+from conftest import HERE, free_port, start_worker, worker_env
+from geyser.watch import PUBLIC_FIELDS
+
+ROOT = HERE.parents[1]
+TOKEN = "s3cret-token"
+
+
+class Api:
+    """An HTTP server for one Tornado app on a free port of this test's loop, and a client."""
+
+    def __init__(self, app: tornado.web.Application) -> None:
+        sock, self.port = tornado.testing.bind_unused_port()
+        self.server = tornado.httpserver.HTTPServer(app)
+        self.server.add_sockets([sock])
+        self.http = AsyncHTTPClient()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def fetch(self, method: str, path: str, body: bytes | str | None = None, **kw: Any) -> HTTPResponse:
+        if method == "POST" and body is None and "body_producer" not in kw:
+            body = b""
+        return await self.http.fetch(self.url(path), method=method, body=body, raise_error=False, **kw)
+
+    async def close(self) -> None:
+        self.server.stop()
+        await self.server.close_all_connections()
+
+
+def body(response: HTTPResponse) -> Any:
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    return json.loads(response.body)
+
+
+@pytest.fixture
+async def api(backend: dict[str, str]) -> AsyncIterator[Api]:
+    server = Api(geyser.web.make_app(token="", watch_interval=0.05))
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def small_api(embedded: str) -> AsyncIterator[Api]:
+    server = Api(geyser.web.make_app(token="", max_body_size=100))
+    yield server
+    await server.close()
+
+
+async def enqueue(api: Api, job_type: str, values: dict[str, Any]) -> str:
+    response = await api.fetch("POST", f"/jobs/{job_type}", json.dumps(values))
+    assert response.code == 201, response.body
+    return body(response)["uuid"]
+
+
+# -- POST /jobs/<type> ----------------------------------------------------------------------
+
+
+async def test_post_validates_enqueues_and_answers_201_with_the_uuid(api: Api) -> None:
+    response = await api.fetch("POST", "/jobs/echo", json.dumps({"message": "hi", "count": 2}))
+    assert response.code == 201
+    uuid = body(response)["uuid"]
+    assert response.headers["Location"] == f"/jobs/{uuid}"
+    job = await geyser.get_base_job_async(uuid)
+    assert job is not None and (job.message, job.count, job.status) == ("hi", 2, "queued")
+    stats = await geyser.config.client().stats_tube_async("echo")
+    assert stats["ready"] == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"", "empty"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"message": "\xff\xfe"}', "UTF-8"),
+    ],
+)
+async def test_post_of_a_body_that_is_not_a_json_object_is_400(api: Api, raw: bytes, message: str) -> None:
+    response = await api.fetch("POST", "/jobs/echo", raw)
+    assert response.code == 400
+    assert message in body(response)["error"]
+
+
+async def test_post_with_schema_errors_is_400_with_field_messages(api: Api) -> None:
+    response = await api.fetch("POST", "/jobs/echo", json.dumps({"count": "many", "bogus": 1}))
+    assert response.code == 400
+    answer = body(response)
+    assert "echo" in answer["error"]
+    assert set(answer["errors"]) == {"message", "count", "bogus"}
+    assert all(isinstance(m, list) and m for m in answer["errors"].values())
+
+
+@pytest.mark.parametrize("field", ["uuid", "status", "version", "completeness", "attempts", "resultCode"])
+async def test_post_refuses_internal_fields(api: Api, field: str) -> None:
+    response = await api.fetch("POST", "/jobs/echo", json.dumps({"message": "x", field: 1}))
+    assert response.code == 400
+    assert field in body(response)["errors"]
+
+
+async def test_post_of_an_unknown_job_type_is_404(api: Api) -> None:
+    response = await api.fetch("POST", "/jobs/no_such_type", "{}")
+    assert response.code == 404
+    assert "no_such_type" in body(response)["error"]
+
+
+async def test_post_over_the_default_size_limit_is_413_without_reading_it(api: Api) -> None:
+    # Declared length over 1 MiB, announced with Expect: 100-continue as curl does:
+    # the answer comes before any of the body is sent.
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    size = geyser.web.DEFAULT_MAX_BODY_SIZE + 1
+    writer.write(f"POST /jobs/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert json.loads(rest)["error"] == f"request body is {size} bytes; the limit is {size - 1}"
+
+
+async def test_post_over_a_configured_limit_is_413_declared_or_chunked(small_api: Api) -> None:
+    big = json.dumps({"message": "x" * 200})
+    response = await small_api.fetch("POST", "/jobs/echo", big)
+    assert response.code == 413 and "limit is 100" in body(response)["error"]
+
+    async def chunks(write: Any) -> None:
+        for _ in range(4):
+            await write(b" " * 60)
+        await write(b"{}")
+
+    response = await small_api.fetch("POST", "/jobs/echo", body_producer=chunks)
+    assert response.code == 413 and "over 100 bytes" in body(response)["error"]
+    response = await small_api.fetch("POST", "/jobs/echo", json.dumps({"message": "ok"}))
+    assert response.code == 201
+
+
+# -- GET and DELETE /jobs/<uuid> ------------------------------------------------------------
+
+
+async def test_get_answers_the_public_progress_document(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "hi"})
+    response = await api.fetch("GET", f"/jobs/{uuid}")
+    assert response.code == 200
+    doc = body(response)
+    assert tuple(doc) == PUBLIC_FIELDS
+    assert (doc["uuid"], doc["jobType"], doc["status"], doc["completeness"]) == (uuid, "echo", "queued", 0.0)
+    assert doc["createdAt"] and doc["updatedAt"] and doc["startedAt"] is None
+
+
+async def test_get_and_delete_of_an_unknown_job_are_404(api: Api) -> None:
+    for method in ("GET", "DELETE"):
+        response = await api.fetch(method, "/jobs/00000000-0000-0000-0000-000000000000")
+        assert response.code == 404, method
+        assert "not found" in body(response)["error"]
+    response = await api.fetch("GET", "/jobs/00000000-0000-0000-0000-000000000000/events")
+    assert response.code == 404 and "not found" in body(response)["error"]
+
+
+async def test_delete_requests_cancellation_and_answers_202(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "hi"})
+    response = await api.fetch("DELETE", f"/jobs/{uuid}")
+    assert response.code == 202
+    assert body(response)["status"] == "cancelled"
+    assert body(await api.fetch("GET", f"/jobs/{uuid}"))["status"] == "cancelled"
+    assert (await api.fetch("DELETE", f"/jobs/{uuid}")).code == 202  # again: nothing changes
+
+
+async def test_unknown_routes_and_methods_answer_json_errors(api: Api) -> None:
+    response = await api.fetch("GET", "/nowhere")
+    assert response.code == 404 and "/nowhere" in body(response)["error"]
+    response = await api.fetch("PUT", "/jobs/echo", "{}")
+    assert response.code == 405 and "PUT" in body(response)["error"]
+
+
+# -- health and metrics ---------------------------------------------------------------------
+
+
+async def test_healthz_and_metrics(api: Api) -> None:
+    response = await api.fetch("GET", "/healthz")
+    assert response.code == 200 and body(response) == {"status": "ok"}
+    await enqueue(api, "echo", {"message": "a"})
+    await enqueue(api, "echo", {"message": "b"})
+    response = await api.fetch("GET", "/metrics")
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    lines = response.body.decode().splitlines()
+    assert "# TYPE geyser_queue_jobs gauge" in lines
+    assert 'geyser_queue_jobs{queue="echo",state="ready"} 2' in lines
+    for queue in ("echo", "slow", "steps", "fail"):
+        for state in ("ready", "delayed", "reserved", "buried"):
+            assert any(line.startswith(f'geyser_queue_jobs{{queue="{queue}",state="{state}"}} ') for line in lines)
+
+
+async def test_healthz_is_503_when_the_queue_is_gone(embedded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEYSER_QUEUE_URL", f"beanstalkd://127.0.0.1:{free_port()}")
+    geyser.configure()
+    server = Api(geyser.web.make_app(token=""))
+    try:
+        response = await server.fetch("GET", "/healthz", request_timeout=30)
+        assert response.code == 503
+        assert "unreachable" in body(response)["error"]
+    finally:
+        await server.close()
+
+
+# -- bearer token ---------------------------------------------------------------------------
+
+
+async def test_every_route_requires_the_token_when_one_is_set(embedded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEYSER_API_TOKEN", TOKEN)
+    server = Api(geyser.web.make_app())  # token=None reads GEYSER_API_TOKEN
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        uuid = geyser.make_base_job({"message": "x"}, "echo").enqueue()
+        calls = [("POST", "/jobs/echo", '{"message": "x"}'), ("GET", f"/jobs/{uuid}", None),
+                 ("GET", f"/jobs/{uuid}/events", None), ("DELETE", f"/jobs/{uuid}", None),
+                 ("GET", "/healthz", None), ("GET", "/metrics", None), ("GET", "/nowhere", None)]
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}):
+            for method, path, data in calls:
+                response = await server.fetch(method, path, data, headers=headers)
+                assert response.code == 401, (method, path, headers)
+                assert "bearer token" in body(response)["error"]
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await server.fetch("POST", "/jobs/echo", '{"message": "x"}', headers=good)).code == 201
+        assert (await server.fetch("GET", f"/jobs/{uuid}", headers=good)).code == 200
+        assert (await server.fetch("GET", "/metrics", headers=good)).code == 200
+    finally:
+        await server.close()
+
+
+# -- the IOLoop stays responsive --------------------------------------------------------------
+
+
+class Ping(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("pong")
+
+
+async def test_loop_answers_in_under_50ms_while_1000_enqueues_run(backend: dict[str, str]) -> None:
+    # The API mounted under a prefix in the user's own app, beside the user's own handler.
+    app = tornado.web.Application([*geyser.web.routes("/api", token=""), (r"/ping", Ping)])
+    server = Api(app)
+    try:
+        # The load runs niced in its own process: on a small machine it must not take
+        # the CPU from the loop being measured.
+        load = await asyncio.create_subprocess_exec(
+            "nice", "-n", "10", sys.executable, str(HERE / "post_load.py"), server.url("/api/jobs/echo"),
+            json.dumps({"message": "load"}), "1000", "8",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(),
+        )
+        waits: list[float] = []
+        while load.returncode is None:
+            start = time.perf_counter()
+            response = await server.fetch("GET", "/ping")
+            waits.append(time.perf_counter() - start)
+            assert response.code == 200
+            await asyncio.sleep(0.02)
+        out, err = await load.communicate()
+        assert load.returncode == 0, err.decode()
+        assert json.loads(out) == {"201": 1000}
+        assert len(waits) >= 5, "the load finished before the loop could be measured"
+        assert max(waits) < 0.05, f"slowest ping {max(waits) * 1000:.1f} ms of {len(waits)}"
+        stats = await geyser.config.client().stats_tube_async("echo")
+        assert stats["ready"] == 1000
+    finally:
+        await server.close()
+
+
+# -- server-sent events from a real worker ------------------------------------------------------
+
+
+async def test_events_stream_the_progress_of_a_running_job_in_order_and_end(api: Api) -> None:
+    uuid = await enqueue(api, "slow", {"seconds": 1.5})
+    received = bytearray()
+    stream = asyncio.ensure_future(api.http.fetch(
+        api.url(f"/jobs/{uuid}/events"), streaming_callback=received.extend, request_timeout=60,
+    ))
+    worker = start_worker("--progress-interval", "0.1", "--log-level", "WARNING")
+    try:
+        response = await asyncio.wait_for(stream, 60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = received.decode().split("\n\n")
+    assert events[-1] == ""
+    docs = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert all(e.startswith("data: ") and "\n" not in e for e in events[:-1])
+    statuses = [d["status"] for d in docs]
+    completeness = [d["completeness"] for d in docs]
+    assert statuses[0] == "queued" and statuses[-1] == "succeeded"
+    assert statuses == sorted(statuses, key=["queued", "running", "succeeded"].index)
+    assert completeness == sorted(completeness) and completeness[-1] == 1.0
+    assert sum(1 for d in docs if d["status"] == "running" and 0 < d["completeness"] < 1) >= 3
+    updated = [d["updatedAt"] for d in docs]
+    assert updated == sorted(updated) and len(set(updated)) == len(updated)
+
+
+async def test_events_of_a_finished_job_send_its_state_once_and_end(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "x"})
+    await api.fetch("DELETE", f"/jobs/{uuid}")
+    response = await api.fetch("GET", f"/jobs/{uuid}/events", request_timeout=10)
+    assert response.code == 200
+    events = response.body.decode().split("\n\n")
+    assert len(events) == 2 and json.loads(events[0].removeprefix("data: "))["status"] == "cancelled"
+
+
+async def test_events_stop_polling_when_the_client_goes_away(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "x"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(f"GET /jobs/{uuid}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    assert b"data: " in await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.2)
+    leftovers = [t for t in asyncio.all_tasks() if any(name in repr(t) for name in ("_execute", "Event.wait", "anext"))]
+    assert leftovers == []
+
+
+# -- python -m geyser.server and the Tornado example -------------------------------------------
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"nothing listens on port {port}")
+
+
+def test_server_module_serves_with_a_token_and_stops_on_sigterm(backend: dict[str, str]) -> None:
+    port = free_port()
+    env = worker_env({"GEYSER_API_TOKEN": TOKEN})
+    proc = subprocess.Popen([sys.executable, "-m", "geyser.server", "--port", str(port), "-m", "jobs_for_tests"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/healthz"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.stdout == "401"
+        out = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {TOKEN}", "-d", '{"message": "hi"}',
+                              f"{base}/jobs/echo"], capture_output=True, text=True, timeout=10)
+        uuid = json.loads(out.stdout)["uuid"]
+        assert geyser.get_base_job(uuid) is not None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=20)[0]
+    assert proc.returncode == 0, log
+    assert "job types: echo, fail, slow, step" in log
+
+
+def test_tornado_example_enqueues_without_blocking(embedded: str) -> None:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "tornado_app.py"), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, proc)
+        out = subprocess.run(["curl", "-s", "-d", '{"fieldOne": "report.csv"}', f"http://127.0.0.1:{port}/my_job"],
+                             capture_output=True, text=True, timeout=10)
+        uuid = json.loads(out.stdout)["uuid"]
+        stored = json.loads(geyser.config.client().get(uuid) or "null")
+        assert (stored["jobType"], stored["fieldOne"], stored["status"]) == ("my_job_type", "report.csv", "queued")
+        out = subprocess.run(["curl", "-s", "-d", '{"fieldOne": 5}', f"http://127.0.0.1:{port}/my_job"],
+                             capture_output=True, text=True, timeout=10)
+        assert "fieldOne" in json.loads(out.stdout)["errors"]
+        out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/api/jobs/{uuid}"],
+                             capture_output=True, text=True, timeout=10)
+        assert json.loads(out.stdout)["status"] == "queued"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
