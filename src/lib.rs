@@ -7,4 +7,5 @@ pub mod store;
 pub mod config;
 pub mod client;
 pub mod worker;
+pub mod maintenance;
 mod python;

@@ -83,8 +83,9 @@ class BaseJob:
     MAX_RETRIES: ClassVar[int] = 3
     #: Seconds; base of the exponential retry backoff (with jitter). 0 retries at once.
     RETRY_DELAY: ClassVar[float] = 10.0
-    #: Seconds a reservation lasts without a heartbeat.
-    TTR: ClassVar[float] = 60.0
+    #: Seconds a reservation lasts without a heartbeat. Short: the worker touches it every
+    #: TTR/3 while the job runs, and a dead worker's job comes back after at most this long.
+    TTR: ClassVar[float] = 30.0
     #: Hard limit on one attempt in seconds; None means none.
     TIMEOUT: ClassVar[float | None] = None
     #: Lower runs first, as in beanstalkd.
@@ -102,7 +103,6 @@ class BaseJob:
     events: list[dict[str, Any]]
     errors: list[dict[str, Any]]
     completeness: float
-    cancelled: bool
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,8 +122,24 @@ class BaseJob:
         self.maxRetries = kwargs.get("maxRetries", self.MAX_RETRIES)
         self.events = list(kwargs.get("events") or [])
         self.errors = list(kwargs.get("errors") or [])
-        self.cancelled = False
         self._attempt: _core.Attempt | None = None
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once ``cancel()`` was requested for this running job (seen within a second).
+
+        A job may check it to stop early; its next progress call raises ``JobCancelled``."""
+        if not self._cancelled and self._attempt is not None:
+            try:
+                self._cancelled = self._attempt.cancel_requested
+            except RuntimeError:  # the attempt already ended
+                pass
+        return self._cancelled
+
+    @cancelled.setter
+    def cancelled(self, value: bool) -> None:
+        self._cancelled = bool(value)
 
     def run(self) -> tuple[float, bool]:
         """Do the work. Return ``(resume_at, requeue)``."""

@@ -6,6 +6,7 @@ use pyo3::PyErr;
 
 use crate::client::ClientError;
 use crate::config;
+use crate::maintenance::SweepError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 use crate::worker::WorkerError;
@@ -50,6 +51,13 @@ pub fn worker_err(e: WorkerError) -> PyErr {
         WorkerError::Queue(e) => queue_err(e),
         WorkerError::Fence(e) => ConflictError::new_err(e.to_string()),
         WorkerError::Transition(e) => InvalidDocument::new_err(e.to_string()),
+    }
+}
+
+pub fn sweep_err(e: SweepError) -> PyErr {
+    match e {
+        SweepError::Transition(_) => InvalidDocument::new_err(e.to_string()),
+        _ => BackendError::new_err(e.to_string()),
     }
 }
 

@@ -15,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyClient>()?;
     m.add_class::<worker::PyWorker>()?;
     m.add_class::<worker::PyAttempt>()?;
+    m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
     m.add("GeyserError", py.get_type::<errors::GeyserError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;

@@ -1,14 +1,15 @@
-//! `geyser._core.Worker` and `Attempt`: the Python worker loop reserves through these;
+//! `geyser._core.Worker`, `Attempt` and `sweep`: the Python worker loop reserves through these;
 //! Rust keeps the reservation alive and applies outcomes. The GIL is released while waiting.
 
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use serde_json::Value;
 
 use super::client::{parse_doc, wait, PyClient};
-use super::errors::{json_err, queue_err, worker_err};
+use super::errors::{json_err, queue_err, sweep_err, worker_err};
 use crate::client::secs;
 use crate::worker::{Attempt, Outcome, Worker, WorkerConfig};
 
@@ -141,3 +142,16 @@ impl PyAttempt {
     }
 }
 
+
+/// Run the maintenance sweep once over documents untouched for `min_age` seconds;
+/// returns how many were put on their queue again (`requeued`) or recovered from a
+/// lost attempt (`recovered`).
+#[pyfunction]
+#[pyo3(signature = (client, min_age=crate::maintenance::DEFAULT_MIN_AGE))]
+pub fn sweep<'py>(py: Python<'py>, client: &PyClient, min_age: f64) -> PyResult<Bound<'py, PyDict>> {
+    let report = wait(py, crate::maintenance::sweep(&client.geyser, min_age)).map_err(sweep_err)?;
+    let d = PyDict::new(py);
+    d.set_item("requeued", report.requeued)?;
+    d.set_item("recovered", report.recovered)?;
+    Ok(d)
+}

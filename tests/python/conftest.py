@@ -95,8 +95,9 @@ def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_worker(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m geyser.worker --burst -m jobs_for_tests ARGS` to completion."""
-    cmd = [sys.executable, "-m", "geyser.worker", "--burst", "-m", "jobs_for_tests", *args]
+    """Run `python -m geyser.worker --burst -c 1 -m jobs_for_tests ARGS` to completion
+    (one process unless ARGS says otherwise, so the order jobs start in is the queue's)."""
+    cmd = [sys.executable, "-m", "geyser.worker", "--burst", "-c", "1", "-m", "jobs_for_tests", *args]
     return subprocess.run(cmd, env=worker_env(env), capture_output=True, text=True, timeout=timeout)
 
 

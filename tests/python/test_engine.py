@@ -1,0 +1,230 @@
+"""The worker engine with real worker processes (DESIGN §3, §5; issue 4): short TTR
+with heartbeats, the supervisor, graceful shutdown, crash recovery, cancellation,
+TIMEOUT and fencing. Each test runs on the queue backends its row of the issue names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import geyser
+from geyser.config import client
+from conftest import run_worker, worker_env
+
+import engine_jobs  # noqa: F401  (registers the job classes in this process)
+
+
+class Workers:
+    """`python -m geyser.worker -m engine_jobs ARGS` in the background, its output in a file."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log_path = log
+        self.log_file = log.open("w")
+        cmd = [sys.executable, "-m", "geyser.worker", "-m", "engine_jobs", *args]
+        self.proc = subprocess.Popen(cmd, env=worker_env(), stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def children(self) -> list[int]:
+        """PIDs of the worker processes the supervisor runs now."""
+        try:
+            return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.log_file.close()
+        return code
+
+    def kill_all(self) -> None:
+        """kill -9 the supervisor and every worker process."""
+        pids = self.children()
+        self.proc.kill()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
+    started: list[Workers] = []
+
+    def start(*args: str) -> Workers:
+        w = Workers(tmp_path / f"workers-{len(started)}.log", *args)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        for pid in w.children():
+            os.kill(pid, signal.SIGCONT)
+        if w.proc.poll() is None:
+            w.kill_all()
+        w.log_file.close()
+
+
+def wait_for(what: str, pred: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def job(uuid: str) -> geyser.BaseJob:
+    found = geyser.get_base_job(uuid)
+    assert found is not None
+    return found
+
+
+def status_is(uuid: str, *statuses: str) -> Callable[[], bool]:
+    return lambda: job(uuid).status in statuses
+
+
+def enqueue(job_type: str, ttr: float | None = None, **values: object) -> str:
+    return geyser.make_base_job(values, job_type).enqueue(ttr=ttr)
+
+
+def test_default_ttr_is_short() -> None:
+    assert geyser.BaseJob.TTR == 30
+
+
+def test_job_running_five_times_its_ttr_on_three_processes_starts_once(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_long", ttr=2, seconds=10)
+    w = workers("-c", "3")
+    wait_for("the job to succeed", status_is(uuid, "succeeded"), timeout=40)
+    j = job(uuid)
+    assert (j.attempts, j.runs, j.failures, j.errors) == (1, 1, 0, [])
+    assert w.stop() == 0
+
+
+def test_supervisor_restarts_a_worker_process_that_dies(embedded: str, workers) -> None:
+    w = workers("-c", "2")
+    wait_for("two worker processes", lambda: len(w.children()) == 2)
+    victim = w.children()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for("a replacement", lambda: len(w.children()) == 2 and victim not in w.children())
+    uuid = enqueue("engine_long", seconds=0.1)
+    wait_for("the job to succeed", status_is(uuid, "succeeded"))
+    assert w.stop() == 0
+
+
+def test_sigterm_lets_a_running_job_finish(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_long", seconds=3)
+    w = workers("-c", "1")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    assert w.stop() == 0
+    j = job(uuid)
+    assert (j.status, j.attempts, j.runs) == ("succeeded", 1, 1)
+
+
+def test_sigterm_past_the_grace_period_hands_the_job_back(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_long", seconds=60)
+    w = workers("-c", "1", "--grace", "1")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    start = time.time()
+    assert w.stop() == 0
+    assert time.time() - start < 15
+    j = job(uuid)
+    assert (j.status, j.attempts, j.failures, j.errors) == ("queued", 0, 0, [])
+    assert run_worker("-m", "engine_jobs").returncode == 0
+    j = job(uuid)
+    assert (j.status, j.runs, j.attempts, j.failures) == ("succeeded", 2, 1, 0)
+
+
+def test_kill_9_of_every_worker_then_a_new_worker_finishes_the_job(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_long", ttr=2, seconds=30)
+    first = workers("-c", "2")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    first.kill_all()
+    second = workers("-c", "1")
+    wait_for("the job to succeed", status_is(uuid, "succeeded"), timeout=30)
+    j = job(uuid)
+    assert (j.attempts, j.runs, j.failures) == (2, 2, 1)
+    assert j.errors[0]["errorCode"] == "worker-lost" and j.errors[0]["attempt"] == 1
+    assert j.resultString == "attempt 2"
+    assert second.stop() == 0
+
+
+def test_cancel_of_a_running_job_is_seen_and_raised_at_its_next_progress_call(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_wait_cancel")
+    w = workers("-c", "1")
+    wait_for("the job to run", status_is(uuid, "running"))
+    job(uuid).cancel()
+    wait_for("the job to be cancelled", status_is(uuid, "cancelled"))
+    j = job(uuid)
+    assert [e["msg"] for e in j.events] == ["saw the cancel request"]
+    assert j.errors == []
+    stats = client().stats_tube("engine_cancel")
+    assert stats["ready"] == stats["reserved"] == stats["buried"] == 0
+    assert w.stop() == 0
+
+
+def test_a_running_job_that_ignores_cancel_is_stopped_after_the_grace_period(embedded: str, workers) -> None:
+    uuid = enqueue("engine_ignore_cancel")
+    w = workers("-c", "1", "--stop-grace", "1")
+    wait_for("the job to run", status_is(uuid, "running"))
+    job(uuid).cancel()
+    wait_for("the job to be cancelled", status_is(uuid, "cancelled"), timeout=15)
+    assert w.stop() == 0
+
+
+def test_a_cancelled_queued_job_never_starts(backend: dict[str, str]) -> None:
+    uuid = enqueue("engine_long", seconds=0.1)
+    job(uuid).cancel()
+    assert run_worker("-m", "engine_jobs").returncode == 0
+    j = job(uuid)
+    assert (j.status, j.attempts, j.runs) == ("cancelled", 0, 0)
+
+
+@pytest.mark.parametrize("job_type", ["engine_sleepy", "engine_busy"])
+def test_timeout_stops_the_job_and_the_retry_policy_applies(embedded: str, job_type: str) -> None:
+    uuid = enqueue(job_type)
+    done = run_worker("-m", "engine_jobs", "--stop-grace", "5", timeout=60)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts, j.failures) == ("failed", 2, 2)
+    assert [e["errorCode"] for e in j.errors] == ["timeout", "timeout"]
+    assert "TIMEOUT of 1 s" in j.errors[0]["msg"]
+    assert "did not stop within" not in done.stderr, "the cooperative stop should have been enough"
+
+
+def test_timeout_replaces_the_process_of_a_job_that_will_not_stop(embedded: str) -> None:
+    uuid = enqueue("engine_stubborn")
+    done = run_worker("-m", "engine_jobs", "--stop-grace", "1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts) == ("failed", 1)
+    assert [e["errorCode"] for e in j.errors] == ["timeout"]
+    assert "did not stop within" in done.stderr and "exited with 75" in done.stderr
+
+
+def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> None:
+    uuid = enqueue("engine_long", ttr=1, seconds=4)
+    paused = workers("-c", "1")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    (child,) = paused.children()
+    os.kill(child, signal.SIGSTOP)
+    taker = workers("-c", "1")
+    wait_for("a second attempt to take over", lambda: job(uuid).attempts == 2, timeout=20)
+    os.kill(child, signal.SIGCONT)
+    wait_for("the second attempt to succeed", status_is(uuid, "succeeded"))
+    wait_for("the paused attempt to learn it lost the job", lambda: "lost the job" in paused.output, timeout=15)
+    time.sleep(1.5)  # room for any late write of the paused attempt
+    j = job(uuid)
+    assert (j.status, j.attempts, j.resultString) == ("succeeded", 2, "attempt 2")
+    assert j.worker.endswith(f":{taker.children()[0]}")
+    assert paused.stop() == 0 and taker.stop() == 0
