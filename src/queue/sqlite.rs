@@ -1,6 +1,6 @@
 //! Embedded queue on a SQLite file (WAL): beanstalkd semantics for every process of one machine.
-//! Owns the `geyser_queue_jobs` and `geyser_queue_tubes` tables of that file and nothing else;
-//! every SQLite call runs on tokio's blocking pool, never on an async worker thread.
+//! Owns the `geyser_queue_jobs` table of that file and nothing else;
+//! every SQLite call runs on a thread that owns its connection, never on an async worker thread.
 //!
 //! A job row holds `state` and `due_at` (epoch ms): when a delayed job becomes ready, or when a
 //! reservation runs out. Time-driven transitions are lazy: a reserve first turns due delayed jobs
@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 
 use super::{check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats};
+use crate::sqlite_conn::{open_wal, CallFailed, ConnThread};
 
 const READY: i64 = 0;
 const DELAYED: i64 = 1;
@@ -23,8 +24,6 @@ const BURIED: i64 = 3;
 
 /// beanstalkd silently raises a TTR under one second to one second; so do we.
 const MIN_TTR_MS: i64 = 1000;
-/// How long a writer waits for another process's write transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A waiting reserve checks for commits by other connections this often...
 const POLL_FAST: Duration = Duration::from_millis(1);
 /// ...and this often once it has been idle for `SLOW_AFTER`.
@@ -48,15 +47,6 @@ CREATE INDEX IF NOT EXISTS geyser_queue_jobs_next
     ON geyser_queue_jobs (tube, state, priority, id, due_at);
 CREATE INDEX IF NOT EXISTS geyser_queue_jobs_due
     ON geyser_queue_jobs (state, due_at) WHERE due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS geyser_queue_tubes (
-    name       TEXT PRIMARY KEY,
-    total_jobs INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS geyser_queue_jobs_count AFTER INSERT ON geyser_queue_jobs
-BEGIN
-    INSERT INTO geyser_queue_tubes (name, total_jobs) VALUES (NEW.tube, 1)
-    ON CONFLICT (name) DO UPDATE SET total_jobs = total_jobs + 1;
-END;
 ";
 
 /// Milliseconds since the Unix epoch: every process of the machine shares this clock.
@@ -68,45 +58,32 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A poisoned lock only means another task panicked mid-call; rusqlite rolled its transaction back.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Names the file and the operation in every SQLite error.
 fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> QueueError {
     let context = format!("sqlite queue {}: {op}", path.display());
     move |source| QueueError::Sqlite { context, source }
 }
 
-/// Runs `f` on the blocking pool so a slow disk or a busy lock never stalls an async worker.
-async fn blocking<T, F>(path: &Path, op: &str, f: F) -> QueueResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> QueueResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await.map_err(|e| QueueError::Io {
-        context: format!("sqlite queue {}: {op}", path.display()),
-        source: std::io::Error::other(e),
-    })?
+/// Names the file and the operation when a connection thread fails a call.
+fn call_err(path: &Path, op: &str) -> impl FnOnce(CallFailed) -> QueueError {
+    let context = format!("sqlite queue {}: {op}", path.display());
+    move |e| QueueError::Io { context, source: std::io::Error::other(e) }
 }
 
-/// Opens one connection in WAL mode with the schema in place, creating the file and its folders.
+/// Opens one connection with the queue's schema in place, creating the file and its folders.
 fn open_connection(path: &Path) -> QueueResult<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
-            context: format!("sqlite queue {}: create folder {}", path.display(), dir.display()),
-            source,
-        })?;
-    }
-    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(sql_err(path, "switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-        .map_err(sql_err(path, "create schema"))?;
-    Ok(conn)
+    open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
+        context: format!("sqlite queue {}: open", path.display()),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Starts the thread that owns `state` (a connection and what goes with it).
+fn spawn_thread<S: Send + 'static>(path: &Path, name: &str, state: S) -> QueueResult<ConnThread<S>> {
+    ConnThread::spawn(name, state).map_err(|source| QueueError::Io {
+        context: format!("sqlite queue {}: start {name} thread", path.display()),
+        source,
+    })
 }
 
 /// Where a row stands right now, judging its time-driven transitions by `due_at`.
@@ -131,24 +108,24 @@ pub struct SqliteQueue {
 
 struct Shared {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: ConnThread<Connection>,
 }
 
 impl SqliteQueue {
     /// Opens (or creates) the queue in the SQLite file at `path`.
     pub fn open(path: &Path) -> QueueResult<Self> {
-        let conn = open_connection(path)?;
-        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+        let conn = spawn_thread(path, "geyser-sqlite-queue", open_connection(path)?)?;
+        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn }) })
     }
 
-    /// Runs `f` with the queue's connection on the blocking pool.
+    /// Runs `f` on the queue's connection thread, naming the file and `op` in any error.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &Path) -> QueueResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        blocking(&self.shared.path, op, move || f(&mut lock(&shared.conn), &shared.path)).await
+        let path = &self.shared.path;
+        self.shared.conn.call(f).await.map_err(call_err(path, op))?.map_err(sql_err(path, op))
     }
 }
 
@@ -232,11 +209,6 @@ fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
         .query_row(params![tube, READY, DELAYED, RESERVED, BURIED, now_ms()], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
         })?;
-    let total_jobs = conn
-        .prepare_cached("SELECT total_jobs FROM geyser_queue_tubes WHERE name = ?")?
-        .query_row([tube], |r| r.get::<_, i64>(0))
-        .optional()?
-        .unwrap_or(0);
     let count = |n: i64| n.max(0) as u64;
     Ok(TubeStats {
         name: tube.to_owned(),
@@ -244,7 +216,9 @@ fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
         delayed: count(delayed),
         reserved: count(reserved),
         buried: count(buried),
-        total_jobs: count(total_jobs),
+        // beanstalkd counts every job ever put in the tube; keeping that count would cost every
+        // put a second write, so here it is the jobs the tube holds now.
+        total_jobs: count(ready + delayed + reserved + buried),
     })
 }
 
@@ -274,7 +248,7 @@ impl Queue for SqliteQueue {
         check_tube(tube)?;
         let (tube, body) = (tube.to_owned(), body.to_vec());
         let row = self
-            .with_conn("put", move |conn, path| put_job(conn, &tube, &body, opts).map_err(sql_err(path, "put")))
+            .with_conn("put", move |conn| put_job(conn, &tube, &body, opts))
             .await?;
         Ok(QueueJobId::new(0, row as u64))
     }
@@ -282,7 +256,7 @@ impl Queue for SqliteQueue {
     async fn delete(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
         let deleted = self
-            .with_conn("delete", move |conn, path| delete_unreserved(conn, row).map_err(sql_err(path, "delete")))
+            .with_conn("delete", move |conn| delete_unreserved(conn, row))
             .await?;
         deleted.then_some(()).ok_or(QueueError::NotFound(id))
     }
@@ -290,33 +264,33 @@ impl Queue for SqliteQueue {
     async fn kick(&self, tube: &str, bound: u64) -> QueueResult<u64> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("kick", move |conn, path| kick_tube(conn, &tube, bound).map_err(sql_err(path, "kick")))
+        self.with_conn("kick", move |conn| kick_tube(conn, &tube, bound))
             .await
     }
 
     async fn kick_job(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
         let kicked = self
-            .with_conn("kick job", move |conn, path| kick_one(conn, row).map_err(sql_err(path, "kick job")))
+            .with_conn("kick job", move |conn| kick_one(conn, row))
             .await?;
         kicked.then_some(()).ok_or(QueueError::NotFound(id))
     }
 
     async fn job_state(&self, id: QueueJobId) -> QueueResult<Option<JobState>> {
         let Ok(row) = check_id(id) else { return Ok(None) };
-        self.with_conn("job state", move |conn, path| job_state(conn, row).map_err(sql_err(path, "job state")))
+        self.with_conn("job state", move |conn| job_state(conn, row))
             .await
     }
 
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("stats tube", move |conn, path| tube_stats(conn, &tube).map_err(sql_err(path, "stats tube")))
+        self.with_conn("stats tube", move |conn| tube_stats(conn, &tube))
             .await
     }
 
     async fn list_tubes(&self) -> QueueResult<Vec<String>> {
-        self.with_conn("list tubes", |conn, path| tubes_with_jobs(conn).map_err(sql_err(path, "list tubes")))
+        self.with_conn("list tubes", |conn| tubes_with_jobs(conn))
             .await
     }
 
@@ -325,7 +299,12 @@ impl Queue for SqliteQueue {
             check_tube(tube)?;
         }
         let (path, tubes) = (self.shared.path.clone(), tubes.to_vec());
-        let consumer = blocking(&self.shared.path, "open consumer", move || SqliteConsumer::open(path, tubes)).await?;
+        let consumer = tokio::task::spawn_blocking(move || SqliteConsumer::open(&path, tubes))
+            .await
+            .map_err(|e| QueueError::Io {
+                context: format!("sqlite queue {}: open consumer", self.shared.path.display()),
+                source: std::io::Error::other(e),
+            })??;
         Ok(Box::new(consumer))
     }
 }
@@ -334,7 +313,7 @@ impl Queue for SqliteQueue {
 /// bury or delete the jobs it reserved, and only while their TTR has not run out.
 pub struct SqliteConsumer {
     path: PathBuf,
-    inner: Arc<Mutex<ConsumerConn>>,
+    conn: ConnThread<ConsumerConn>,
 }
 
 struct ConsumerConn {
@@ -359,44 +338,40 @@ impl Drop for AbortOnDrop {
 }
 
 impl SqliteConsumer {
-    fn open(path: PathBuf, tubes: Vec<String>) -> QueueResult<Self> {
-        let conn = open_connection(&path)?;
-        let inner = ConsumerConn { conn, token: rand::random::<i64>(), tubes };
-        Ok(Self { path, inner: Arc::new(Mutex::new(inner)) })
+    /// Opens the consumer's own connection and its thread; blocking (it may wait for the file lock).
+    fn open(path: &Path, tubes: Vec<String>) -> QueueResult<Self> {
+        let state = ConsumerConn { conn: open_connection(path)?, token: rand::random::<i64>(), tubes };
+        Ok(Self { path: path.to_owned(), conn: spawn_thread(path, "geyser-sqlite-consumer", state)? })
     }
 
-    /// Runs `f` with this consumer's connection on the blocking pool.
+    /// Runs `f` on this consumer's connection thread, naming the file and `op` in any error.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut ConsumerConn, &Path) -> QueueResult<T> + Send + 'static,
+        F: FnOnce(&mut ConsumerConn) -> rusqlite::Result<T> + Send + 'static,
     {
-        let (inner, path) = (Arc::clone(&self.inner), self.path.clone());
-        blocking(&self.path, op, move || f(&mut lock(&inner), &path)).await
+        self.conn.call(f).await.map_err(call_err(&self.path, op))?.map_err(sql_err(&self.path, op))
     }
 
     /// Runs one statement on a job this consumer holds; `NotFound` when it no longer holds it.
     async fn on_held(&self, op: &'static str, id: QueueJobId, sql: &'static str, extra: Vec<i64>) -> QueueResult<()> {
         let row = check_id(id)?;
-        let changed = self
-            .with_conn(op, move |c, path| c.on_held(sql, row, &extra).map_err(sql_err(path, op)))
-            .await?;
+        let changed = self.with_conn(op, move |c| c.on_held(sql, row, &extra)).await?;
         changed.then_some(()).ok_or(QueueError::NotFound(id))
     }
 }
 
 impl ConsumerConn {
     /// Reserves the best ready job of the watched tubes, waiting up to `timeout` for one.
-    fn reserve(&mut self, path: &Path, timeout: Duration, abort: &AtomicBool) -> QueueResult<Option<Reserved>> {
+    fn reserve(&mut self, timeout: Duration, abort: &AtomicBool) -> rusqlite::Result<Option<Reserved>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let version = self.data_version().map_err(sql_err(path, "reserve: read change counter"))?;
-            match self.try_reserve().map_err(sql_err(path, "reserve"))? {
+            let version = self.data_version()?;
+            match self.try_reserve()? {
                 Attempt::Got(job) => return Ok(Some(job)),
                 Attempt::Idle { .. } if Instant::now() >= deadline => return Ok(None),
                 Attempt::Idle { next_due } => {
-                    let woke = self.wait_for_change(version, deadline, next_due, abort);
-                    if !woke.map_err(sql_err(path, "reserve: wait"))? {
+                    if !self.wait_for_change(version, deadline, next_due, abort)? {
                         return Ok(None);
                     }
                 }
@@ -497,10 +472,12 @@ macro_rules! held {
 
 #[async_trait]
 impl Consumer for SqliteConsumer {
+    /// Waits on the consumer's own thread; dropping this future stops the wait within a poll
+    /// interval (a job reserved in that instant stays reserved until its TTR runs out).
     async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>> {
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(Arc::clone(&abort));
-        self.with_conn("reserve", move |c, path| c.reserve(path, timeout, &abort)).await
+        self.with_conn("reserve", move |c| c.reserve(timeout, &abort)).await
     }
 
     async fn touch(&mut self, id: QueueJobId) -> QueueResult<()> {

@@ -1,19 +1,16 @@
 //! Job documents in a SQLite file (WAL), shared by every process of one machine.
 //! Owns the `geyser_documents` table of that file (which may also hold the queue's tables)
-//! and nothing else; every SQLite call runs on tokio's blocking pool.
+//! and nothing else; every SQLite call runs on a thread that owns the connection.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
 
 use super::{ListFilter, Page, Store, StoreError, StoreResult};
 use crate::model::JobDocument;
-
-/// How long a writer waits for another process's write transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::sqlite_conn::{open_wal, ConnThread};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS geyser_documents (
@@ -31,32 +28,10 @@ CREATE INDEX IF NOT EXISTS geyser_documents_expires
     ON geyser_documents (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
-/// A poisoned lock only means another task panicked mid-call; the connection is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Names the file and the operation in every SQLite error.
 fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let context = format!("sqlite store {}: {op}", path.display());
     move |source| StoreError::Sqlite { context, source }
-}
-
-/// Opens the file in WAL mode with the schema in place, creating it and its folders.
-fn open_connection(path: &Path) -> StoreResult<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("sqlite store {}: create folder {}: {e}", path.display(), dir.display()))
-        })?;
-    }
-    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(sql_err(path, "switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-        .map_err(sql_err(path, "create schema"))?;
-    Ok(conn)
 }
 
 /// Parses a stored document, naming its uuid when it is not one.
@@ -151,7 +126,7 @@ fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite:
     rows
 }
 
-/// The store's connection, shared by its tasks; each call holds it only for one statement or two.
+/// The store's connection, owned by one thread that runs its tasks' calls in order.
 #[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -159,26 +134,29 @@ pub struct SqliteStore {
 
 struct Shared {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: ConnThread<Connection>,
 }
 
 impl SqliteStore {
     /// Opens (or creates) the document store in the SQLite file at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = open_connection(path)?;
-        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("sqlite store {}: {what}: {e}", path.display()))
+        };
+        let conn = open_wal(path, SCHEMA).map_err(|e| unavailable("open", &e))?;
+        let conn = ConnThread::spawn("geyser-sqlite-store", conn).map_err(|e| unavailable("start thread", &e))?;
+        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn }) })
     }
 
-    /// Runs `f` with the connection on the blocking pool, so a busy file never stalls async code.
+    /// Runs `f` on the store's connection thread; `f` names its own operation in SQLite errors.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || f(&lock(&shared.conn), &shared.path))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
+        let path = self.shared.path.clone();
+        let result = self.shared.conn.call(move |conn| f(conn, &path)).await;
+        result.map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
     }
 }
 
