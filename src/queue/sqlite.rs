@@ -58,16 +58,17 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Names the file and the operation in every SQLite error.
-fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> QueueError {
-    let context = format!("sqlite queue {}: {op}", path.display());
-    move |source| QueueError::Sqlite { context, source }
+/// Names the file and the operation in every SQLite error (formatted only on failure).
+fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> QueueError + 'a {
+    move |source| QueueError::Sqlite { context: format!("sqlite queue {}: {op}", path.display()), source }
 }
 
 /// Names the file and the operation when a connection thread fails a call.
-fn call_err(path: &Path, op: &str) -> impl FnOnce(CallFailed) -> QueueError {
-    let context = format!("sqlite queue {}: {op}", path.display());
-    move |e| QueueError::Io { context, source: std::io::Error::other(e) }
+fn call_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(CallFailed) -> QueueError + 'a {
+    move |e| QueueError::Io {
+        context: format!("sqlite queue {}: {op}", path.display()),
+        source: std::io::Error::other(e),
+    }
 }
 
 /// Opens one connection with the queue's schema in place, creating the file and its folders.

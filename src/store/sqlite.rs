@@ -2,7 +2,7 @@
 //! Owns the `geyser_documents` table of that file (which may also hold the queue's tables)
 //! and nothing else; every SQLite call runs on a thread that owns the connection.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,10 +28,9 @@ CREATE INDEX IF NOT EXISTS geyser_documents_expires
     ON geyser_documents (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
-/// Names the file and the operation in every SQLite error.
-fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    let context = format!("sqlite store {}: {op}", path.display());
-    move |source| StoreError::Sqlite { context, source }
+/// Names the file and the operation in every SQLite error (formatted only on failure).
+fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite { context: format!("sqlite store {}: {op}", path.display()), source }
 }
 
 /// Parses a stored document, naming its uuid when it is not one.
@@ -133,7 +132,7 @@ pub struct SqliteStore {
 }
 
 struct Shared {
-    path: PathBuf,
+    path: Arc<Path>,
     conn: ConnThread<Connection>,
 }
 
@@ -145,7 +144,7 @@ impl SqliteStore {
         };
         let conn = open_wal(path, SCHEMA).map_err(|e| unavailable("open", &e))?;
         let conn = ConnThread::spawn("geyser-sqlite-store", conn).map_err(|e| unavailable("start thread", &e))?;
-        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn }) })
+        Ok(Self { shared: Arc::new(Shared { path: Arc::from(path), conn }) })
     }
 
     /// Runs `f` on the store's connection thread; `f` names its own operation in SQLite errors.
@@ -154,7 +153,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
     {
-        let path = self.shared.path.clone();
+        let path = Arc::clone(&self.shared.path);
         let result = self.shared.conn.call(move |conn| f(conn, &path)).await;
         result.map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
     }
