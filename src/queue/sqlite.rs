@@ -365,8 +365,15 @@ impl SqliteConsumer {
 impl ConsumerConn {
     /// Reserves the best ready job of the watched tubes, waiting up to `timeout` for one.
     fn reserve(&mut self, timeout: Duration, abort: &AtomicBool) -> rusqlite::Result<Option<Reserved>> {
+        if timeout.is_zero() {
+            return Ok(match self.try_reserve()? {
+                Attempt::Got(job) => Some(job),
+                Attempt::Idle { .. } => None,
+            });
+        }
         let deadline = Instant::now() + timeout;
         loop {
+            // Read before the attempt, so a commit landing between attempt and wait is seen.
             let version = self.data_version()?;
             match self.try_reserve()? {
                 Attempt::Got(job) => return Ok(Some(job)),
@@ -413,12 +420,12 @@ impl ConsumerConn {
     fn try_reserve(&mut self) -> rusqlite::Result<Attempt> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
-        tx.prepare_cached("UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL WHERE state = ?2 AND due_at <= ?3")?
-            .execute(params![READY, DELAYED, now])?;
+        // Due delayed jobs and expired reservations become ready (one statement, one index).
         tx.prepare_cached(
-            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL WHERE state = ?2 AND due_at < ?3",
+            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL
+             WHERE (state = ?2 AND due_at <= ?4) OR (state = ?3 AND due_at < ?4)",
         )?
-        .execute(params![READY, RESERVED, now])?;
+        .execute(params![READY, DELAYED, RESERVED, now])?;
         let mut best: Option<(i64, i64)> = None;
         {
             let mut head = tx.prepare_cached(

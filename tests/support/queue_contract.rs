@@ -1,5 +1,5 @@
 //! The queue contract: beanstalkd's semantics as tests that every `Queue` backend runs.
-//! A backend's test file plugs in with one line, `queue_contract_tests!(make_queue());`, where
+//! A backend's test file (after `mod support;`) plugs in with one line, `queue_contract_tests!(make_queue());`, where
 //! `make_queue()` is a future giving `(queue, guard)`; the guard (temp dir, server process)
 //! lives as long as the test. Timings are whole seconds, the resolution of beanstalkd, and
 //! every test uses its own tubes so several tests can share one server.

@@ -1,5 +1,5 @@
 //! The store contract: compare-and-swap document storage as tests that every `Store` backend runs.
-//! A backend's test file plugs in with one line, `store_contract_tests!(make_store());`, where
+//! A backend's test file (after `mod support;`) plugs in with one line, `store_contract_tests!(make_store());`, where
 //! `make_store()` is a future giving `(store, guard)`; the guard (temp dir, database) lives as
 //! long as the test. Every test uses its own job type and uuids so tests can share a database.
 //! Unreadable documents need raw writes, so each backend tests `Corrupt` in its own file.
