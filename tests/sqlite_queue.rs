@@ -114,8 +114,9 @@ fn two_processes_never_share_a_reservation() {
     }
     assert_eq!(seen.len(), JOBS, "reserved per child: {per_child:?}");
     assert!(per_child.iter().all(|&n| n > 0), "both processes competed: {per_child:?}");
+    // The children have exited: whatever they did not give back on the way out they still hold.
     let stats = rt.block_on(queue.stats_tube(&t)).expect("stats");
-    assert_eq!(stats.reserved as usize, JOBS, "every job still held by a (dead) child until its TTR");
+    assert_eq!((stats.ready + stats.reserved) as usize, JOBS, "no job lost: {stats:?}");
 }
 
 #[test]

@@ -471,6 +471,23 @@ impl ConsumerConn {
     }
 }
 
+/// A closed consumer gives back the jobs it holds, as beanstalkd does when a connection closes;
+/// this runs on the consumer's thread once its last handle is gone. A process that dies
+/// without closing leaves them to their TTR.
+impl Drop for ConsumerConn {
+    fn drop(&mut self) {
+        let released = self
+            .conn
+            .prepare_cached(
+                "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL WHERE state = ?2 AND token = ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(params![READY, RESERVED, self.token]));
+        if let Err(e) = released {
+            log::warn!("sqlite queue: a closed consumer could not give back its jobs (they return at TTR): {e}");
+        }
+    }
+}
+
 /// The condition every consumer operation puts on its job: ours, reserved, TTR not run out.
 macro_rules! held {
     () => {

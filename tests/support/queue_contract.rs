@@ -21,7 +21,7 @@ macro_rules! queue_contract_tests {
                 release_with_delay, bury_and_kick, kick_moves_delayed_when_none_buried, kick_job,
                 stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
-                queue_delete_spares_reserved);
+                queue_delete_spares_reserved, closed_consumer_gives_jobs_back);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -337,4 +337,17 @@ pub async fn queue_delete_spares_reserved(q: &dyn Queue) {
     assert_eq!(state(q, free).await, None);
     assert_not_found(q.delete(free).await, "delete it twice");
     c.delete(held).await.expect("delete by the holder");
+}
+
+pub async fn closed_consumer_gives_jobs_back(q: &dyn Queue) {
+    let t = tube("closed");
+    let id = put(q, &t, b"x", opts(1)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    drop(c);
+    let start = Instant::now();
+    while state(q, id).await != Some(JobState::Ready) {
+        assert!(start.elapsed() < WAIT, "still {:?} after its consumer closed", state(q, id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
