@@ -29,7 +29,10 @@ where
 
 fn report(label: &str, n: usize, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
-    println!("{label:<24} {:>10.0} ops/s  ({n} in {secs:.3} s)", n as f64 / secs);
+    println!(
+        "{label:<24} {:>10.0} ops/s  ({n} in {secs:.3} s)",
+        n as f64 / secs
+    );
 }
 
 fn document(i: usize) -> Result<JobDocument, Error> {
@@ -44,13 +47,22 @@ fn document(i: usize) -> Result<JobDocument, Error> {
 async fn queue_ops(path: &std::path::Path, n: usize) -> Result<(), Error> {
     let queue = SqliteQueue::open(path)?;
     let body = uuid::Uuid::new_v4().to_string().into_bytes();
-    let opts = PutOptions { ttr: Duration::from_secs(60), ..PutOptions::default() };
-    measure("queue put", n, |_| async { Ok(queue.put("bench", &body, opts).await.map(drop)?) }).await?;
+    let opts = PutOptions {
+        ttr: Duration::from_secs(60),
+        ..PutOptions::default()
+    };
+    measure("queue put", n, |_| async {
+        Ok(queue.put("bench", &body, opts).await.map(drop)?)
+    })
+    .await?;
     // A consumer is used by one task at a time (`&mut`), so this loop is written out.
     let mut consumer = queue.consumer(&["bench".to_owned()]).await?;
     let start = Instant::now();
     for _ in 0..n {
-        let job = consumer.reserve(Duration::ZERO).await?.ok_or("queue ran dry")?;
+        let job = consumer
+            .reserve(Duration::ZERO)
+            .await?
+            .ok_or("queue ran dry")?;
         consumer.delete(job.id).await?;
     }
     report("queue reserve+delete", n, start);
@@ -72,7 +84,11 @@ async fn store_ops(path: &std::path::Path, n: usize) -> Result<(), Error> {
     })
     .await?;
     measure("store update", n, |i| {
-        let doc = JobDocument { version: 1, completeness: 0.5, ..docs[i].clone() };
+        let doc = JobDocument {
+            version: 1,
+            completeness: 0.5,
+            ..docs[i].clone()
+        };
         async move { Ok(store.update(&doc).await.map(drop)?) }
     })
     .await
@@ -87,7 +103,9 @@ async fn main() -> Result<(), Error> {
 
 async fn run() -> Result<(), Error> {
     let n = match std::env::args().nth(1) {
-        Some(arg) => arg.parse().map_err(|e| format!("N must be a count, not {arg:?}: {e}"))?,
+        Some(arg) => arg
+            .parse()
+            .map_err(|e| format!("N must be a count, not {arg:?}: {e}"))?,
         None => 20_000,
     };
     let dir = tempfile::tempdir()?;

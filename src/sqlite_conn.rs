@@ -39,19 +39,28 @@ pub(crate) enum OpenError {
 /// timeout, and `schema` (idempotent DDL) applied in one write transaction.
 pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder { dir: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
+            dir: dir.to_owned(),
+            source,
+        })?;
     }
     let step = |step| move |source| OpenError::Sqlite { step, source };
     let conn = Connection::open(path).map_err(step("open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(step("set busy_timeout"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(step("set busy_timeout"))?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
         .map_err(step("switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(step("set synchronous"))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT).map_err(step("set wal_autocheckpoint"))?;
-    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| r.get::<_, i64>(0))
-        .map_err(step("set journal_size_limit"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(step("set synchronous"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+        .map_err(step("set wal_autocheckpoint"))?;
+    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(step("set journal_size_limit"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;")).map_err(step("create schema"))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))
+        .map_err(step("create schema"))?;
     Ok(conn)
 }
 
@@ -73,12 +82,14 @@ pub(crate) struct ConnThread<S> {
 impl<S: Send + 'static> ConnThread<S> {
     pub(crate) fn spawn(name: &str, mut state: S) -> std::io::Result<Self> {
         let (calls, inbox) = mpsc::channel::<Call<S>>();
-        std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-            for call in inbox {
-                // A panicking call drops its reply sender, which its caller sees as `CallFailed`.
-                let _ = catch_unwind(AssertUnwindSafe(|| call(&mut state)));
-            }
-        })?;
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                for call in inbox {
+                    // A panicking call drops its reply sender, which its caller sees as `CallFailed`.
+                    let _ = catch_unwind(AssertUnwindSafe(|| call(&mut state)));
+                }
+            })?;
         Ok(Self { calls })
     }
 
