@@ -229,7 +229,7 @@ impl Store for SqliteStore {
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
         let expected = doc.version;
         let new = JobDocument {
-            version: expected + 1,
+            version: expected.saturating_add(1),
             ..doc.clone()
         };
         self.with_conn("update", move |conn, path| {
