@@ -66,6 +66,32 @@ async fn queue_ops(path: &std::path::Path, n: usize) -> Result<(), Error> {
         consumer.delete(job.id).await?;
     }
     report("queue reserve+delete", n, start);
+    concurrent_puts(&queue, n, 8).await
+}
+
+/// The same puts from `tasks` tasks at once, as a web server enqueuing for many clients does.
+async fn concurrent_puts(queue: &SqliteQueue, n: usize, tasks: usize) -> Result<(), Error> {
+    let start = Instant::now();
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let queue = queue.clone();
+        running.push(tokio::spawn(async move {
+            for _ in 0..n / tasks {
+                queue
+                    .put("bench-concurrent", b"x", PutOptions::default())
+                    .await?;
+            }
+            Ok::<_, geyser::queue::QueueError>(())
+        }));
+    }
+    for task in running {
+        task.await??;
+    }
+    report(
+        &format!("queue put, {tasks} tasks"),
+        n / tasks * tasks,
+        start,
+    );
     Ok(())
 }
 
