@@ -1,6 +1,6 @@
 //! Embedded queue on a SQLite file (WAL): beanstalkd semantics for every process of one machine.
-//! Owns the `geyser_queue_jobs` and `geyser_queue_tubes` tables of that file and nothing else;
-//! every SQLite call runs on tokio's blocking pool, never on an async worker thread.
+//! Owns the `geyser_queue_jobs` table of that file and nothing else;
+//! every SQLite call runs on a thread that owns its connection, never on an async worker thread.
 //!
 //! A job row holds `state` and `due_at` (epoch ms): when a delayed job becomes ready, or when a
 //! reservation runs out. Time-driven transitions are lazy: a reserve first turns due delayed jobs
@@ -8,13 +8,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 
-use super::{check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats};
+use super::{
+    check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult,
+    Reserved, TubeStats,
+};
+use crate::sqlite_conn::{open_wal, CallFailed, ConnThread};
 
 const READY: i64 = 0;
 const DELAYED: i64 = 1;
@@ -23,8 +27,6 @@ const BURIED: i64 = 3;
 
 /// beanstalkd silently raises a TTR under one second to one second; so do we.
 const MIN_TTR_MS: i64 = 1000;
-/// How long a writer waits for another process's write transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A waiting reserve checks for commits by other connections this often...
 const POLL_FAST: Duration = Duration::from_millis(1);
 /// ...and this often once it has been idle for `SLOW_AFTER`.
@@ -48,65 +50,54 @@ CREATE INDEX IF NOT EXISTS geyser_queue_jobs_next
     ON geyser_queue_jobs (tube, state, priority, id, due_at);
 CREATE INDEX IF NOT EXISTS geyser_queue_jobs_due
     ON geyser_queue_jobs (state, due_at) WHERE due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS geyser_queue_tubes (
-    name       TEXT PRIMARY KEY,
-    total_jobs INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS geyser_queue_jobs_count AFTER INSERT ON geyser_queue_jobs
-BEGIN
-    INSERT INTO geyser_queue_tubes (name, total_jobs) VALUES (NEW.tube, 1)
-    ON CONFLICT (name) DO UPDATE SET total_jobs = total_jobs + 1;
-END;
 ";
 
 /// Milliseconds since the Unix epoch: every process of the machine shares this clock.
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A poisoned lock only means another task panicked mid-call; rusqlite rolled its transaction back.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// Names the file and the operation in every SQLite error (formatted only on failure).
+fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> QueueError + 'a {
+    move |source| QueueError::Sqlite {
+        context: format!("sqlite queue {}: {op}", path.display()),
+        source,
+    }
 }
 
-/// Names the file and the operation in every SQLite error.
-fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> QueueError {
-    let context = format!("sqlite queue {}: {op}", path.display());
-    move |source| QueueError::Sqlite { context, source }
-}
-
-/// Runs `f` on the blocking pool so a slow disk or a busy lock never stalls an async worker.
-async fn blocking<T, F>(path: &Path, op: &str, f: F) -> QueueResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> QueueResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await.map_err(|e| QueueError::Io {
+/// Names the file and the operation when a connection thread fails a call.
+fn call_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(CallFailed) -> QueueError + 'a {
+    move |e| QueueError::Io {
         context: format!("sqlite queue {}: {op}", path.display()),
         source: std::io::Error::other(e),
-    })?
+    }
 }
 
-/// Opens one connection in WAL mode with the schema in place, creating the file and its folders.
+/// Opens one connection with the queue's schema in place, creating the file and its folders.
 fn open_connection(path: &Path) -> QueueResult<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| QueueError::Io {
-            context: format!("sqlite queue {}: create folder {}", path.display(), dir.display()),
-            source,
-        })?;
-    }
-    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(sql_err(path, "switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-        .map_err(sql_err(path, "create schema"))?;
-    Ok(conn)
+    open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
+        context: format!("sqlite queue {}: open", path.display()),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Starts the thread that owns `state` (a connection and what goes with it).
+fn spawn_thread<S: Send + 'static>(
+    path: &Path,
+    name: &str,
+    state: S,
+) -> QueueResult<ConnThread<S>> {
+    ConnThread::spawn(name, state).map_err(|source| QueueError::Io {
+        context: format!("sqlite queue {}: start {name} thread", path.display()),
+        source,
+    })
 }
 
 /// Where a row stands right now, judging its time-driven transitions by `due_at`.
@@ -131,24 +122,34 @@ pub struct SqliteQueue {
 
 struct Shared {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: ConnThread<Connection>,
 }
 
 impl SqliteQueue {
     /// Opens (or creates) the queue in the SQLite file at `path`.
     pub fn open(path: &Path) -> QueueResult<Self> {
-        let conn = open_connection(path)?;
-        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+        let conn = spawn_thread(path, "geyser-sqlite-queue", open_connection(path)?)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                conn,
+            }),
+        })
     }
 
-    /// Runs `f` with the queue's connection on the blocking pool.
+    /// Runs `f` on the queue's connection thread, naming the file and `op` in any error.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &Path) -> QueueResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        blocking(&self.shared.path, op, move || f(&mut lock(&shared.conn), &shared.path)).await
+        let path = &self.shared.path;
+        self.shared
+            .conn
+            .call(f)
+            .await
+            .map_err(call_err(path, op))?
+            .map_err(sql_err(path, op))
     }
 }
 
@@ -214,7 +215,9 @@ fn kick_one(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
 fn job_state(conn: &Connection, id: i64) -> rusqlite::Result<Option<JobState>> {
     let row = conn
         .prepare_cached("SELECT state, due_at FROM geyser_queue_jobs WHERE id = ?")?
-        .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
+        .query_row([id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
         .optional()?;
     Ok(row.and_then(|(state, due_at)| effective_state(state, due_at, now_ms())))
 }
@@ -232,11 +235,6 @@ fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
         .query_row(params![tube, READY, DELAYED, RESERVED, BURIED, now_ms()], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
         })?;
-    let total_jobs = conn
-        .prepare_cached("SELECT total_jobs FROM geyser_queue_tubes WHERE name = ?")?
-        .query_row([tube], |r| r.get::<_, i64>(0))
-        .optional()?
-        .unwrap_or(0);
     let count = |n: i64| n.max(0) as u64;
     Ok(TubeStats {
         name: tube.to_owned(),
@@ -244,7 +242,9 @@ fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
         delayed: count(delayed),
         reserved: count(reserved),
         buried: count(buried),
-        total_jobs: count(total_jobs),
+        // beanstalkd counts every job ever put in the tube; keeping that count would cost every
+        // put a second write, so here it is the jobs the tube holds now.
+        total_jobs: count(ready + delayed + reserved + buried),
     })
 }
 
@@ -274,7 +274,7 @@ impl Queue for SqliteQueue {
         check_tube(tube)?;
         let (tube, body) = (tube.to_owned(), body.to_vec());
         let row = self
-            .with_conn("put", move |conn, path| put_job(conn, &tube, &body, opts).map_err(sql_err(path, "put")))
+            .with_conn("put", move |conn| put_job(conn, &tube, &body, opts))
             .await?;
         Ok(QueueJobId::new(0, row as u64))
     }
@@ -282,7 +282,7 @@ impl Queue for SqliteQueue {
     async fn delete(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
         let deleted = self
-            .with_conn("delete", move |conn, path| delete_unreserved(conn, row).map_err(sql_err(path, "delete")))
+            .with_conn("delete", move |conn| delete_unreserved(conn, row))
             .await?;
         deleted.then_some(()).ok_or(QueueError::NotFound(id))
     }
@@ -290,33 +290,35 @@ impl Queue for SqliteQueue {
     async fn kick(&self, tube: &str, bound: u64) -> QueueResult<u64> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("kick", move |conn, path| kick_tube(conn, &tube, bound).map_err(sql_err(path, "kick")))
+        self.with_conn("kick", move |conn| kick_tube(conn, &tube, bound))
             .await
     }
 
     async fn kick_job(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
         let kicked = self
-            .with_conn("kick job", move |conn, path| kick_one(conn, row).map_err(sql_err(path, "kick job")))
+            .with_conn("kick job", move |conn| kick_one(conn, row))
             .await?;
         kicked.then_some(()).ok_or(QueueError::NotFound(id))
     }
 
     async fn job_state(&self, id: QueueJobId) -> QueueResult<Option<JobState>> {
-        let Ok(row) = check_id(id) else { return Ok(None) };
-        self.with_conn("job state", move |conn, path| job_state(conn, row).map_err(sql_err(path, "job state")))
+        let Ok(row) = check_id(id) else {
+            return Ok(None);
+        };
+        self.with_conn("job state", move |conn| job_state(conn, row))
             .await
     }
 
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("stats tube", move |conn, path| tube_stats(conn, &tube).map_err(sql_err(path, "stats tube")))
+        self.with_conn("stats tube", move |conn| tube_stats(conn, &tube))
             .await
     }
 
     async fn list_tubes(&self) -> QueueResult<Vec<String>> {
-        self.with_conn("list tubes", |conn, path| tubes_with_jobs(conn).map_err(sql_err(path, "list tubes")))
+        self.with_conn("list tubes", |conn| tubes_with_jobs(conn))
             .await
     }
 
@@ -325,7 +327,12 @@ impl Queue for SqliteQueue {
             check_tube(tube)?;
         }
         let (path, tubes) = (self.shared.path.clone(), tubes.to_vec());
-        let consumer = blocking(&self.shared.path, "open consumer", move || SqliteConsumer::open(path, tubes)).await?;
+        let consumer = tokio::task::spawn_blocking(move || SqliteConsumer::open(&path, tubes))
+            .await
+            .map_err(|e| QueueError::Io {
+                context: format!("sqlite queue {}: open consumer", self.shared.path.display()),
+                source: std::io::Error::other(e),
+            })??;
         Ok(Box::new(consumer))
     }
 }
@@ -334,7 +341,7 @@ impl Queue for SqliteQueue {
 /// bury or delete the jobs it reserved, and only while their TTR has not run out.
 pub struct SqliteConsumer {
     path: PathBuf,
-    inner: Arc<Mutex<ConsumerConn>>,
+    conn: ConnThread<ConsumerConn>,
 }
 
 struct ConsumerConn {
@@ -359,27 +366,43 @@ impl Drop for AbortOnDrop {
 }
 
 impl SqliteConsumer {
-    fn open(path: PathBuf, tubes: Vec<String>) -> QueueResult<Self> {
-        let conn = open_connection(&path)?;
-        let inner = ConsumerConn { conn, token: rand::random::<i64>(), tubes };
-        Ok(Self { path, inner: Arc::new(Mutex::new(inner)) })
+    /// Opens the consumer's own connection and its thread; blocking (it may wait for the file lock).
+    fn open(path: &Path, tubes: Vec<String>) -> QueueResult<Self> {
+        let state = ConsumerConn {
+            conn: open_connection(path)?,
+            token: rand::random::<i64>(),
+            tubes,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            conn: spawn_thread(path, "geyser-sqlite-consumer", state)?,
+        })
     }
 
-    /// Runs `f` with this consumer's connection on the blocking pool.
+    /// Runs `f` on this consumer's connection thread, naming the file and `op` in any error.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> QueueResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut ConsumerConn, &Path) -> QueueResult<T> + Send + 'static,
+        F: FnOnce(&mut ConsumerConn) -> rusqlite::Result<T> + Send + 'static,
     {
-        let (inner, path) = (Arc::clone(&self.inner), self.path.clone());
-        blocking(&self.path, op, move || f(&mut lock(&inner), &path)).await
+        self.conn
+            .call(f)
+            .await
+            .map_err(call_err(&self.path, op))?
+            .map_err(sql_err(&self.path, op))
     }
 
     /// Runs one statement on a job this consumer holds; `NotFound` when it no longer holds it.
-    async fn on_held(&self, op: &'static str, id: QueueJobId, sql: &'static str, extra: Vec<i64>) -> QueueResult<()> {
+    async fn on_held(
+        &self,
+        op: &'static str,
+        id: QueueJobId,
+        sql: &'static str,
+        extra: Vec<i64>,
+    ) -> QueueResult<()> {
         let row = check_id(id)?;
         let changed = self
-            .with_conn(op, move |c, path| c.on_held(sql, row, &extra).map_err(sql_err(path, op)))
+            .with_conn(op, move |c| c.on_held(sql, row, &extra))
             .await?;
         changed.then_some(()).ok_or(QueueError::NotFound(id))
     }
@@ -387,16 +410,26 @@ impl SqliteConsumer {
 
 impl ConsumerConn {
     /// Reserves the best ready job of the watched tubes, waiting up to `timeout` for one.
-    fn reserve(&mut self, path: &Path, timeout: Duration, abort: &AtomicBool) -> QueueResult<Option<Reserved>> {
+    fn reserve(
+        &mut self,
+        timeout: Duration,
+        abort: &AtomicBool,
+    ) -> rusqlite::Result<Option<Reserved>> {
+        if timeout.is_zero() {
+            return Ok(match self.try_reserve()? {
+                Attempt::Got(job) => Some(job),
+                Attempt::Idle { .. } => None,
+            });
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            let version = self.data_version().map_err(sql_err(path, "reserve: read change counter"))?;
-            match self.try_reserve().map_err(sql_err(path, "reserve"))? {
+            // Read before the attempt, so a commit landing between attempt and wait is seen.
+            let version = self.data_version()?;
+            match self.try_reserve()? {
                 Attempt::Got(job) => return Ok(Some(job)),
                 Attempt::Idle { .. } if Instant::now() >= deadline => return Ok(None),
                 Attempt::Idle { next_due } => {
-                    let woke = self.wait_for_change(version, deadline, next_due, abort);
-                    if !woke.map_err(sql_err(path, "reserve: wait"))? {
+                    if !self.wait_for_change(version, deadline, next_due, abort)? {
                         return Ok(None);
                     }
                 }
@@ -417,7 +450,11 @@ impl ConsumerConn {
         let until = deadline.min(started + MAX_QUIET);
         loop {
             let idle = started.elapsed();
-            std::thread::sleep(if idle < SLOW_AFTER { POLL_FAST } else { POLL_SLOW });
+            std::thread::sleep(if idle < SLOW_AFTER {
+                POLL_FAST
+            } else {
+                POLL_SLOW
+            });
             if abort.load(Ordering::Relaxed) {
                 return Ok(false);
             }
@@ -430,34 +467,25 @@ impl ConsumerConn {
 
     /// Changes whenever another connection (of any process) commits to the file.
     fn data_version(&self) -> rusqlite::Result<i64> {
-        self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+        self.conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))
     }
 
     /// One atomic attempt: promote due jobs, pick the best ready one, reserve it for us.
     fn try_reserve(&mut self) -> rusqlite::Result<Attempt> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
-        tx.prepare_cached("UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL WHERE state = ?2 AND due_at <= ?3")?
-            .execute(params![READY, DELAYED, now])?;
+        // Due delayed jobs and expired reservations become ready (one statement, one index).
         tx.prepare_cached(
-            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL WHERE state = ?2 AND due_at < ?3",
+            "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL
+             WHERE (state = ?2 AND due_at <= ?4) OR (state = ?3 AND due_at < ?4)",
         )?
-        .execute(params![READY, RESERVED, now])?;
-        let mut best: Option<(i64, i64)> = None;
-        {
-            let mut head = tx.prepare_cached(
-                "SELECT priority, id FROM geyser_queue_jobs WHERE tube = ? AND state = ? ORDER BY priority, id LIMIT 1",
-            )?;
-            for tube in &self.tubes {
-                let found = head.query_row(params![tube, READY], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-                best = match (best, found) {
-                    (Some(b), Some(f)) => Some(b.min(f)),
-                    (b, f) => b.or(f),
-                };
-            }
-        }
-        let attempt = match best {
-            Some((_, id)) => Attempt::Got(
+        .execute(params![READY, DELAYED, RESERVED, now])?;
+        let attempt = match best_ready(&tx, &self.tubes)? {
+            Some(id) => Attempt::Got(
                 tx.prepare_cached(
                     "UPDATE geyser_queue_jobs SET state = ?1, token = ?2, due_at = ?3 + ttr_ms WHERE id = ?4
                      RETURNING tube, body",
@@ -466,13 +494,7 @@ impl ConsumerConn {
                     Ok(Reserved { id: QueueJobId::new(0, id as u64), tube: r.get(0)?, body: r.get(1)? })
                 })?,
             ),
-            None => {
-                let mut earliest =
-                    tx.prepare_cached("SELECT MIN(due_at) FROM geyser_queue_jobs WHERE state = ? AND due_at IS NOT NULL")?;
-                let delayed: Option<i64> = earliest.query_row([DELAYED], |r| r.get(0))?;
-                let expiring: Option<i64> = earliest.query_row([RESERVED], |r| r.get(0))?;
-                Attempt::Idle { next_due: delayed.into_iter().chain(expiring).min() }
-            }
+            None => Attempt::Idle { next_due: next_due(&tx)? },
         };
         tx.commit()?;
         Ok(attempt)
@@ -488,6 +510,52 @@ impl ConsumerConn {
     }
 }
 
+/// The ready job to reserve next from `tubes`: lowest priority, then oldest, across all of them.
+/// One indexed lookup per tube, rather than one sort over every ready job of every tube.
+fn best_ready(conn: &Connection, tubes: &[String]) -> rusqlite::Result<Option<i64>> {
+    let mut head = conn.prepare_cached(
+        "SELECT priority, id FROM geyser_queue_jobs WHERE tube = ? AND state = ? ORDER BY priority, id LIMIT 1",
+    )?;
+    let mut best: Option<(i64, i64)> = None;
+    for tube in tubes {
+        let found = head
+            .query_row(params![tube, READY], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        best = match (best, found) {
+            (Some(b), Some(f)) => Some(b.min(f)),
+            (b, f) => b.or(f),
+        };
+    }
+    Ok(best.map(|(_, id)| id))
+}
+
+/// When the next delayed job becomes ready or the next reservation runs out (epoch ms).
+fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let mut earliest = conn.prepare_cached(
+        "SELECT MIN(due_at) FROM geyser_queue_jobs WHERE state = ? AND due_at IS NOT NULL",
+    )?;
+    let delayed: Option<i64> = earliest.query_row([DELAYED], |r| r.get(0))?;
+    let expiring: Option<i64> = earliest.query_row([RESERVED], |r| r.get(0))?;
+    Ok(delayed.into_iter().chain(expiring).min())
+}
+
+/// A closed consumer gives back the jobs it holds, as beanstalkd does when a connection closes;
+/// this runs on the consumer's thread once its last handle is gone. A process that dies
+/// without closing leaves them to their TTR.
+impl Drop for ConsumerConn {
+    fn drop(&mut self) {
+        let released = self
+            .conn
+            .prepare_cached(
+                "UPDATE geyser_queue_jobs SET state = ?1, due_at = NULL, token = NULL WHERE state = ?2 AND token = ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(params![READY, RESERVED, self.token]));
+        if let Err(e) = released {
+            log::warn!("sqlite queue: a closed consumer could not give back its jobs (they return at TTR): {e}");
+        }
+    }
+}
+
 /// The condition every consumer operation puts on its job: ours, reserved, TTR not run out.
 macro_rules! held {
     () => {
@@ -497,25 +565,41 @@ macro_rules! held {
 
 #[async_trait]
 impl Consumer for SqliteConsumer {
+    /// Waits on the consumer's own thread; dropping this future stops the wait within a poll
+    /// interval (a job reserved in that instant stays reserved until its TTR runs out).
     async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>> {
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(Arc::clone(&abort));
-        self.with_conn("reserve", move |c, path| c.reserve(path, timeout, &abort)).await
+        self.with_conn("reserve", move |c| c.reserve(timeout, &abort))
+            .await
     }
 
     async fn touch(&mut self, id: QueueJobId) -> QueueResult<()> {
-        let sql = concat!("UPDATE geyser_queue_jobs SET due_at = ?3 + ttr_ms WHERE ", held!());
+        let sql = concat!(
+            "UPDATE geyser_queue_jobs SET due_at = ?3 + ttr_ms WHERE ",
+            held!()
+        );
         self.on_held("touch", id, sql, vec![]).await
     }
 
     async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()> {
-        let (state, delay_ms) = if delay.is_zero() { (READY, 0) } else { (DELAYED, millis(delay)) };
+        let (state, delay_ms) = if delay.is_zero() {
+            (READY, 0)
+        } else {
+            (DELAYED, millis(delay))
+        };
         let sql = concat!(
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL,
                  due_at = CASE WHEN ?7 > 0 THEN ?3 + ?7 END WHERE ",
             held!()
         );
-        self.on_held("release", id, sql, vec![state, i64::from(priority), delay_ms]).await
+        self.on_held(
+            "release",
+            id,
+            sql,
+            vec![state, i64::from(priority), delay_ms],
+        )
+        .await
     }
 
     async fn bury(&mut self, id: QueueJobId, priority: u32) -> QueueResult<()> {
@@ -523,7 +607,8 @@ impl Consumer for SqliteConsumer {
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL, due_at = NULL WHERE ",
             held!()
         );
-        self.on_held("bury", id, sql, vec![BURIED, i64::from(priority)]).await
+        self.on_held("bury", id, sql, vec![BURIED, i64::from(priority)])
+            .await
     }
 
     async fn delete(&mut self, id: QueueJobId) -> QueueResult<()> {

@@ -1,19 +1,16 @@
 //! Job documents in a SQLite file (WAL), shared by every process of one machine.
 //! Owns the `geyser_documents` table of that file (which may also hold the queue's tables)
-//! and nothing else; every SQLite call runs on tokio's blocking pool.
+//! and nothing else; every SQLite call runs on a thread that owns the connection.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
 
 use super::{ListFilter, Page, Store, StoreError, StoreResult};
 use crate::model::JobDocument;
-
-/// How long a writer waits for another process's write transaction before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::sqlite_conn::{open_wal, ConnThread};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS geyser_documents (
@@ -31,43 +28,33 @@ CREATE INDEX IF NOT EXISTS geyser_documents_expires
     ON geyser_documents (expires_at) WHERE expires_at IS NOT NULL;
 ";
 
-/// A poisoned lock only means another task panicked mid-call; the connection is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Names the file and the operation in every SQLite error.
-fn sql_err(path: &Path, op: &str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    let context = format!("sqlite store {}: {op}", path.display());
-    move |source| StoreError::Sqlite { context, source }
-}
-
-/// Opens the file in WAL mode with the schema in place, creating it and its folders.
-fn open_connection(path: &Path) -> StoreResult<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("sqlite store {}: create folder {}: {e}", path.display(), dir.display()))
-        })?;
+/// Names the file and the operation in every SQLite error (formatted only on failure).
+fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        context: format!("sqlite store {}: {op}", path.display()),
+        source,
     }
-    let conn = Connection::open(path).map_err(sql_err(path, "open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err(path, "set busy_timeout"))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(sql_err(path, "switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err(path, "set synchronous"))?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-        .map_err(sql_err(path, "create schema"))?;
-    Ok(conn)
 }
 
 /// Parses a stored document, naming its uuid when it is not one.
 fn parse(uuid: &str, json: &[u8]) -> StoreResult<JobDocument> {
-    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt { uuid: uuid.to_owned(), source })
+    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt {
+        uuid: uuid.to_owned(),
+        source,
+    })
 }
 
 /// Writes `doc` into the row values the columns index, next to its JSON.
 fn columns(doc: &JobDocument) -> (i64, &'static str, &str, f64, Option<f64>, Vec<u8>) {
     let version = i64::try_from(doc.version).unwrap_or(i64::MAX);
-    (version, doc.status.as_str(), &doc.job_type, doc.updated_at, doc.expires_at, doc.to_json())
+    (
+        version,
+        doc.status.as_str(),
+        &doc.job_type,
+        doc.updated_at,
+        doc.expires_at,
+        doc.to_json(),
+    )
 }
 
 fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<bool> {
@@ -107,23 +94,33 @@ fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusq
 }
 
 fn exists(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?.exists([uuid])
+    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?
+        .exists([uuid])
 }
 
 fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
-    Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ?")?.execute([uuid])? > 0)
+    Ok(conn
+        .prepare_cached("DELETE FROM geyser_documents WHERE uuid = ?")?
+        .execute([uuid])?
+        > 0)
 }
 
 fn purge(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
     let n = conn
-        .prepare_cached("DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?")?
+        .prepare_cached(
+            "DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?",
+        )?
         .execute([now])?;
     Ok(n as u64)
 }
 
 /// `(uuid, json)` of one page of matching documents, in uuid order. Only the conditions in use
 /// appear in the SQL, so each combination gets its own cached plan on the right index.
-fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+fn select_page(
+    conn: &Connection,
+    filter: &ListFilter,
+    page: &Page,
+) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
     let mut conds = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(status) = filter.status {
@@ -143,49 +140,74 @@ fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite:
         values.push(Box::new(after.clone()));
     }
     values.push(Box::new(i64::try_from(page.limit).unwrap_or(i64::MAX)));
-    let where_clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-    let sql = format!("SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?");
+    let where_clause = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-    let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    let rows = stmt
+        .query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
     rows
 }
 
-/// The store's connection, shared by its tasks; each call holds it only for one statement or two.
+/// The store's connection, owned by one thread that runs its tasks' calls in order.
 #[derive(Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    path: Arc<Path>,
+    conn: ConnThread<Connection>,
 }
 
 impl SqliteStore {
     /// Opens (or creates) the document store in the SQLite file at `path`.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = open_connection(path)?;
-        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn: Mutex::new(conn) }) })
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("sqlite store {}: {what}: {e}", path.display()))
+        };
+        let conn = open_wal(path, SCHEMA).map_err(|e| unavailable("open", &e))?;
+        let conn = ConnThread::spawn("geyser-sqlite-store", conn)
+            .map_err(|e| unavailable("start thread", &e))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path: Arc::from(path),
+                conn,
+            }),
+        })
     }
 
-    /// Runs `f` with the connection on the blocking pool, so a busy file never stalls async code.
+    /// Runs `f` on the store's connection thread; `f` names its own operation in SQLite errors.
     async fn with_conn<T, F>(&self, op: &'static str, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> StoreResult<T> + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || f(&lock(&shared.conn), &shared.path))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
+        let path = Arc::clone(&self.shared.path);
+        let result = self.shared.conn.call(move |conn| f(conn, &path)).await;
+        result.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "sqlite store {}: {op}: {e}",
+                self.shared.path.display()
+            ))
+        })?
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
-        let doc = JobDocument { version: 1, ..doc.clone() };
+        let doc = JobDocument {
+            version: 1,
+            ..doc.clone()
+        };
         self.with_conn("create", move |conn, path| {
             match insert(conn, &doc).map_err(sql_err(path, "create"))? {
                 true => Ok(doc),
@@ -206,13 +228,19 @@ impl Store for SqliteStore {
 
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
         let expected = doc.version;
-        let new = JobDocument { version: expected + 1, ..doc.clone() };
+        let new = JobDocument {
+            version: expected.saturating_add(1),
+            ..doc.clone()
+        };
         self.with_conn("update", move |conn, path| {
             if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
                 return Ok(new);
             }
             match exists(conn, &new.uuid).map_err(sql_err(path, "update: check existence"))? {
-                true => Err(StoreError::Conflict { uuid: new.uuid, expected }),
+                true => Err(StoreError::Conflict {
+                    uuid: new.uuid,
+                    expected,
+                }),
                 false => Err(StoreError::NotFound(new.uuid)),
             }
         })
@@ -221,7 +249,10 @@ impl Store for SqliteStore {
 
     async fn delete(&self, uuid: &str) -> StoreResult<bool> {
         let uuid = uuid.to_owned();
-        self.with_conn("delete", move |conn, path| remove(conn, &uuid).map_err(sql_err(path, "delete"))).await
+        self.with_conn("delete", move |conn, path| {
+            remove(conn, &uuid).map_err(sql_err(path, "delete"))
+        })
+        .await
     }
 
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
@@ -234,7 +265,9 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: f64) -> StoreResult<u64> {
-        self.with_conn("purge expired", move |conn, path| purge(conn, now).map_err(sql_err(path, "purge expired")))
-            .await
+        self.with_conn("purge expired", move |conn, path| {
+            purge(conn, now).map_err(sql_err(path, "purge expired"))
+        })
+        .await
     }
 }

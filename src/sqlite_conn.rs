@@ -1,0 +1,109 @@
+//! SQLite plumbing shared by the embedded queue and store: opening a file in WAL mode, and a
+//! thread that owns one connection so async code never blocks on SQLite. Knows no tables.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Statements a connection keeps prepared; more than the queue and store use.
+const STATEMENT_CACHE: usize = 64;
+/// Pages in the WAL before a commit checkpoints it (SQLite's default is 1000): fewer, larger
+/// checkpoints, hence fewer fsyncs per commit.
+const WAL_AUTOCHECKPOINT: i64 = 8000;
+/// The WAL file is cut back to this size after a checkpoint, so it does not stay at its peak.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error("create folder {dir}: {source}")]
+    Folder {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{step}: {source}")]
+    Sqlite {
+        step: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// Opens `path` (creating it and its folders) in WAL mode with `synchronous=NORMAL`, a busy
+/// timeout, and `schema` (idempotent DDL) applied in one write transaction.
+pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
+            dir: dir.to_owned(),
+            source,
+        })?;
+    }
+    let step = |step| move |source| OpenError::Sqlite { step, source };
+    let conn = Connection::open(path).map_err(step("open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(step("set busy_timeout"))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(step("switch to WAL"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(step("set synchronous"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+        .map_err(step("set wal_autocheckpoint"))?;
+    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(step("set journal_size_limit"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))
+        .map_err(step("create schema"))?;
+    Ok(conn)
+}
+
+type Call<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// A call that never finished: it panicked, or the connection thread is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("the SQLite connection thread did not complete the call (it panicked or stopped)")]
+pub(crate) struct CallFailed;
+
+/// A thread that owns a connection (with whatever state `S` goes with it) and runs calls on it
+/// one at a time, in order. Async callers await a reply instead of blocking a runtime thread,
+/// and a caller that goes away leaves its call to finish on its own. The thread ends when the
+/// last handle is dropped.
+pub(crate) struct ConnThread<S> {
+    calls: mpsc::Sender<Call<S>>,
+}
+
+impl<S: Send + 'static> ConnThread<S> {
+    pub(crate) fn spawn(name: &str, mut state: S) -> std::io::Result<Self> {
+        let (calls, inbox) = mpsc::channel::<Call<S>>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                for call in inbox {
+                    // A panicking call drops its reply sender, which its caller sees as `CallFailed`.
+                    let _ = catch_unwind(AssertUnwindSafe(|| call(&mut state)));
+                }
+            })?;
+        Ok(Self { calls })
+    }
+
+    /// Runs `f` on the connection thread and waits for its result.
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, CallFailed>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut S) -> T + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let call: Call<S> = Box::new(move |state| {
+            let _ = reply.send(f(state));
+        });
+        self.calls.send(call).map_err(|_| CallFailed)?;
+        result.await.map_err(|_| CallFailed)
+    }
+}
