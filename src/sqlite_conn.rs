@@ -3,7 +3,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::cell::Cell;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -64,44 +65,69 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     Ok(conn)
 }
 
-type Call<S> = Box<dyn FnOnce(&mut S) + Send>;
+type Call = Box<dyn FnOnce() + Send>;
 
 /// A call that never finished: it panicked, or the connection thread is gone.
 #[derive(Debug, thiserror::Error)]
 #[error("the SQLite connection thread did not complete the call (it panicked or stopped)")]
 pub(crate) struct CallFailed;
 
-/// A thread that owns a connection (with whatever state `S` goes with it) and runs calls on it
-/// one at a time, in order. Async callers await a reply instead of blocking a runtime thread,
-/// and a caller that goes away leaves its call to finish on its own. The thread ends when the
+thread_local! {
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with SQLite calls made on this thread itself. For a thread that does nothing
+/// but wait for the call's result (a Python caller with the GIL released, blocked in
+/// `block_on`): it is a blocking thread already, and running SQLite here saves two thread
+/// switches per operation. Tasks on the runtime's threads never see this flag.
+pub(crate) fn inline_on_this_thread<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INLINE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(INLINE.with(|c| c.replace(true)));
+    f()
+}
+
+/// A connection (with whatever state `S` goes with it) that async code uses without blocking
+/// a runtime thread: calls run one at a time on a thread of its own, in order, and a caller
+/// that goes away leaves its call to finish there. A caller inside `inline_on_this_thread`
+/// runs its call on its own thread instead, under the same lock. The thread ends when the
 /// last handle is dropped.
 pub(crate) struct ConnThread<S> {
-    calls: mpsc::Sender<Call<S>>,
+    state: Arc<Mutex<S>>,
+    calls: mpsc::Sender<Call>,
 }
 
 impl<S: Send + 'static> ConnThread<S> {
-    pub(crate) fn spawn(name: &str, mut state: S) -> std::io::Result<Self> {
-        let (calls, inbox) = mpsc::channel::<Call<S>>();
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                for call in inbox {
-                    // A panicking call drops its reply sender, which its caller sees as `CallFailed`.
-                    let _ = catch_unwind(AssertUnwindSafe(|| call(&mut state)));
-                }
-            })?;
-        Ok(Self { calls })
+    pub(crate) fn spawn(name: &str, state: S) -> std::io::Result<Self> {
+        let (calls, inbox) = mpsc::channel::<Call>();
+        std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+            for call in inbox {
+                // A panicking call drops its reply sender, which its caller sees as `CallFailed`.
+                let _ = catch_unwind(AssertUnwindSafe(call));
+            }
+        })?;
+        Ok(Self { state: Arc::new(Mutex::new(state)), calls })
     }
 
-    /// Runs `f` on the connection thread and waits for its result.
+    /// Runs `f` on the connection and waits for its result.
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, CallFailed>
     where
         T: Send + 'static,
         F: FnOnce(&mut S) -> T + Send + 'static,
     {
+        if INLINE.with(|c| c.get()) {
+            let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            return Ok(f(&mut state));
+        }
         let (reply, result) = oneshot::channel();
-        let call: Call<S> = Box::new(move |state| {
-            let _ = reply.send(f(state));
+        let state = self.state.clone();
+        let call: Call = Box::new(move || {
+            let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = reply.send(f(&mut state));
         });
         self.calls.send(call).map_err(|_| CallFailed)?;
         result.await.map_err(|_| CallFailed)
