@@ -56,7 +56,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             env = use_backends(f"beanstalkd://{server.addr}", f"sqlite://{tmp}/store.db")
             g_enqueue = geyser_enqueue(args.jobs)
-            g_drain = geyser_drain(env, args.jobs)
+            g_drain = geyser_drain(env, args.jobs, "-c", "1")
     finally:
         server.stop()
     print_table(("beanstalkd", "geyser (rust)", "greenstalk", "ratio"), [

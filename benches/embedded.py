@@ -24,7 +24,7 @@ import geyser
 
 def geyser_latency(env: dict[str, str], n: int) -> tuple[float, float]:
     """Enqueue→start latency (ms, p50 and p99) with one idle worker waiting."""
-    worker = subprocess.Popen([sys.executable, "-m", "geyser.worker", "-m", "bench_jobs", "--log-level", "WARNING"],
+    worker = subprocess.Popen([sys.executable, "-m", "geyser.worker", "-m", "bench_jobs", "-c", "1", "--log-level", "WARNING"],
                               env=env)
     try:
         time.sleep(1.5)  # let the worker start and go idle
@@ -75,7 +75,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = use_backends(f"sqlite://{tmp}/geyser.db", f"sqlite://{tmp}/geyser.db")
         g_enqueue = geyser_enqueue(args.jobs)
-        g_drain = geyser_drain(env, args.jobs)
+        g_drain = geyser_drain(env, args.jobs, "-c", "1")
         env = use_backends(f"sqlite://{tmp}/latency.db", f"sqlite://{tmp}/latency.db")
         p50, p99 = geyser_latency(env, args.latency_jobs)
         h_enqueue, h_drain = huey_rates(f"{tmp}/huey.db", args.jobs)

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::enqueue::{Enqueuer, TwoStep};
 use crate::model::{now, JobDocument, Status, TransitionError};
-use crate::queue::{PutOptions, Queue, QueueError, QueueJobId, TubeStats};
+use crate::queue::{PutOptions, Queue, QueueError, TubeStats};
 use crate::store::{ListFilter, Page, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +28,26 @@ pub fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
 }
 
-/// The queue and the store one process talks to.
+/// The queue and the store one process talks to, and how it enqueues into them.
 #[derive(Clone)]
 pub struct Geyser {
     pub queue: Arc<dyn Queue>,
     pub store: Arc<dyn Store>,
+    enqueuer: Arc<dyn Enqueuer>,
 }
 
 impl Geyser {
-    pub fn new(queue: Arc<dyn Queue>, store: Arc<dyn Store>) -> Self {
-        Self { queue, store }
+    pub fn new(queue: Arc<dyn Queue>, store: Arc<dyn Store>, enqueuer: Arc<dyn Enqueuer>) -> Self {
+        Self { queue, store, enqueuer }
     }
 
-    /// Save a new job document, then put its uuid on its queue, then note the queue id.
-    /// If the put fails the document is removed again, so a failed enqueue leaves no job.
+    /// Separate store and queue: enqueue in steps (save, put, note the queue id).
+    pub fn two_step(queue: Arc<dyn Queue>, store: Arc<dyn Store>) -> Self {
+        let enqueuer = Arc::new(TwoStep { queue: queue.clone(), store: store.clone() });
+        Self::new(queue, store, enqueuer)
+    }
+
+    /// Save a new job document and put it on its queue (see `enqueue.rs` for how).
     pub async fn enqueue(&self, mut doc: JobDocument, delay: f64) -> ClientResult<JobDocument> {
         if doc.version != 0 {
             return Err(ClientError::Invalid {
@@ -55,33 +62,7 @@ impl Geyser {
             delay: secs(delay),
             ttr: secs(doc.queue_kwargs.ttr),
         };
-        let tube = doc.queue_kwargs.queue.clone();
-        let saved = self.store.create(&doc).await?;
-        let id = match self.queue.put(&tube, saved.uuid.as_bytes(), opts).await {
-            Ok(id) => id,
-            Err(e) => {
-                if let Err(del) = self.store.delete(&saved.uuid).await {
-                    log::error!("job {}: put failed and the document could not be removed ({del}); the sweep will queue it", saved.uuid);
-                }
-                return Err(e.into());
-            }
-        };
-        self.note_queue_id(saved, id).await
-    }
-
-    /// Record where the job sits on the queue, unless a worker already did.
-    async fn note_queue_id(&self, mut doc: JobDocument, id: QueueJobId) -> ClientResult<JobDocument> {
-        loop {
-            if doc.queue_job_id.is_some() {
-                return Ok(doc);
-            }
-            doc.queue_job_id = Some(id.to_string());
-            match self.store.update(&doc).await {
-                Ok(saved) => return Ok(saved),
-                Err(StoreError::Conflict { .. }) => doc = self.must_get(&doc.uuid).await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.enqueuer.enqueue(doc, opts).await
     }
 
     pub async fn get(&self, uuid: &str) -> ClientResult<Option<JobDocument>> {

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::client::Geyser;
+use crate::enqueue::SqliteOneCommit;
 use crate::queue::{self, Queue};
 use crate::store::{self, Store};
 
@@ -89,6 +91,39 @@ pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError
             reason: format!("unknown scheme {other:?} (expected sqlite)"),
         }),
     }
+}
+
+/// The file a `sqlite://` URL names, or None for any other scheme.
+fn embedded_path(role: &'static str, url: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+    let url = url.unwrap_or("sqlite://");
+    match split_scheme(role, url)? {
+        ("sqlite", rest) => Ok(Some(sqlite_path(role, url, rest)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Open the queue and the store the URLs name (None: the embedded default), with the
+/// way to enqueue into them: one SQLite transaction when both are the same embedded file.
+pub async fn open(queue_url: Option<&str>, store_url: Option<&str>) -> Result<Geyser, ConfigError> {
+    let queue = open_queue(queue_url).await?;
+    let store = open_store(store_url).await?;
+    let (Some(queue_file), Some(store_file)) = (embedded_path("queue", queue_url)?, embedded_path("store", store_url)?) else {
+        return Ok(Geyser::two_step(queue, store));
+    };
+    let url = queue_url.unwrap_or("sqlite://").to_owned();
+    let shared = tokio::task::spawn_blocking(move || -> Result<Option<SqliteOneCommit>, String> {
+        let same = std::fs::canonicalize(&queue_file).map_err(|e| e.to_string())?
+            == std::fs::canonicalize(&store_file).map_err(|e| e.to_string())?;
+        same.then(|| SqliteOneCommit::open(&queue_file)).transpose().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|reason| ConfigError::Open { role: "queue", url, reason })?;
+    Ok(match shared {
+        Some(enqueuer) => Geyser::new(queue, store, Arc::new(enqueuer)),
+        None => Geyser::two_step(queue, store),
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod enqueue;
 pub mod maintenance;
 pub mod model;
 pub mod queue;

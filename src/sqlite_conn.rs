@@ -49,8 +49,7 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     let conn = Connection::open(path).map_err(step("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(step("set busy_timeout"))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(step("switch to WAL"))?;
+    switch_to_wal(&conn).map_err(step("switch to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(step("set synchronous"))?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
@@ -63,6 +62,26 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))
         .map_err(step("create schema"))?;
     Ok(conn)
+}
+
+/// WAL is a property of the file: once one connection switched it, later opens find it set.
+/// The switch itself needs the file to itself, so processes racing to create it retry.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) && attempt < 200 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 type Call = Box<dyn FnOnce() + Send>;

@@ -19,7 +19,7 @@ fn embedded() -> (Geyser, tempfile::TempDir) {
     let path = dir.path().join("geyser.db");
     let queue = SqliteQueue::open(&path).expect("open queue");
     let store = SqliteStore::open(&path).expect("open store");
-    (Geyser::new(Arc::new(queue), Arc::new(store)), dir)
+    (Geyser::two_step(Arc::new(queue), Arc::new(store)), dir)
 }
 
 fn entry_of(doc: &geyser::model::JobDocument) -> QueueJobId {

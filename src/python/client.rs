@@ -49,13 +49,8 @@ impl PyClient {
     #[new]
     #[pyo3(signature = (queue_url=None, store_url=None))]
     fn new(py: Python<'_>, queue_url: Option<String>, store_url: Option<String>) -> PyResult<Self> {
-        let (queue, store) = wait(py, async {
-            let queue = config::open_queue(queue_url.as_deref()).await?;
-            let store = config::open_store(store_url.as_deref()).await?;
-            Ok::<_, config::ConfigError>((queue, store))
-        })
-        .map_err(config_err)?;
-        Ok(Self { geyser: Geyser::new(queue, store) })
+        let geyser = wait(py, config::open(queue_url.as_deref(), store_url.as_deref())).map_err(config_err)?;
+        Ok(Self { geyser })
     }
 
     fn enqueue(&self, py: Python<'_>, doc_json: &str, delay: f64) -> PyResult<String> {

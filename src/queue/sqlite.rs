@@ -81,7 +81,7 @@ fn call_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(CallFailed) -> Queue
 }
 
 /// Opens one connection with the queue's schema in place, creating the file and its folders.
-fn open_connection(path: &Path) -> QueueResult<Connection> {
+pub(crate) fn open_connection(path: &Path) -> QueueResult<Connection> {
     open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
         context: format!("sqlite queue {}: open", path.display()),
         source: std::io::Error::other(e),
@@ -153,7 +153,7 @@ impl SqliteQueue {
     }
 }
 
-fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptions) -> rusqlite::Result<i64> {
+pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptions) -> rusqlite::Result<i64> {
     let (state, due_at) = if opts.delay.is_zero() {
         (READY, None)
     } else {

@@ -57,7 +57,7 @@ fn columns(doc: &JobDocument) -> (i64, &'static str, &str, f64, Option<f64>, Vec
     )
 }
 
-fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<bool> {
+pub(crate) fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<bool> {
     let (version, status, job_type, updated_at, expires_at, json) = columns(doc);
     let inserted = conn
         .prepare_cached(
