@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v beanstalkd >/dev/null 2>&1; then
-  echo "installing beanstalkd"
-  apt-get update -qq && apt-get install -y -qq beanstalkd >/dev/null
+missing=()
+command -v beanstalkd >/dev/null 2>&1 || missing+=(beanstalkd)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
