@@ -23,33 +23,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import tornado.web
-from marshmallow import fields
+
+from common import Beanstalkd, free_port
 
 import geyser
 import geyser.web
 
-BODY = json.dumps({"name": "bench", "size": 3})
-
-
-class BenchSchema(geyser.BaseJobSchema):
-    name = fields.String(required=True)
-    size = fields.Integer(load_default=1)
-
-
-class BenchJob(geyser.BaseJob):
-    """Only enqueued here, never run."""
-
-    JOB_TYPE = "bench"
-    SCHEMA = BenchSchema
-    QUEUE_NAME = "bench"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.name = kwargs.get("name")
-        self.size = kwargs.get("size", 1)
+BODY = json.dumps({"n": 3})  # a bench_jobs.NoopJob: only enqueued here, never run
 
 
 class EchoHandler(tornado.web.RequestHandler):
@@ -66,12 +48,6 @@ async def serve(port: int) -> None:
     app = tornado.web.Application([*geyser.web.routes(token=""), (r"/echo", EchoHandler)])
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int) -> None:
@@ -106,18 +82,16 @@ def main() -> int:
     if args.serve:
         asyncio.run(serve(args.serve))
         return 0
-    for tool in ("wrk", "beanstalkd"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed: apt-get install -y {tool}")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
     with tempfile.TemporaryDirectory() as tmp:
-        bport, port = free_port(), free_port()
-        beanstalkd = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(bport)])
-        env = dict(os.environ, GEYSER_QUEUE_URL=f"beanstalkd://127.0.0.1:{bport}",
+        port = free_port()
+        beanstalkd = Beanstalkd()
+        env = dict(os.environ, GEYSER_QUEUE_URL=f"beanstalkd://{beanstalkd.addr}",
                    GEYSER_STORE_URL=f"sqlite://{tmp}/store.db")
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
         try:
-            wait_for_port(bport)
             wait_for_port(port)
             script = Path(tmp) / "post.lua"
             script.write_text('wrk.method = "POST"\n'
@@ -125,14 +99,13 @@ def main() -> int:
                               f"wrk.body = {json.dumps(BODY)}\n")
             base = f"http://127.0.0.1:{port}"
             rows = []
-            for label, path in (("JSON echo", "/echo"), ("POST /jobs/bench", "/jobs/bench")):
+            for label, path in (("JSON echo", "/echo"), ("POST /jobs/noop", "/jobs/noop")):
                 wrk(base + path, 2, args.connections, script)  # warm-up
                 rows.append((label, wrk(base + path, args.seconds, args.connections, script)))
         finally:
             server.terminate()
             server.wait(10)
-            beanstalkd.terminate()
-            beanstalkd.wait(10)
+            beanstalkd.stop()
 
     print(f"\none Tornado process, beanstalkd queue + SQLite store, wrk -t1 -c{args.connections} "
           f"-d{args.seconds}s, {os.cpu_count()} CPUs\n")
