@@ -171,13 +171,16 @@ def _check_result(job: BaseJob, result: Any) -> tuple[float, bool]:
 class Runner:
     """One worker loop over one native consumer; reserves only when it can start the job."""
 
-    def __init__(self, queues: list[str], burst: bool = False, progress_interval: float = 1.0, name: str = "") -> None:
+    def __init__(self, queues: list[str], burst: bool = False, progress_interval: float = 1.0, name: str = "",
+                 stop_grace: float = 10.0) -> None:
         self.queues = queues
         self.burst = burst
         self.stopping = False
         self.current: Running | None = None
         name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.worker = _core.Worker(client(), queues, name, progress_interval)
+        # The native heartbeat ends the process of a job that holds the GIL past TIMEOUT,
+        # after the watchdog here had its chance (a soft stop, then a hard one).
+        self.worker = _core.Worker(client(), queues, name, progress_interval, hard_stop_after=2 * stop_grace)
 
     def stop(self, *_: Any) -> None:
         """Finish the running job, then leave the loop."""
@@ -224,7 +227,8 @@ class WorkerProcess:
         self.pending: type[_Stop] | None = None
         base = f"{socket.gethostname()}:{os.getpid()}"
         self.runners = [
-            Runner(queues, args.burst, args.progress_interval, f"{base}/{i}" if args.threads > 1 else base)
+            Runner(queues, args.burst, args.progress_interval, f"{base}/{i}" if args.threads > 1 else base,
+                   args.stop_grace)
             for i in range(args.threads)
         ]
 

@@ -21,9 +21,21 @@ pub struct PyWorker {
 #[pymethods]
 impl PyWorker {
     #[new]
-    #[pyo3(signature = (client, queues, name, progress_interval=1.0))]
-    fn new(py: Python<'_>, client: &PyClient, queues: Vec<String>, name: String, progress_interval: f64) -> PyResult<Self> {
-        let config = WorkerConfig { name, tubes: queues, progress_interval: secs(progress_interval) };
+    #[pyo3(signature = (client, queues, name, progress_interval=1.0, hard_stop_after=20.0))]
+    fn new(
+        py: Python<'_>,
+        client: &PyClient,
+        queues: Vec<String>,
+        name: String,
+        progress_interval: f64,
+        hard_stop_after: f64,
+    ) -> PyResult<Self> {
+        let config = WorkerConfig {
+            name,
+            tubes: queues,
+            progress_interval: secs(progress_interval),
+            hard_stop_after: secs(hard_stop_after),
+        };
         let worker = wait(py, Worker::new(client.geyser.clone(), config)).map_err(worker_err)?;
         Ok(Self { inner: Arc::new(worker) })
     }

@@ -14,12 +14,12 @@ use tokio::sync::Mutex;
 
 pub use fenced::FenceError;
 use fenced::FencedWriter;
-use heartbeat::Heartbeat;
+use heartbeat::{Beat, Heartbeat};
 pub use outcome::Outcome;
 use outcome::{fail_or_retry, QueueAction};
 use progress::ProgressWriter;
 
-use crate::client::{secs, Geyser};
+use crate::client::Geyser;
 use crate::model::{JobDocument, Status, TransitionError};
 use crate::queue::{Consumer, QueueError, QueueJobId, Reserved};
 use crate::store::StoreError;
@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     pub tubes: Vec<String>,
     /// At most one progress write per job per interval.
     pub progress_interval: Duration,
+    /// How long past its TIMEOUT a job that cannot be interrupted may run before the
+    /// heartbeat fails it and ends the process (see `heartbeat.rs`).
+    pub hard_stop_after: Duration,
 }
 
 /// One reserving consumer and what it needs to run attempts.
@@ -162,14 +165,20 @@ impl Worker {
     fn attempt(&self, doc: JobDocument, queue_id: QueueJobId) -> Attempt {
         let writer = Arc::new(FencedWriter::new(self.geyser.store.clone(), &doc));
         let progress = ProgressWriter::start(writer.clone(), self.config.progress_interval);
-        let heartbeat = Heartbeat::start(self.consumer.clone(), queue_id, secs(doc.queue_kwargs.ttr), writer.clone());
+        let heartbeat = Heartbeat::start(Beat {
+            consumer: self.consumer.clone(),
+            id: queue_id,
+            writer: writer.clone(),
+            started: doc.clone(),
+            hard_stop_after: self.config.hard_stop_after,
+        });
         Attempt { doc, queue_id, consumer: self.consumer.clone(), writer, progress, heartbeat }
     }
 
     /// Save a document that will not run now, then settle its queue entry.
     async fn finish_doc(&self, doc: JobDocument, id: QueueJobId, action: QueueAction) -> WorkerResult<()> {
         match self.geyser.store.update(&doc).await {
-            Ok(saved) => settle(&self.consumer, &saved, id, action).await,
+            Ok(saved) => settle_or_log(&self.consumer, &saved, id, action).await,
             Err(StoreError::Conflict { .. }) => self.release_soon(id).await,
             Err(e) => return Err(e.into()),
         }
@@ -196,16 +205,21 @@ impl Worker {
 }
 
 /// Carry out the queue half of an outcome, after the document half is saved.
-async fn settle(consumer: &Mutex<Box<dyn Consumer>>, doc: &JobDocument, id: QueueJobId, action: QueueAction) {
+/// A failure is for the caller to report: the document is final already, and whoever
+/// reserves the entry next settles it.
+pub(crate) async fn settle(consumer: &Mutex<Box<dyn Consumer>>, doc: &JobDocument, id: QueueJobId, action: QueueAction) -> Result<(), QueueError> {
     let priority = doc.queue_kwargs.priority;
     let mut consumer = consumer.lock().await;
-    let result = match action {
+    match action {
         QueueAction::Delete => consumer.delete(id).await,
         QueueAction::Release { delay } => consumer.release(id, priority, delay).await,
         QueueAction::Bury => consumer.bury(id, priority).await,
-    };
-    if let Err(e) = result {
-        // The document is final already; whoever reserves the entry next settles it.
+    }
+}
+
+/// `settle`, logging a failure.
+async fn settle_or_log(consumer: &Mutex<Box<dyn Consumer>>, doc: &JobDocument, id: QueueJobId, action: QueueAction) {
+    if let Err(e) = settle(consumer, doc, id, action).await {
         log::warn!("job {}: queue job {id}: {action:?} failed: {e}", doc.uuid);
     }
 }
@@ -246,7 +260,7 @@ impl Attempt {
                 return Err(e.into());
             }
         };
-        settle(&consumer, &saved, queue_id, action).await;
+        settle_or_log(&consumer, &saved, queue_id, action).await;
         Ok(saved)
     }
 }

@@ -109,6 +109,19 @@ class StubbornJob(geyser.BaseJob):
                 pass
 
 
+class GilHogJob(geyser.BaseJob):
+    """Exceeds its TIMEOUT inside one C call that never lets go of the GIL."""
+
+    JOB_TYPE = "engine_gil_hog"
+    QUEUE_NAME = "engine_timeout"
+    TIMEOUT = 1.0
+    MAX_RETRIES = 0
+
+    def run(self) -> tuple[float, bool]:
+        sum(range(10**15))  # builtin sum over a range: no bytecode runs, so no signal or async exception lands
+        return time.time(), False
+
+
 class NoopJob(geyser.BaseJob):
     """Does nothing: for drain-rate measurements."""
 

@@ -212,6 +212,17 @@ def test_timeout_replaces_the_process_of_a_job_that_will_not_stop(embedded: str)
     assert "did not stop within" in done.stderr and "exited with 75" in done.stderr
 
 
+def test_timeout_ends_the_process_of_a_job_stuck_in_c_holding_the_gil(embedded: str) -> None:
+    uuid = enqueue("engine_gil_hog")
+    done = run_worker("-m", "engine_jobs", "--stop-grace", "1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts) == ("failed", 1)
+    assert [e["errorCode"] for e in j.errors] == ["timeout"]
+    assert "stopped by ending its worker process" in j.errors[0]["msg"]
+    assert "cannot be interrupted" in done.stderr and "exited with 75" in done.stderr
+
+
 def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> None:
     uuid = enqueue("engine_long", ttr=1, seconds=4)
     paused = workers("-c", "1")
