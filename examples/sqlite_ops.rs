@@ -29,10 +29,7 @@ where
 
 fn report(label: &str, n: usize, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{label:<24} {:>10.0} ops/s  ({n} in {secs:.3} s)",
-        n as f64 / secs
-    );
+    println!("{label:<24} {:>10.0} ops/s  ({n} in {secs:.3} s)", n as f64 / secs);
 }
 
 fn document(i: usize) -> Result<JobDocument, Error> {
@@ -47,22 +44,13 @@ fn document(i: usize) -> Result<JobDocument, Error> {
 async fn queue_ops(path: &std::path::Path, n: usize) -> Result<(), Error> {
     let queue = SqliteQueue::open(path)?;
     let body = uuid::Uuid::new_v4().to_string().into_bytes();
-    let opts = PutOptions {
-        ttr: Duration::from_secs(60),
-        ..PutOptions::default()
-    };
-    measure("queue put", n, |_| async {
-        Ok(queue.put("bench", &body, opts).await.map(drop)?)
-    })
-    .await?;
+    let opts = PutOptions { ttr: Duration::from_secs(60), ..PutOptions::default() };
+    measure("queue put", n, |_| async { Ok(queue.put("bench", &body, opts).await.map(drop)?) }).await?;
     // A consumer is used by one task at a time (`&mut`), so this loop is written out.
     let mut consumer = queue.consumer(&["bench".to_owned()]).await?;
     let start = Instant::now();
     for _ in 0..n {
-        let job = consumer
-            .reserve(Duration::ZERO)
-            .await?
-            .ok_or("queue ran dry")?;
+        let job = consumer.reserve(Duration::ZERO).await?.ok_or("queue ran dry")?;
         consumer.delete(job.id).await?;
     }
     report("queue reserve+delete", n, start);
@@ -77,9 +65,7 @@ async fn concurrent_puts(queue: &SqliteQueue, n: usize, tasks: usize) -> Result<
         let queue = queue.clone();
         running.push(tokio::spawn(async move {
             for _ in 0..n / tasks {
-                queue
-                    .put("bench-concurrent", b"x", PutOptions::default())
-                    .await?;
+                queue.put("bench-concurrent", b"x", PutOptions::default()).await?;
             }
             Ok::<_, geyser::queue::QueueError>(())
         }));
@@ -87,11 +73,7 @@ async fn concurrent_puts(queue: &SqliteQueue, n: usize, tasks: usize) -> Result<
     for task in running {
         task.await??;
     }
-    report(
-        &format!("queue put, {tasks} tasks"),
-        n / tasks * tasks,
-        start,
-    );
+    report(&format!("queue put, {tasks} tasks"), n / tasks * tasks, start);
     Ok(())
 }
 
@@ -110,11 +92,7 @@ async fn store_ops(path: &std::path::Path, n: usize) -> Result<(), Error> {
     })
     .await?;
     measure("store update", n, |i| {
-        let doc = JobDocument {
-            version: 1,
-            completeness: 0.5,
-            ..docs[i].clone()
-        };
+        let doc = JobDocument { version: 1, completeness: 0.5, ..docs[i].clone() };
         async move { Ok(store.update(&doc).await.map(drop)?) }
     })
     .await
@@ -129,9 +107,7 @@ async fn main() -> Result<(), Error> {
 
 async fn run() -> Result<(), Error> {
     let n = match std::env::args().nth(1) {
-        Some(arg) => arg
-            .parse()
-            .map_err(|e| format!("N must be a count, not {arg:?}: {e}"))?,
+        Some(arg) => arg.parse().map_err(|e| format!("N must be a count, not {arg:?}: {e}"))?,
         None => 20_000,
     };
     let dir = tempfile::tempdir()?;

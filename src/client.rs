@@ -57,11 +57,8 @@ impl Geyser {
         }
         doc.status = Status::Queued;
         doc.next_run_at = (delay > 0.0).then(|| now() + delay);
-        let opts = PutOptions {
-            priority: doc.queue_kwargs.priority,
-            delay: secs(delay),
-            ttr: secs(doc.queue_kwargs.ttr),
-        };
+        let opts =
+            PutOptions { priority: doc.queue_kwargs.priority, delay: secs(delay), ttr: secs(doc.queue_kwargs.ttr) };
         self.enqueuer.enqueue(doc, opts).await
     }
 

@@ -107,7 +107,8 @@ fn embedded_path(role: &'static str, url: Option<&str>) -> Result<Option<PathBuf
 pub async fn open(queue_url: Option<&str>, store_url: Option<&str>) -> Result<Geyser, ConfigError> {
     let queue = open_queue(queue_url).await?;
     let store = open_store(store_url).await?;
-    let (Some(queue_file), Some(store_file)) = (embedded_path("queue", queue_url)?, embedded_path("store", store_url)?) else {
+    let (Some(queue_file), Some(store_file)) = (embedded_path("queue", queue_url)?, embedded_path("store", store_url)?)
+    else {
         return Ok(Geyser::two_step(queue, store));
     };
     let url = queue_url.unwrap_or("sqlite://").to_owned();

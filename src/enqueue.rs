@@ -36,7 +36,10 @@ impl Enqueuer for TwoStep {
             Ok(id) => id,
             Err(e) => {
                 if let Err(del) = self.store.delete(&saved.uuid).await {
-                    log::error!("job {}: put failed and the document could not be removed ({del}); the sweep will queue it", saved.uuid);
+                    log::error!(
+                        "job {}: put failed and the document could not be removed ({del}); the sweep will queue it",
+                        saved.uuid
+                    );
                 }
                 return Err(e.into());
             }
@@ -100,7 +103,10 @@ impl Enqueuer for SqliteOneCommit {
     async fn enqueue(&self, doc: JobDocument, opts: PutOptions) -> ClientResult<JobDocument> {
         queue::check_tube(&doc.queue_kwargs.queue)?;
         let uuid = doc.uuid.clone();
-        let sql_err = |source| StoreError::Sqlite { context: format!("sqlite {}: enqueue job {uuid}", self.path.display()), source };
+        let sql_err = |source| StoreError::Sqlite {
+            context: format!("sqlite {}: enqueue job {uuid}", self.path.display()),
+            source,
+        };
         let committed = self
             .conn
             .call(move |conn| commit_both(conn, doc, opts))

@@ -79,7 +79,8 @@ async fn entry_is_gone(geyser: &Geyser, doc: &JobDocument) -> Result<bool, Sweep
     let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok()) else {
         return Ok(true);
     };
-    let state = geyser.queue.job_state(id).await.map_err(|source| SweepError::Queue { uuid: doc.uuid.clone(), source })?;
+    let state =
+        geyser.queue.job_state(id).await.map_err(|source| SweepError::Queue { uuid: doc.uuid.clone(), source })?;
     Ok(state.is_none())
 }
 
@@ -90,7 +91,11 @@ async fn repair(geyser: &Geyser, mut doc: JobDocument) -> Result<bool, SweepErro
     let store_err = |source| SweepError::Store { uuid: uuid.clone(), source };
     let mut delay = 0.0;
     if doc.status == Status::Running {
-        doc.record_error("worker-lost".into(), &format!("attempt {} did not finish and its queue entry is gone", doc.attempts), None);
+        doc.record_error(
+            "worker-lost".into(),
+            &format!("attempt {} did not finish and its queue entry is gone", doc.attempts),
+            None,
+        );
         if fail_or_retry(&mut doc, rand::random())? == QueueAction::Bury {
             log::warn!("sweep: job {uuid} was left running with no queue entry; no retries left, failed");
             return save(geyser, &doc).await.map_err(store_err);
@@ -104,7 +109,8 @@ async fn repair(geyser: &Geyser, mut doc: JobDocument) -> Result<bool, SweepErro
         Err(StoreError::Conflict { .. }) => return Ok(false),
         Err(e) => return Err(store_err(e)),
     };
-    let opts = PutOptions { priority: claimed.queue_kwargs.priority, delay: secs(delay), ttr: secs(claimed.queue_kwargs.ttr) };
+    let opts =
+        PutOptions { priority: claimed.queue_kwargs.priority, delay: secs(delay), ttr: secs(claimed.queue_kwargs.ttr) };
     let id = geyser
         .queue
         .put(&claimed.queue_kwargs.queue, uuid.as_bytes(), opts)

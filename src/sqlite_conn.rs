@@ -1,9 +1,9 @@
 //! SQLite plumbing shared by the embedded queue and store: opening a file in WAL mode, and a
 //! thread that owns one connection so async code never blocks on SQLite. Knows no tables.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::cell::Cell;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -40,27 +40,18 @@ pub(crate) enum OpenError {
 /// timeout, and `schema` (idempotent DDL) applied in one write transaction.
 pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
-            dir: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder { dir: dir.to_owned(), source })?;
     }
     let step = |step| move |source| OpenError::Sqlite { step, source };
     let conn = Connection::open(path).map_err(step("open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(step("set busy_timeout"))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(step("set busy_timeout"))?;
     switch_to_wal(&conn).map_err(step("switch to WAL"))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(step("set synchronous"))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
-        .map_err(step("set wal_autocheckpoint"))?;
-    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| {
-        r.get::<_, i64>(0)
-    })
-    .map_err(step("set journal_size_limit"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(step("set synchronous"))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT).map_err(step("set wal_autocheckpoint"))?;
+    conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| r.get::<_, i64>(0))
+        .map_err(step("set journal_size_limit"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;"))
-        .map_err(step("create schema"))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;")).map_err(step("create schema"))?;
     Ok(conn)
 }
 

@@ -335,7 +335,10 @@ async fn dead_shard_leaves_the_others_working() {
         }
     }
     assert!(put.is_subset(&got), "reserves go on from the live servers");
-    assert!(matches!(consumer.delete(job_on_1.id).await, Err(QueueError::NotFound(_)) | Err(QueueError::Unavailable { .. })));
+    assert!(matches!(
+        consumer.delete(job_on_1.id).await,
+        Err(QueueError::NotFound(_)) | Err(QueueError::Unavailable { .. })
+    ));
     assert!(queue.stats_tube("sharded").await.is_ok(), "admin ops report the live servers");
     assert!(queue.list_tubes().await.is_ok());
 }
@@ -376,7 +379,10 @@ async fn ttr_expiry_gives_the_job_back() {
     let server = Beanstalkd::start();
     let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
     let tube = vec!["ttr".to_owned()];
-    let id = queue.put("ttr", b"slow", PutOptions { ttr: Duration::from_millis(300), ..PutOptions::default() }).await.unwrap();
+    let id = queue
+        .put("ttr", b"slow", PutOptions { ttr: Duration::from_millis(300), ..PutOptions::default() })
+        .await
+        .unwrap();
     let mut a = queue.consumer(&tube).await.unwrap();
     let mut b = queue.consumer(&tube).await.unwrap();
     assert_eq!(a.reserve(Duration::ZERO).await.unwrap().unwrap().id, id);
@@ -392,7 +398,8 @@ async fn touch_extends_the_reservation() {
     let server = Beanstalkd::start();
     let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
     let tube = vec!["touch".to_owned()];
-    let id = queue.put("touch", b"long", PutOptions { ttr: Duration::from_secs(2), ..PutOptions::default() }).await.unwrap();
+    let id =
+        queue.put("touch", b"long", PutOptions { ttr: Duration::from_secs(2), ..PutOptions::default() }).await.unwrap();
     let mut a = queue.consumer(&tube).await.unwrap();
     assert_eq!(a.reserve(Duration::ZERO).await.unwrap().unwrap().id, id);
     for _ in 0..3 {

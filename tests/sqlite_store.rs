@@ -22,12 +22,7 @@ store_contract_tests!(sqlite_store());
 /// Overwrites a document's stored JSON behind the store's back.
 fn write_raw(path: &Path, uuid: &str, json: &str) {
     let conn = rusqlite::Connection::open(path).expect("raw connection");
-    let n = conn
-        .execute(
-            "UPDATE geyser_documents SET doc = ? WHERE uuid = ?",
-            [json, uuid],
-        )
-        .expect("raw write");
+    let n = conn.execute("UPDATE geyser_documents SET doc = ? WHERE uuid = ?", [json, uuid]).expect("raw write");
     assert_eq!(n, 1);
 }
 
@@ -37,45 +32,22 @@ async fn unreadable_document_is_corrupt_naming_its_uuid() {
     let jt = job_type("corrupt");
     let doc = store.create(&document(&jt)).await.expect("create");
     write_raw(&dir.path().join("store.db"), &doc.uuid, r#"{"jobType": 5"#);
-    let err = store
-        .get(&doc.uuid)
-        .await
-        .expect_err("get a corrupt document");
-    assert!(
-        matches!(&err, StoreError::Corrupt { uuid, .. } if *uuid == doc.uuid),
-        "{err:?}"
-    );
+    let err = store.get(&doc.uuid).await.expect_err("get a corrupt document");
+    assert!(matches!(&err, StoreError::Corrupt { uuid, .. } if *uuid == doc.uuid), "{err:?}");
     assert!(err.to_string().contains(&doc.uuid), "{err}");
-    let filter = ListFilter {
-        job_type: Some(jt),
-        ..ListFilter::default()
-    };
-    let err = store
-        .list(&filter, &Page::default())
-        .await
-        .expect_err("list over a corrupt document");
-    assert!(
-        matches!(&err, StoreError::Corrupt { uuid, .. } if *uuid == doc.uuid),
-        "{err:?}"
-    );
+    let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
+    let err = store.list(&filter, &Page::default()).await.expect_err("list over a corrupt document");
+    assert!(matches!(&err, StoreError::Corrupt { uuid, .. } if *uuid == doc.uuid), "{err:?}");
 }
 
 #[tokio::test]
 async fn stored_json_carries_the_version() {
     let (store, dir) = sqlite_store().await;
-    let doc = store
-        .create(&document(&job_type("json")))
-        .await
-        .expect("create");
+    let doc = store.create(&document(&job_type("json"))).await.expect("create");
     let doc = store.update(&doc).await.expect("update");
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).expect("raw connection");
-    let json: String = conn
-        .query_row(
-            "SELECT doc FROM geyser_documents WHERE uuid = ?",
-            [&doc.uuid],
-            |r| r.get(0),
-        )
-        .expect("raw read");
+    let json: String =
+        conn.query_row("SELECT doc FROM geyser_documents WHERE uuid = ?", [&doc.uuid], |r| r.get(0)).expect("raw read");
     let raw: serde_json::Value = serde_json::from_str(&json).expect("stored JSON");
     assert_eq!(raw["version"], 2);
     assert_eq!(raw["uuid"], doc.uuid.as_str());
@@ -87,43 +59,19 @@ async fn queue_and_store_share_one_file() {
     let path = dir.path().join("geyser.db");
     let store = SqliteStore::open(&path).expect("open store");
     let queue = SqliteQueue::open(&path).expect("open queue on the same file");
-    let doc = store
-        .create(&document(&job_type("shared")))
-        .await
-        .expect("create");
-    let id = queue
-        .put("shared", doc.uuid.as_bytes(), PutOptions::default())
-        .await
-        .expect("put");
-    let mut consumer = queue
-        .consumer(&["shared".to_owned()])
-        .await
-        .expect("consumer");
-    let job = consumer
-        .reserve(std::time::Duration::ZERO)
-        .await
-        .expect("reserve")
-        .expect("the job");
+    let doc = store.create(&document(&job_type("shared"))).await.expect("create");
+    let id = queue.put("shared", doc.uuid.as_bytes(), PutOptions::default()).await.expect("put");
+    let mut consumer = queue.consumer(&["shared".to_owned()]).await.expect("consumer");
+    let job = consumer.reserve(std::time::Duration::ZERO).await.expect("reserve").expect("the job");
     assert_eq!(job.id, id);
     let uuid = String::from_utf8(job.body).expect("uuid body");
-    assert_eq!(
-        store
-            .get(&uuid)
-            .await
-            .expect("get")
-            .expect("the document")
-            .uuid,
-        doc.uuid
-    );
+    assert_eq!(store.get(&uuid).await.expect("get").expect("the document").uuid, doc.uuid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_let_exactly_one_writer_win() {
     let (store, _dir) = sqlite_store().await;
-    let doc = store
-        .create(&document(&job_type("race")))
-        .await
-        .expect("create");
+    let doc = store.create(&document(&job_type("race"))).await.expect("create");
     let mut tasks = Vec::new();
     for i in 0..8 {
         let (store, mut doc) = (store.clone(), doc.clone());

@@ -8,10 +8,7 @@ use super::status::Status;
 
 /// Seconds since the Unix epoch, as every timestamp in the document is.
 pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// How the job is put on its queue; kept so a sweep or a retry can put it again.

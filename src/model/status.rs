@@ -18,13 +18,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Queued,
-        Status::Running,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Cancelled,
-    ];
+    pub const ALL: [Status; 5] =
+        [Status::Queued, Status::Running, Status::Succeeded, Status::Failed, Status::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,10 +59,9 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown job status {s:?} (expected one of queued, running, succeeded, failed, cancelled)"))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown job status {s:?} (expected one of queued, running, succeeded, failed, cancelled)")
+        })
     }
 }
 

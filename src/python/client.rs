@@ -103,10 +103,8 @@ impl PyClient {
         after: Option<String>,
         limit: usize,
     ) -> PyResult<Vec<String>> {
-        let status = status
-            .map(|s| s.parse::<Status>())
-            .transpose()
-            .map_err(pyo3::exceptions::PyValueError::new_err)?;
+        let status =
+            status.map(|s| s.parse::<Status>()).transpose().map_err(pyo3::exceptions::PyValueError::new_err)?;
         let filter = ListFilter { status, job_type, updated_before: None };
         let page = Page { after, limit };
         let docs = wait(py, self.geyser.list(&filter, &page)).map_err(client_err)?;

@@ -88,11 +88,20 @@ impl PyAttempt {
 
     fn with<T>(&self, f: impl FnOnce(&Attempt) -> T) -> PyResult<T> {
         let guard = self.inner.lock().map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?;
-        guard.as_ref().map(f).ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))
+        guard
+            .as_ref()
+            .map(f)
+            .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))
     }
 }
 
-fn outcome_from(kind: &str, at: Option<f64>, code_json: Option<&str>, msg: Option<String>, traceback: Option<String>) -> PyResult<Outcome> {
+fn outcome_from(
+    kind: &str,
+    at: Option<f64>,
+    code_json: Option<&str>,
+    msg: Option<String>,
+    traceback: Option<String>,
+) -> PyResult<Outcome> {
     let code = match code_json {
         Some(c) => serde_json::from_str(c).map_err(|e| json_err("bad error code", e))?,
         None => Value::Null,
@@ -131,6 +140,7 @@ impl PyAttempt {
     /// End the attempt: save the final document, then settle the queue entry.
     /// Returns the saved document.
     #[pyo3(signature = (doc_json, outcome, at=None, code_json=None, msg=None, traceback=None))]
+    #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python method
     fn finish(
         &self,
         py: Python<'_>,
@@ -153,7 +163,6 @@ impl PyAttempt {
         String::from_utf8(saved.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 }
-
 
 /// Run the maintenance sweep once over documents untouched for `min_age` seconds;
 /// returns how many were put on their queue again (`requeued`) or recovered from a

@@ -15,8 +15,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior};
 
 use super::{
-    check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult,
-    Reserved, TubeStats,
+    check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats,
 };
 use crate::sqlite_conn::{open_wal, CallFailed, ConnThread};
 
@@ -54,10 +53,7 @@ CREATE INDEX IF NOT EXISTS geyser_queue_jobs_due
 
 /// Milliseconds since the Unix epoch: every process of the machine shares this clock.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -66,10 +62,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> QueueError + 'a {
-    move |source| QueueError::Sqlite {
-        context: format!("sqlite queue {}: {op}", path.display()),
-        source,
-    }
+    move |source| QueueError::Sqlite { context: format!("sqlite queue {}: {op}", path.display()), source }
 }
 
 /// Names the file and the operation when a connection thread fails a call.
@@ -89,11 +82,7 @@ pub(crate) fn open_connection(path: &Path) -> QueueResult<Connection> {
 }
 
 /// Starts the thread that owns `state` (a connection and what goes with it).
-fn spawn_thread<S: Send + 'static>(
-    path: &Path,
-    name: &str,
-    state: S,
-) -> QueueResult<ConnThread<S>> {
+fn spawn_thread<S: Send + 'static>(path: &Path, name: &str, state: S) -> QueueResult<ConnThread<S>> {
     ConnThread::spawn(name, state).map_err(|source| QueueError::Io {
         context: format!("sqlite queue {}: start {name} thread", path.display()),
         source,
@@ -129,12 +118,7 @@ impl SqliteQueue {
     /// Opens (or creates) the queue in the SQLite file at `path`.
     pub fn open(path: &Path) -> QueueResult<Self> {
         let conn = spawn_thread(path, "geyser-sqlite-queue", open_connection(path)?)?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                path: path.to_owned(),
-                conn,
-            }),
-        })
+        Ok(Self { shared: Arc::new(Shared { path: path.to_owned(), conn }) })
     }
 
     /// Runs `f` on the queue's connection thread, naming the file and `op` in any error.
@@ -144,21 +128,13 @@ impl SqliteQueue {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let path = &self.shared.path;
-        self.shared
-            .conn
-            .call(f)
-            .await
-            .map_err(call_err(path, op))?
-            .map_err(sql_err(path, op))
+        self.shared.conn.call(f).await.map_err(call_err(path, op))?.map_err(sql_err(path, op))
     }
 }
 
 pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptions) -> rusqlite::Result<i64> {
-    let (state, due_at) = if opts.delay.is_zero() {
-        (READY, None)
-    } else {
-        (DELAYED, Some(now_ms().saturating_add(millis(opts.delay))))
-    };
+    let (state, due_at) =
+        if opts.delay.is_zero() { (READY, None) } else { (DELAYED, Some(now_ms().saturating_add(millis(opts.delay)))) };
     let ttr_ms = millis(opts.ttr).max(MIN_TTR_MS);
     conn.prepare_cached(
         "INSERT INTO geyser_queue_jobs (tube, priority, state, due_at, ttr_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
@@ -170,9 +146,7 @@ pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptio
 /// Deletes the job unless someone holds a live reservation of it.
 fn delete_unreserved(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
     let n = conn
-        .prepare_cached(
-            "DELETE FROM geyser_queue_jobs WHERE id = ?1 AND NOT (state = ?2 AND due_at >= ?3)",
-        )?
+        .prepare_cached("DELETE FROM geyser_queue_jobs WHERE id = ?1 AND NOT (state = ?2 AND due_at >= ?3)")?
         .execute(params![id, RESERVED, now_ms()])?;
     Ok(n > 0)
 }
@@ -215,9 +189,7 @@ fn kick_one(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
 fn job_state(conn: &Connection, id: i64) -> rusqlite::Result<Option<JobState>> {
     let row = conn
         .prepare_cached("SELECT state, due_at FROM geyser_queue_jobs WHERE id = ?")?
-        .query_row([id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
+        .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)))
         .optional()?;
     Ok(row.and_then(|(state, due_at)| effective_state(state, due_at, now_ms())))
 }
@@ -273,32 +245,25 @@ impl Queue for SqliteQueue {
     async fn put(&self, tube: &str, body: &[u8], opts: PutOptions) -> QueueResult<QueueJobId> {
         check_tube(tube)?;
         let (tube, body) = (tube.to_owned(), body.to_vec());
-        let row = self
-            .with_conn("put", move |conn| put_job(conn, &tube, &body, opts))
-            .await?;
+        let row = self.with_conn("put", move |conn| put_job(conn, &tube, &body, opts)).await?;
         Ok(QueueJobId::new(0, row as u64))
     }
 
     async fn delete(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
-        let deleted = self
-            .with_conn("delete", move |conn| delete_unreserved(conn, row))
-            .await?;
+        let deleted = self.with_conn("delete", move |conn| delete_unreserved(conn, row)).await?;
         deleted.then_some(()).ok_or(QueueError::NotFound(id))
     }
 
     async fn kick(&self, tube: &str, bound: u64) -> QueueResult<u64> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("kick", move |conn| kick_tube(conn, &tube, bound))
-            .await
+        self.with_conn("kick", move |conn| kick_tube(conn, &tube, bound)).await
     }
 
     async fn kick_job(&self, id: QueueJobId) -> QueueResult<()> {
         let row = check_id(id)?;
-        let kicked = self
-            .with_conn("kick job", move |conn| kick_one(conn, row))
-            .await?;
+        let kicked = self.with_conn("kick job", move |conn| kick_one(conn, row)).await?;
         kicked.then_some(()).ok_or(QueueError::NotFound(id))
     }
 
@@ -306,20 +271,17 @@ impl Queue for SqliteQueue {
         let Ok(row) = check_id(id) else {
             return Ok(None);
         };
-        self.with_conn("job state", move |conn| job_state(conn, row))
-            .await
+        self.with_conn("job state", move |conn| job_state(conn, row)).await
     }
 
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {
         check_tube(tube)?;
         let tube = tube.to_owned();
-        self.with_conn("stats tube", move |conn| tube_stats(conn, &tube))
-            .await
+        self.with_conn("stats tube", move |conn| tube_stats(conn, &tube)).await
     }
 
     async fn list_tubes(&self) -> QueueResult<Vec<String>> {
-        self.with_conn("list tubes", |conn| tubes_with_jobs(conn))
-            .await
+        self.with_conn("list tubes", |conn| tubes_with_jobs(conn)).await
     }
 
     async fn consumer(&self, tubes: &[String]) -> QueueResult<Box<dyn Consumer>> {
@@ -327,11 +289,12 @@ impl Queue for SqliteQueue {
             check_tube(tube)?;
         }
         let (path, tubes) = (self.shared.path.clone(), tubes.to_vec());
-        let consumer = tokio::task::spawn_blocking(move || SqliteConsumer::open(&path, tubes))
-            .await
-            .map_err(|e| QueueError::Io {
-                context: format!("sqlite queue {}: open consumer", self.shared.path.display()),
-                source: std::io::Error::other(e),
+        let consumer =
+            tokio::task::spawn_blocking(move || SqliteConsumer::open(&path, tubes)).await.map_err(|e| {
+                QueueError::Io {
+                    context: format!("sqlite queue {}: open consumer", self.shared.path.display()),
+                    source: std::io::Error::other(e),
+                }
             })??;
         Ok(Box::new(consumer))
     }
@@ -368,15 +331,8 @@ impl Drop for AbortOnDrop {
 impl SqliteConsumer {
     /// Opens the consumer's own connection and its thread; blocking (it may wait for the file lock).
     fn open(path: &Path, tubes: Vec<String>) -> QueueResult<Self> {
-        let state = ConsumerConn {
-            conn: open_connection(path)?,
-            token: rand::random::<i64>(),
-            tubes,
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            conn: spawn_thread(path, "geyser-sqlite-consumer", state)?,
-        })
+        let state = ConsumerConn { conn: open_connection(path)?, token: rand::random::<i64>(), tubes };
+        Ok(Self { path: path.to_owned(), conn: spawn_thread(path, "geyser-sqlite-consumer", state)? })
     }
 
     /// Runs `f` on this consumer's connection thread, naming the file and `op` in any error.
@@ -385,36 +341,20 @@ impl SqliteConsumer {
         T: Send + 'static,
         F: FnOnce(&mut ConsumerConn) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.conn
-            .call(f)
-            .await
-            .map_err(call_err(&self.path, op))?
-            .map_err(sql_err(&self.path, op))
+        self.conn.call(f).await.map_err(call_err(&self.path, op))?.map_err(sql_err(&self.path, op))
     }
 
     /// Runs one statement on a job this consumer holds; `NotFound` when it no longer holds it.
-    async fn on_held(
-        &self,
-        op: &'static str,
-        id: QueueJobId,
-        sql: &'static str,
-        extra: Vec<i64>,
-    ) -> QueueResult<()> {
+    async fn on_held(&self, op: &'static str, id: QueueJobId, sql: &'static str, extra: Vec<i64>) -> QueueResult<()> {
         let row = check_id(id)?;
-        let changed = self
-            .with_conn(op, move |c| c.on_held(sql, row, &extra))
-            .await?;
+        let changed = self.with_conn(op, move |c| c.on_held(sql, row, &extra)).await?;
         changed.then_some(()).ok_or(QueueError::NotFound(id))
     }
 }
 
 impl ConsumerConn {
     /// Reserves the best ready job of the watched tubes, waiting up to `timeout` for one.
-    fn reserve(
-        &mut self,
-        timeout: Duration,
-        abort: &AtomicBool,
-    ) -> rusqlite::Result<Option<Reserved>> {
+    fn reserve(&mut self, timeout: Duration, abort: &AtomicBool) -> rusqlite::Result<Option<Reserved>> {
         if timeout.is_zero() {
             return Ok(match self.try_reserve()? {
                 Attempt::Got(job) => Some(job),
@@ -450,11 +390,7 @@ impl ConsumerConn {
         let until = deadline.min(started + MAX_QUIET);
         loop {
             let idle = started.elapsed();
-            std::thread::sleep(if idle < SLOW_AFTER {
-                POLL_FAST
-            } else {
-                POLL_SLOW
-            });
+            std::thread::sleep(if idle < SLOW_AFTER { POLL_FAST } else { POLL_SLOW });
             if abort.load(Ordering::Relaxed) {
                 return Ok(false);
             }
@@ -467,16 +403,12 @@ impl ConsumerConn {
 
     /// Changes whenever another connection (of any process) commits to the file.
     fn data_version(&self) -> rusqlite::Result<i64> {
-        self.conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))
+        self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
     }
 
     /// One atomic attempt: promote due jobs, pick the best ready one, reserve it for us.
     fn try_reserve(&mut self) -> rusqlite::Result<Attempt> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         // Due delayed jobs and expired reservations become ready (one statement, one index).
         tx.prepare_cached(
@@ -518,9 +450,7 @@ fn best_ready(conn: &Connection, tubes: &[String]) -> rusqlite::Result<Option<i6
     )?;
     let mut best: Option<(i64, i64)> = None;
     for tube in tubes {
-        let found = head
-            .query_row(params![tube, READY], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let found = head.query_row(params![tube, READY], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         best = match (best, found) {
             (Some(b), Some(f)) => Some(b.min(f)),
             (b, f) => b.or(f),
@@ -531,9 +461,8 @@ fn best_ready(conn: &Connection, tubes: &[String]) -> rusqlite::Result<Option<i6
 
 /// When the next delayed job becomes ready or the next reservation runs out (epoch ms).
 fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    let mut earliest = conn.prepare_cached(
-        "SELECT MIN(due_at) FROM geyser_queue_jobs WHERE state = ? AND due_at IS NOT NULL",
-    )?;
+    let mut earliest =
+        conn.prepare_cached("SELECT MIN(due_at) FROM geyser_queue_jobs WHERE state = ? AND due_at IS NOT NULL")?;
     let delayed: Option<i64> = earliest.query_row([DELAYED], |r| r.get(0))?;
     let expiring: Option<i64> = earliest.query_row([RESERVED], |r| r.get(0))?;
     Ok(delayed.into_iter().chain(expiring).min())
@@ -570,36 +499,22 @@ impl Consumer for SqliteConsumer {
     async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>> {
         let abort = Arc::new(AtomicBool::new(false));
         let _guard = AbortOnDrop(Arc::clone(&abort));
-        self.with_conn("reserve", move |c| c.reserve(timeout, &abort))
-            .await
+        self.with_conn("reserve", move |c| c.reserve(timeout, &abort)).await
     }
 
     async fn touch(&mut self, id: QueueJobId) -> QueueResult<()> {
-        let sql = concat!(
-            "UPDATE geyser_queue_jobs SET due_at = ?3 + ttr_ms WHERE ",
-            held!()
-        );
+        let sql = concat!("UPDATE geyser_queue_jobs SET due_at = ?3 + ttr_ms WHERE ", held!());
         self.on_held("touch", id, sql, vec![]).await
     }
 
     async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()> {
-        let (state, delay_ms) = if delay.is_zero() {
-            (READY, 0)
-        } else {
-            (DELAYED, millis(delay))
-        };
+        let (state, delay_ms) = if delay.is_zero() { (READY, 0) } else { (DELAYED, millis(delay)) };
         let sql = concat!(
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL,
                  due_at = CASE WHEN ?7 > 0 THEN ?3 + ?7 END WHERE ",
             held!()
         );
-        self.on_held(
-            "release",
-            id,
-            sql,
-            vec![state, i64::from(priority), delay_ms],
-        )
-        .await
+        self.on_held("release", id, sql, vec![state, i64::from(priority), delay_ms]).await
     }
 
     async fn bury(&mut self, id: QueueJobId, priority: u32) -> QueueResult<()> {
@@ -607,8 +522,7 @@ impl Consumer for SqliteConsumer {
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL, due_at = NULL WHERE ",
             held!()
         );
-        self.on_held("bury", id, sql, vec![BURIED, i64::from(priority)])
-            .await
+        self.on_held("bury", id, sql, vec![BURIED, i64::from(priority)]).await
     }
 
     async fn delete(&mut self, id: QueueJobId) -> QueueResult<()> {

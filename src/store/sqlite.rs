@@ -30,31 +30,18 @@ CREATE INDEX IF NOT EXISTS geyser_documents_expires
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
-    move |source| StoreError::Sqlite {
-        context: format!("sqlite store {}: {op}", path.display()),
-        source,
-    }
+    move |source| StoreError::Sqlite { context: format!("sqlite store {}: {op}", path.display()), source }
 }
 
 /// Parses a stored document, naming its uuid when it is not one.
 fn parse(uuid: &str, json: &[u8]) -> StoreResult<JobDocument> {
-    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt {
-        uuid: uuid.to_owned(),
-        source,
-    })
+    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt { uuid: uuid.to_owned(), source })
 }
 
 /// Writes `doc` into the row values the columns index, next to its JSON.
 fn columns(doc: &JobDocument) -> (i64, &'static str, &str, f64, Option<f64>, Vec<u8>) {
     let version = i64::try_from(doc.version).unwrap_or(i64::MAX);
-    (
-        version,
-        doc.status.as_str(),
-        &doc.job_type,
-        doc.updated_at,
-        doc.expires_at,
-        doc.to_json(),
-    )
+    (version, doc.status.as_str(), &doc.job_type, doc.updated_at, doc.expires_at, doc.to_json())
 }
 
 pub(crate) fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<bool> {
@@ -94,33 +81,23 @@ fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusq
 }
 
 fn exists(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?
-        .exists([uuid])
+    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?.exists([uuid])
 }
 
 fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
-    Ok(conn
-        .prepare_cached("DELETE FROM geyser_documents WHERE uuid = ?")?
-        .execute([uuid])?
-        > 0)
+    Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ?")?.execute([uuid])? > 0)
 }
 
 fn purge(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
     let n = conn
-        .prepare_cached(
-            "DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?",
-        )?
+        .prepare_cached("DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?")?
         .execute([now])?;
     Ok(n as u64)
 }
 
 /// `(uuid, json)` of one page of matching documents, in uuid order. Only the conditions in use
 /// appear in the SQL, so each combination gets its own cached plan on the right index.
-fn select_page(
-    conn: &Connection,
-    filter: &ListFilter,
-    page: &Page,
-) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
     let mut conds = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(status) = filter.status {
@@ -140,19 +117,11 @@ fn select_page(
         values.push(Box::new(after.clone()));
     }
     values.push(Box::new(i64::try_from(page.limit).unwrap_or(i64::MAX)));
-    let where_clause = if conds.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conds.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?"
-    );
+    let where_clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    let sql = format!("SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?");
     let mut stmt = conn.prepare_cached(&sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-    let rows = stmt
-        .query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect();
+    let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
     rows
 }
 
@@ -174,14 +143,8 @@ impl SqliteStore {
             StoreError::Unavailable(format!("sqlite store {}: {what}: {e}", path.display()))
         };
         let conn = open_wal(path, SCHEMA).map_err(|e| unavailable("open", &e))?;
-        let conn = ConnThread::spawn("geyser-sqlite-store", conn)
-            .map_err(|e| unavailable("start thread", &e))?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                path: Arc::from(path),
-                conn,
-            }),
-        })
+        let conn = ConnThread::spawn("geyser-sqlite-store", conn).map_err(|e| unavailable("start thread", &e))?;
+        Ok(Self { shared: Arc::new(Shared { path: Arc::from(path), conn }) })
     }
 
     /// Runs `f` on the store's connection thread; `f` names its own operation in SQLite errors.
@@ -192,27 +155,18 @@ impl SqliteStore {
     {
         let path = Arc::clone(&self.shared.path);
         let result = self.shared.conn.call(move |conn| f(conn, &path)).await;
-        result.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "sqlite store {}: {op}: {e}",
-                self.shared.path.display()
-            ))
-        })?
+        result
+            .map_err(|e| StoreError::Unavailable(format!("sqlite store {}: {op}: {e}", self.shared.path.display())))?
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
-        let doc = JobDocument {
-            version: 1,
-            ..doc.clone()
-        };
-        self.with_conn("create", move |conn, path| {
-            match insert(conn, &doc).map_err(sql_err(path, "create"))? {
-                true => Ok(doc),
-                false => Err(StoreError::AlreadyExists(doc.uuid)),
-            }
+        let doc = JobDocument { version: 1, ..doc.clone() };
+        self.with_conn("create", move |conn, path| match insert(conn, &doc).map_err(sql_err(path, "create"))? {
+            true => Ok(doc),
+            false => Err(StoreError::AlreadyExists(doc.uuid)),
         })
         .await
     }
@@ -228,19 +182,13 @@ impl Store for SqliteStore {
 
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
         let expected = doc.version;
-        let new = JobDocument {
-            version: expected.saturating_add(1),
-            ..doc.clone()
-        };
+        let new = JobDocument { version: expected.saturating_add(1), ..doc.clone() };
         self.with_conn("update", move |conn, path| {
             if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
                 return Ok(new);
             }
             match exists(conn, &new.uuid).map_err(sql_err(path, "update: check existence"))? {
-                true => Err(StoreError::Conflict {
-                    uuid: new.uuid,
-                    expected,
-                }),
+                true => Err(StoreError::Conflict { uuid: new.uuid, expected }),
                 false => Err(StoreError::NotFound(new.uuid)),
             }
         })
@@ -249,10 +197,7 @@ impl Store for SqliteStore {
 
     async fn delete(&self, uuid: &str) -> StoreResult<bool> {
         let uuid = uuid.to_owned();
-        self.with_conn("delete", move |conn, path| {
-            remove(conn, &uuid).map_err(sql_err(path, "delete"))
-        })
-        .await
+        self.with_conn("delete", move |conn, path| remove(conn, &uuid).map_err(sql_err(path, "delete"))).await
     }
 
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
@@ -265,9 +210,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: f64) -> StoreResult<u64> {
-        self.with_conn("purge expired", move |conn, path| {
-            purge(conn, now).map_err(sql_err(path, "purge expired"))
-        })
-        .await
+        self.with_conn("purge expired", move |conn, path| purge(conn, now).map_err(sql_err(path, "purge expired")))
+            .await
     }
 }

@@ -153,7 +153,11 @@ impl Worker {
         }
         if doc.status == Status::Running {
             // The previous attempt's worker died or lost its reservation: that attempt failed.
-            doc.record_error("worker-lost".into(), &format!("attempt {} did not finish: its worker stopped", doc.attempts), None);
+            doc.record_error(
+                "worker-lost".into(),
+                &format!("attempt {} did not finish: its worker stopped", doc.attempts),
+                None,
+            );
             if fail_or_retry(&mut doc, rand::random())? == QueueAction::Bury {
                 self.finish_doc(doc, id, QueueAction::Bury).await?;
                 return Ok(None);
@@ -207,7 +211,12 @@ impl Worker {
 /// Carry out the queue half of an outcome, after the document half is saved.
 /// A failure is for the caller to report: the document is final already, and whoever
 /// reserves the entry next settles it.
-pub(crate) async fn settle(consumer: &Mutex<Box<dyn Consumer>>, doc: &JobDocument, id: QueueJobId, action: QueueAction) -> Result<(), QueueError> {
+pub(crate) async fn settle(
+    consumer: &Mutex<Box<dyn Consumer>>,
+    doc: &JobDocument,
+    id: QueueJobId,
+    action: QueueAction,
+) -> Result<(), QueueError> {
     let priority = doc.queue_kwargs.priority;
     let mut consumer = consumer.lock().await;
     match action {

@@ -50,11 +50,7 @@ pub fn tube(label: &str) -> String {
 }
 
 fn opts(priority: u32) -> PutOptions {
-    PutOptions {
-        priority,
-        delay: Duration::ZERO,
-        ttr: LONG_TTR,
-    }
+    PutOptions { priority, delay: Duration::ZERO, ttr: LONG_TTR }
 }
 
 async fn put(q: &dyn Queue, tube: &str, body: &[u8], opts: PutOptions) -> QueueJobId {
@@ -72,10 +68,7 @@ async fn reserve_now(c: &mut dyn Consumer) -> Option<Reserved> {
 }
 
 async fn must_reserve(c: &mut dyn Consumer, within: Duration) -> Reserved {
-    c.reserve(within)
-        .await
-        .expect("reserve")
-        .expect("a job within the wait")
+    c.reserve(within).await.expect("reserve").expect("a job within the wait")
 }
 
 async fn state(q: &dyn Queue, id: QueueJobId) -> Option<JobState> {
@@ -83,10 +76,7 @@ async fn state(q: &dyn Queue, id: QueueJobId) -> Option<JobState> {
 }
 
 fn assert_not_found<T: std::fmt::Debug>(r: Result<T, QueueError>, what: &str) {
-    assert!(
-        matches!(r, Err(QueueError::NotFound(_))),
-        "{what}: expected NotFound, got {r:?}"
-    );
+    assert!(matches!(r, Err(QueueError::NotFound(_))), "{what}: expected NotFound, got {r:?}");
 }
 
 pub async fn priority_order(q: &dyn Queue) {
@@ -119,44 +109,19 @@ pub async fn fifo_within_priority(q: &dyn Queue) {
 pub async fn delay(q: &dyn Queue) {
     let t = tube("delay");
     let put_at = Instant::now();
-    let id = put(
-        q,
-        &t,
-        b"later",
-        PutOptions {
-            delay: SECOND,
-            ..opts(1)
-        },
-    )
-    .await;
+    let id = put(q, &t, b"later", PutOptions { delay: SECOND, ..opts(1) }).await;
     assert_eq!(state(q, id).await, Some(JobState::Delayed));
     let mut c = consumer(q, &[&t]).await;
-    assert!(
-        reserve_now(c.as_mut()).await.is_none(),
-        "a delayed job is not reservable yet"
-    );
+    assert!(reserve_now(c.as_mut()).await.is_none(), "a delayed job is not reservable yet");
     let job = must_reserve(c.as_mut(), WAIT).await;
     assert_eq!(job.id, id);
-    assert!(
-        put_at.elapsed() >= EARLY,
-        "reserved after {:?}, before its delay",
-        put_at.elapsed()
-    );
+    assert!(put_at.elapsed() >= EARLY, "reserved after {:?}, before its delay", put_at.elapsed());
     c.delete(id).await.expect("delete");
 }
 
 pub async fn ttr_expiry_gives_job_back(q: &dyn Queue) {
     let t = tube("ttr");
-    let id = put(
-        q,
-        &t,
-        b"x",
-        PutOptions {
-            ttr: SECOND,
-            ..opts(1)
-        },
-    )
-    .await;
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
     let mut a = consumer(q, &[&t]).await;
     let mut b = consumer(q, &[&t]).await;
     let reserved_at = Instant::now();
@@ -164,26 +129,13 @@ pub async fn ttr_expiry_gives_job_back(q: &dyn Queue) {
     assert_eq!(state(q, id).await, Some(JobState::Reserved));
     let again = must_reserve(b.as_mut(), WAIT).await;
     assert_eq!(again.id, id);
-    assert!(
-        reserved_at.elapsed() >= EARLY,
-        "given back after {:?}, before its TTR",
-        reserved_at.elapsed()
-    );
+    assert!(reserved_at.elapsed() >= EARLY, "given back after {:?}, before its TTR", reserved_at.elapsed());
     b.delete(id).await.expect("delete by the new holder");
 }
 
 pub async fn touch_extends(q: &dyn Queue) {
     let t = tube("touch");
-    let id = put(
-        q,
-        &t,
-        b"x",
-        PutOptions {
-            ttr: SECOND,
-            ..opts(1)
-        },
-    )
-    .await;
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
     let mut a = consumer(q, &[&t]).await;
     let mut b = consumer(q, &[&t]).await;
     assert_eq!(must_reserve(a.as_mut(), SECOND).await.id, id);
@@ -193,10 +145,7 @@ pub async fn touch_extends(q: &dyn Queue) {
     }
     // 1.8 s after the reserve, 0 s after the last touch: still ours.
     assert_eq!(state(q, id).await, Some(JobState::Reserved));
-    assert!(
-        reserve_now(b.as_mut()).await.is_none(),
-        "a touched job is not given to another consumer"
-    );
+    assert!(reserve_now(b.as_mut()).await.is_none(), "a touched job is not given to another consumer");
     a.delete(id).await.expect("delete");
 }
 
@@ -232,26 +181,13 @@ pub async fn bury_and_kick(q: &dyn Queue) {
     assert_eq!((stats.ready, stats.buried), (1, 2));
     assert_eq!(q.kick(&t, 1).await.expect("kick"), 1);
     assert_eq!(q.kick(&t, 10).await.expect("kick"), 1);
-    assert_eq!(
-        q.kick(&t, 10).await.expect("kick"),
-        0,
-        "nothing buried or delayed is left"
-    );
+    assert_eq!(q.kick(&t, 10).await.expect("kick"), 0, "nothing buried or delayed is left");
     assert_eq!(q.stats_tube(&t).await.expect("stats").ready, 3);
 }
 
 pub async fn kick_moves_delayed_when_none_buried(q: &dyn Queue) {
     let t = tube("kickdelayed");
-    let id = put(
-        q,
-        &t,
-        b"x",
-        PutOptions {
-            delay: LONG_TTR,
-            ..opts(1)
-        },
-    )
-    .await;
+    let id = put(q, &t, b"x", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
     assert_eq!(q.kick(&t, 5).await.expect("kick"), 1);
     assert_eq!(state(q, id).await, Some(JobState::Ready));
 }
@@ -259,16 +195,7 @@ pub async fn kick_moves_delayed_when_none_buried(q: &dyn Queue) {
 pub async fn kick_job(q: &dyn Queue) {
     let t = tube("kickjob");
     let buried = put(q, &t, b"b", opts(1)).await;
-    let delayed = put(
-        q,
-        &t,
-        b"d",
-        PutOptions {
-            delay: LONG_TTR,
-            ..opts(1)
-        },
-    )
-    .await;
+    let delayed = put(q, &t, b"d", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
     let mut c = consumer(q, &[&t]).await;
     assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, buried);
     c.bury(buried, 1).await.expect("bury");
@@ -284,26 +211,14 @@ pub async fn stats_count_each_state(q: &dyn Queue) {
     for pri in 1..=4 {
         put(q, &t, b"x", opts(pri)).await;
     }
-    put(
-        q,
-        &t,
-        b"x",
-        PutOptions {
-            delay: LONG_TTR,
-            ..opts(1)
-        },
-    )
-    .await;
+    put(q, &t, b"x", PutOptions { delay: LONG_TTR, ..opts(1) }).await;
     let mut c = consumer(q, &[&t]).await;
     must_reserve(c.as_mut(), SECOND).await; // held
     let to_bury = must_reserve(c.as_mut(), SECOND).await;
     c.bury(to_bury.id, 1).await.expect("bury");
     let stats = q.stats_tube(&t).await.expect("stats");
     assert_eq!(stats.name, t);
-    assert_eq!(
-        (stats.ready, stats.delayed, stats.reserved, stats.buried),
-        (2, 1, 1, 1)
-    );
+    assert_eq!((stats.ready, stats.delayed, stats.reserved, stats.buried), (2, 1, 1, 1));
     assert_eq!(stats.total_jobs, 5);
 }
 
@@ -352,10 +267,7 @@ pub async fn consumers_never_share_a_reservation(q: &dyn Queue) {
     for task in tasks {
         let (mut c, held) = task.await.expect("consumer task");
         for id in held {
-            assert!(
-                seen.insert(id),
-                "job {id} reserved by two consumers at once"
-            );
+            assert!(seen.insert(id), "job {id} reserved by two consumers at once");
             c.delete(id).await.expect("delete");
         }
     }
@@ -364,24 +276,11 @@ pub async fn consumers_never_share_a_reservation(q: &dyn Queue) {
 
 pub async fn lost_job_is_not_yours(q: &dyn Queue) {
     let t = tube("lost");
-    let id = put(
-        q,
-        &t,
-        b"x",
-        PutOptions {
-            ttr: SECOND,
-            ..opts(1)
-        },
-    )
-    .await;
+    let id = put(q, &t, b"x", PutOptions { ttr: SECOND, ..opts(1) }).await;
     let mut a = consumer(q, &[&t]).await;
     let mut b = consumer(q, &[&t]).await;
     assert_eq!(must_reserve(a.as_mut(), SECOND).await.id, id);
-    assert_eq!(
-        must_reserve(b.as_mut(), WAIT).await.id,
-        id,
-        "TTR ran out: b gets it"
-    );
+    assert_eq!(must_reserve(b.as_mut(), WAIT).await.id, id, "TTR ran out: b gets it");
     assert_not_found(a.touch(id).await, "touch a lost job");
     assert_not_found(a.release(id, 1, Duration::ZERO).await, "release a lost job");
     assert_not_found(a.bury(id, 1).await, "bury a lost job");
@@ -397,10 +296,7 @@ pub async fn reserve_times_out(q: &dyn Queue) {
     let start = Instant::now();
     assert!(c.reserve(SECOND).await.expect("reserve").is_none());
     let waited = start.elapsed();
-    assert!(
-        waited >= EARLY && waited < Duration::from_millis(2500),
-        "waited {waited:?} for a 1 s timeout"
-    );
+    assert!(waited >= EARLY && waited < Duration::from_millis(2500), "waited {waited:?} for a 1 s timeout");
 }
 
 pub async fn reserve_wakes_on_put(q: &dyn Queue) {
@@ -410,16 +306,9 @@ pub async fn reserve_wakes_on_put(q: &dyn Queue) {
     let waiter = tokio::spawn(async move { c.reserve(WAIT).await.expect("reserve") });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let id = put(q, &t, b"x", opts(1)).await;
-    let job = waiter
-        .await
-        .expect("waiter")
-        .expect("the job put while waiting");
+    let job = waiter.await.expect("waiter").expect("the job put while waiting");
     assert_eq!(job.id, id);
-    assert!(
-        start.elapsed() < Duration::from_millis(1000),
-        "woke after {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(1000), "woke after {:?}", start.elapsed());
 }
 
 pub async fn reserve_watches_several_tubes(q: &dyn Queue) {
@@ -430,16 +319,10 @@ pub async fn reserve_watches_several_tubes(q: &dyn Queue) {
     let mut c = consumer(q, &[&a, &b]).await;
     for (want_tube, want_body) in [(&a, b"a"), (&b, b"b")] {
         let job = must_reserve(c.as_mut(), SECOND).await;
-        assert_eq!(
-            (&job.tube, job.body.as_slice()),
-            (want_tube, want_body.as_slice())
-        );
+        assert_eq!((&job.tube, job.body.as_slice()), (want_tube, want_body.as_slice()));
         c.delete(job.id).await.expect("delete");
     }
-    assert!(
-        reserve_now(c.as_mut()).await.is_none(),
-        "a job of an unwatched tube was reserved"
-    );
+    assert!(reserve_now(c.as_mut()).await.is_none(), "a job of an unwatched tube was reserved");
 }
 
 pub async fn queue_delete_spares_reserved(q: &dyn Queue) {
@@ -464,11 +347,7 @@ pub async fn closed_consumer_gives_jobs_back(q: &dyn Queue) {
     drop(c);
     let start = Instant::now();
     while state(q, id).await != Some(JobState::Ready) {
-        assert!(
-            start.elapsed() < WAIT,
-            "still {:?} after its consumer closed",
-            state(q, id).await
-        );
+        assert!(start.elapsed() < WAIT, "still {:?} after its consumer closed", state(q, id).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -55,24 +55,10 @@ pub async fn create_then_get(s: &dyn Store) {
     let doc = document(&job_type("get"));
     let created = create(s, &doc).await;
     assert_eq!(created.version, 1);
-    assert_eq!(
-        JobDocument {
-            version: doc.version,
-            ..created.clone()
-        },
-        doc,
-        "create changes only the version"
-    );
-    let got = s
-        .get(&doc.uuid)
-        .await
-        .expect("get")
-        .expect("the created document");
+    assert_eq!(JobDocument { version: doc.version, ..created.clone() }, doc, "create changes only the version");
+    let got = s.get(&doc.uuid).await.expect("get").expect("the created document");
     assert_eq!(got, created);
-    assert_eq!(
-        got.fields.get("fieldOne"),
-        Some(&serde_json::Value::from("hello"))
-    );
+    assert_eq!(got.fields.get("fieldOne"), Some(&serde_json::Value::from("hello")));
     assert!(s.get("no-such-uuid").await.expect("get").is_none());
 }
 
@@ -80,10 +66,7 @@ pub async fn create_twice_is_already_exists(s: &dyn Store) {
     let doc = document(&job_type("twice"));
     create(s, &doc).await;
     let err = s.create(&doc).await.expect_err("a second create");
-    assert!(
-        matches!(&err, StoreError::AlreadyExists(u) if *u == doc.uuid),
-        "{err:?}"
-    );
+    assert!(matches!(&err, StoreError::AlreadyExists(u) if *u == doc.uuid), "{err:?}");
 }
 
 pub async fn update_bumps_version(s: &dyn Store) {
@@ -104,45 +87,22 @@ pub async fn stale_update_conflicts(s: &dyn Store) {
     let mut loser = first;
     loser.completeness = 0.9;
     let err = s.update(&loser).await.expect_err("a stale write");
-    assert!(
-        matches!(&err, StoreError::Conflict { uuid, expected: 1 } if *uuid == loser.uuid),
-        "{err:?}"
-    );
-    let got = s
-        .get(&loser.uuid)
-        .await
-        .expect("get")
-        .expect("the document");
-    assert_eq!(
-        (got.version, got.completeness),
-        (2, 0.5),
-        "the stale write changed nothing"
-    );
+    assert!(matches!(&err, StoreError::Conflict { uuid, expected: 1 } if *uuid == loser.uuid), "{err:?}");
+    let got = s.get(&loser.uuid).await.expect("get").expect("the document");
+    assert_eq!((got.version, got.completeness), (2, 0.5), "the stale write changed nothing");
 }
 
 pub async fn update_of_missing_is_not_found(s: &dyn Store) {
-    let doc = JobDocument {
-        version: 1,
-        ..document(&job_type("missing"))
-    };
-    let err = s
-        .update(&doc)
-        .await
-        .expect_err("update of a missing document");
-    assert!(
-        matches!(&err, StoreError::NotFound(u) if *u == doc.uuid),
-        "{err:?}"
-    );
+    let doc = JobDocument { version: 1, ..document(&job_type("missing")) };
+    let err = s.update(&doc).await.expect_err("update of a missing document");
+    assert!(matches!(&err, StoreError::NotFound(u) if *u == doc.uuid), "{err:?}");
 }
 
 pub async fn delete(s: &dyn Store) {
     let doc = create(s, &document(&job_type("delete"))).await;
     assert!(s.delete(&doc.uuid).await.expect("delete"));
     assert!(s.get(&doc.uuid).await.expect("get").is_none());
-    assert!(
-        !s.delete(&doc.uuid).await.expect("delete again"),
-        "nothing left to delete"
-    );
+    assert!(!s.delete(&doc.uuid).await.expect("delete again"), "nothing left to delete");
 }
 
 pub async fn list_filters(s: &dyn Store) {
@@ -158,27 +118,14 @@ pub async fn list_filters(s: &dyn Store) {
         let docs = s.list(&filter, &Page::default()).await.expect("list");
         docs.into_iter().map(|d| d.uuid).collect::<Vec<_>>()
     };
-    let by_type = ListFilter {
-        job_type: Some(jt.clone()),
-        ..ListFilter::default()
-    };
+    let by_type = ListFilter { job_type: Some(jt.clone()), ..ListFilter::default() };
     let mut both = vec![queued.uuid.clone(), running.uuid.clone()];
     both.sort();
     assert_eq!(list(by_type.clone()).await, both);
-    let running_only = ListFilter {
-        status: Some(Status::Running),
-        ..by_type.clone()
-    };
+    let running_only = ListFilter { status: Some(Status::Running), ..by_type.clone() };
     assert_eq!(list(running_only).await, vec![running.uuid.clone()]);
-    let old_only = ListFilter {
-        updated_before: Some(50.0),
-        ..by_type
-    };
-    assert_eq!(
-        list(old_only).await,
-        vec![queued.uuid.clone()],
-        "only the document written at t=1"
-    );
+    let old_only = ListFilter { updated_before: Some(50.0), ..by_type };
+    assert_eq!(list(old_only).await, vec![queued.uuid.clone()], "only the document written at t=1");
 }
 
 pub async fn list_pages_by_uuid(s: &dyn Store) {
@@ -188,14 +135,8 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
         uuids.push(create(s, &document(&jt)).await.uuid);
     }
     uuids.sort();
-    let filter = ListFilter {
-        job_type: Some(jt),
-        ..ListFilter::default()
-    };
-    let mut page = Page {
-        after: None,
-        limit: 3,
-    };
+    let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
+    let mut page = Page { after: None, limit: 3 };
     let mut seen = Vec::new();
     let mut sizes = Vec::new();
     loop {
@@ -211,22 +152,8 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
 
 pub async fn purge_expired(s: &dyn Store) {
     let jt = job_type("purge");
-    let expired = create(
-        s,
-        &JobDocument {
-            expires_at: Some(10.0),
-            ..document(&jt)
-        },
-    )
-    .await;
-    let later = create(
-        s,
-        &JobDocument {
-            expires_at: Some(1000.0),
-            ..document(&jt)
-        },
-    )
-    .await;
+    let expired = create(s, &JobDocument { expires_at: Some(10.0), ..document(&jt) }).await;
+    let later = create(s, &JobDocument { expires_at: Some(1000.0), ..document(&jt) }).await;
     let forever = create(s, &document(&jt)).await;
     let purged = s.purge_expired(500.0).await.expect("purge");
     assert!(purged >= 1, "purged {purged}");

@@ -84,10 +84,7 @@ pub enum ClientError {
 impl ClientError {
     /// The server said NOT_FOUND, or the reservation died with a previous connection.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Reply { error: ServerError::NotFound, .. } | ClientError::ReservationLost { .. }
-        )
+        matches!(self, ClientError::Reply { error: ServerError::NotFound, .. } | ClientError::ReservationLost { .. })
     }
 
     /// The server could not be reached or the connection broke: another server may do.
@@ -311,11 +308,9 @@ impl Connection {
         self.end_reservation(id, &result);
         match result? {
             Reply::Released => Ok(()),
-            Reply::Buried => Err(ClientError::Reply {
-                addr: self.addr.clone(),
-                command: "release",
-                error: ServerError::OutOfMemory,
-            }),
+            Reply::Buried => {
+                Err(ClientError::Reply { addr: self.addr.clone(), command: "release", error: ServerError::OutOfMemory })
+            }
             other => Err(self.unexpected(&cmd, other)),
         }
     }
@@ -514,7 +509,9 @@ impl Connection {
         match answers.into_iter().next() {
             Some(Ok(reply)) => Ok(reply),
             Some(Err(error)) => Err(ClientError::Reply { addr: self.addr.clone(), command: cmd.name(), error }),
-            None => Err(ClientError::Unexpected { addr: self.addr.clone(), command: cmd.name(), reply: "nothing".into() }),
+            None => {
+                Err(ClientError::Unexpected { addr: self.addr.clone(), command: cmd.name(), reply: "nothing".into() })
+            }
         }
     }
 
@@ -635,7 +632,9 @@ impl Connection {
         let mut stream = match connecting.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(self.unavailable(&format!("connect: {e}"))),
-            Err(_) => return Err(self.unavailable(&format!("connect: no answer within {:?}", self.opts.connect_timeout))),
+            Err(_) => {
+                return Err(self.unavailable(&format!("connect: no answer within {:?}", self.opts.connect_timeout)))
+            }
         };
         stream.set_nodelay(true).map_err(|e| self.unavailable(&format!("set TCP_NODELAY: {e}")))?;
         self.rbuf.clear();
@@ -722,7 +721,11 @@ async fn exchange(
 }
 
 /// Reads `n` whole replies.
-async fn read_replies<R: AsyncRead + Unpin>(reader: &mut R, rbuf: &mut Vec<u8>, n: usize) -> Result<Vec<Answer>, WireError> {
+async fn read_replies<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut Vec<u8>,
+    n: usize,
+) -> Result<Vec<Answer>, WireError> {
     let mut answers = Vec::with_capacity(n);
     let mut start = 0;
     while answers.len() < n {

@@ -40,7 +40,9 @@ use tokio::time::Instant;
 
 use self::connection::{ClientError, ConnectOptions, Connection, Job};
 use self::protocol::ServerError;
-use super::{check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats};
+use super::{
+    check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats,
+};
 
 /// Producer connections per server.
 pub const POOL_SIZE: usize = 2;
@@ -175,8 +177,7 @@ impl BeanstalkdQueue {
         if addrs.is_empty() || addrs.len() > usize::from(u16::MAX) {
             return Err(QueueError::Protocol(format!("beanstalkd needs 1 to 65535 servers, got {}", addrs.len())));
         }
-        let shards: Vec<Shard> =
-            addrs.iter().enumerate().map(|(i, a)| Shard::new(i as u16, a, &opts)).collect();
+        let shards: Vec<Shard> = addrs.iter().enumerate().map(|(i, a)| Shard::new(i as u16, a, &opts)).collect();
         let mut first_error = None;
         let mut up = 0;
         for shard in &shards {
@@ -207,7 +208,10 @@ impl BeanstalkdQueue {
     /// logged and skipped unless all fail.
     async fn on_all<T, F>(&self, what: &str, mut op: F) -> QueueResult<Vec<T>>
     where
-        F: for<'c> FnMut(&'c mut Connection) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ClientError>> + Send + 'c>>,
+        F: for<'c> FnMut(
+            &'c mut Connection,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ClientError>> + Send + 'c>>,
     {
         let mut results = Vec::new();
         let mut last_error = None;
@@ -232,7 +236,8 @@ impl BeanstalkdQueue {
 /// The server list of a `beanstalkd://` URL.
 pub fn parse_url(url: &str) -> QueueResult<Vec<String>> {
     let bad = |why: &str| QueueError::Protocol(format!("bad beanstalkd URL {url:?}: {why}"));
-    let rest = url.strip_prefix("beanstalkd://").ok_or_else(|| bad("expected beanstalkd://host:port[,host:port...]"))?;
+    let rest =
+        url.strip_prefix("beanstalkd://").ok_or_else(|| bad("expected beanstalkd://host:port[,host:port...]"))?;
     let rest = rest.trim_end_matches('/');
     let mut addrs = Vec::new();
     for part in rest.split(',') {

@@ -136,8 +136,14 @@ impl Command<'_> {
 pub enum Reply {
     Inserted(u64),
     Using(String),
-    Reserved { id: u64, body: Vec<u8> },
-    Found { id: u64, body: Vec<u8> },
+    Reserved {
+        id: u64,
+        body: Vec<u8>,
+    },
+    Found {
+        id: u64,
+        body: Vec<u8>,
+    },
     Deleted,
     Released,
     /// `BURIED` with no id: success of `bury` (and out-of-memory for `release`).
