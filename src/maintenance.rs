@@ -8,7 +8,7 @@ use crate::client::{secs, Geyser};
 use crate::model::{now, JobDocument, Status, TransitionError};
 use crate::queue::{PutOptions, QueueError, QueueJobId};
 use crate::store::{ListFilter, Page, StoreError};
-use crate::worker::outcome::{fail_or_retry, QueueAction};
+use crate::worker::outcome::{self, Outcome, QueueAction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -91,12 +91,8 @@ async fn repair(geyser: &Geyser, mut doc: JobDocument) -> Result<bool, SweepErro
     let store_err = |source| SweepError::Store { uuid: uuid.clone(), source };
     let mut delay = 0.0;
     if doc.status == Status::Running {
-        doc.record_error(
-            "worker-lost".into(),
-            &format!("attempt {} did not finish and its queue entry is gone", doc.attempts),
-            None,
-        );
-        if fail_or_retry(&mut doc, rand::random())? == QueueAction::Bury {
+        let lost = Outcome::worker_lost(doc.attempts, "its queue entry is gone");
+        if outcome::apply(&mut doc, lost, rand::random())? == QueueAction::Bury {
             log::warn!("sweep: job {uuid} was left running with no queue entry; no retries left, failed");
             return save(geyser, &doc).await.map_err(store_err);
         }

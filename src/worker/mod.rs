@@ -16,7 +16,7 @@ pub use fenced::FenceError;
 use fenced::FencedWriter;
 use heartbeat::{Beat, Heartbeat};
 pub use outcome::Outcome;
-use outcome::{fail_or_retry, QueueAction};
+use outcome::QueueAction;
 use progress::ProgressWriter;
 
 use crate::client::Geyser;
@@ -153,12 +153,8 @@ impl Worker {
         }
         if doc.status == Status::Running {
             // The previous attempt's worker died or lost its reservation: that attempt failed.
-            doc.record_error(
-                "worker-lost".into(),
-                &format!("attempt {} did not finish: its worker stopped", doc.attempts),
-                None,
-            );
-            if fail_or_retry(&mut doc, rand::random())? == QueueAction::Bury {
+            let lost = Outcome::worker_lost(doc.attempts, "its worker stopped");
+            if outcome::apply(&mut doc, lost, rand::random())? == QueueAction::Bury {
                 self.finish_doc(doc, id, QueueAction::Bury).await?;
                 return Ok(None);
             }

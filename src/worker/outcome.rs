@@ -28,6 +28,18 @@ pub enum Outcome {
     HandBack,
 }
 
+impl Outcome {
+    /// A previous attempt ended without an outcome (its worker died or lost the job):
+    /// it counts as a failure under the retry policy.
+    pub fn worker_lost(attempt: u32, how: &str) -> Self {
+        Outcome::Continue {
+            code: Value::from("worker-lost"),
+            msg: format!("attempt {attempt} did not finish: {how}"),
+            traceback: None,
+        }
+    }
+}
+
 /// What to do with the queue entry once the document is written.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum QueueAction {
@@ -75,7 +87,7 @@ pub fn apply(doc: &mut JobDocument, outcome: Outcome, jitter: f64) -> Result<Que
 }
 
 /// A failed attempt: retry after a backoff while retries remain, else fail and bury.
-pub fn fail_or_retry(doc: &mut JobDocument, jitter: f64) -> Result<QueueAction, TransitionError> {
+fn fail_or_retry(doc: &mut JobDocument, jitter: f64) -> Result<QueueAction, TransitionError> {
     doc.failures += 1;
     if doc.retries_left() {
         let delay = doc.retry_backoff(jitter);
