@@ -37,6 +37,8 @@ log = logging.getLogger("geyser.worker")
 
 #: How long one reserve call waits before the loop looks at signals again.
 RESERVE_SLICE = 0.5
+#: How long a runner waits before reserving again after the queue or store failed.
+BACKEND_PAUSE = 1.0
 #: How often the watchdog looks at the running attempts.
 WATCH_EVERY = 0.1
 #: Exit status of a process that stopped a stuck job by ending itself: replace it at once.
@@ -190,7 +192,12 @@ class Runner:
         """Reserve and run jobs until stopped (or, with burst, until the queues are empty)."""
         done = 0
         while not self.stopping:
-            attempt = self.worker.next(RESERVE_SLICE)
+            try:
+                attempt = self.worker.next(RESERVE_SLICE)
+            except _core.BackendError as e:
+                log.warning("queue or store unavailable, trying again in %g s: %s", BACKEND_PAUSE, e)
+                time.sleep(BACKEND_PAUSE)
+                continue
             if attempt is None:
                 if self.burst and self.worker.queues_idle(client()):
                     break

@@ -33,10 +33,14 @@ class Beanstalkd:
         if not os.path.exists(exe):
             pytest.fail("beanstalkd is not installed (apt-get install -y beanstalkd; .ci/run does this)")
         self.port = free_port()
-        args = [exe, "-l", "127.0.0.1", "-p", str(self.port)]
+        self.args = [exe, "-l", "127.0.0.1", "-p", str(self.port)]
         if binlog is not None:
-            args += ["-b", str(binlog)]
-        self.proc = subprocess.Popen(args)
+            self.args += ["-b", str(binlog)]
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again) on its port."""
+        self.proc = subprocess.Popen(self.args)
         deadline = time.time() + 5
         while time.time() < deadline:
             try:
@@ -55,6 +59,18 @@ class Beanstalkd:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+@pytest.fixture
+def beanstalkd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Beanstalkd]:
+    """A beanstalkd queue (and a SQLite store) for tests that stop and start the server."""
+    server = Beanstalkd()
+    monkeypatch.setenv("GEYSER_QUEUE_URL", server.url)
+    monkeypatch.setenv("GEYSER_STORE_URL", f"sqlite://{tmp_path / 'geyser.db'}")
+    geyser.configure()
+    yield server
+    geyser.configure()
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "beanstalkd"])

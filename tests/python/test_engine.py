@@ -4,6 +4,7 @@ TIMEOUT and fencing. Each test runs on the queue backends its row of the issue n
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -239,3 +240,25 @@ def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> Non
     assert (j.status, j.attempts, j.resultString) == ("succeeded", 2, "attempt 2")
     assert j.worker.endswith(f":{taker.children()[0]}")
     assert paused.stop() == 0 and taker.stop() == 0
+
+
+def test_enqueue_while_beanstalkd_is_down_fails_clearly_and_leaves_no_job(beanstalkd) -> None:
+    before = enqueue("engine_noop")
+    beanstalkd.stop()
+    with pytest.raises(geyser.errors.BackendError) as err:
+        enqueue("engine_noop")
+    assert f"127.0.0.1:{beanstalkd.port}" in str(err.value)
+    assert [json.loads(d)["uuid"] for d in client().list(job_type="engine_noop")] == [before]
+
+
+def test_a_worker_rides_out_a_beanstalkd_restart(beanstalkd, workers) -> None:
+    w = workers("-c", "1")
+    first = enqueue("engine_noop")
+    wait_for("the first job", status_is(first, "succeeded"))
+    beanstalkd.stop()
+    time.sleep(2)
+    beanstalkd.start()
+    second = enqueue("engine_noop")
+    wait_for("the job put after the restart", status_is(second, "succeeded"))
+    assert w.proc.poll() is None
+    assert "restarting" not in w.output, w.output
