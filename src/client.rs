@@ -107,9 +107,15 @@ impl Geyser {
     }
 
     /// Best effort: a worker that reserves the entry later finds the document final and deletes it.
+    /// The entry is deleted only if it still carries this job's uuid (ids can be reused).
     async fn drop_queue_entry(&self, doc: &JobDocument) {
         let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse().ok()) else { return };
-        if let Err(e) = self.queue.delete(id).await {
+        let result = match self.queue.peek(id).await {
+            Ok(Some(body)) if body == doc.uuid.as_bytes() => self.queue.delete(id).await,
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             log::debug!("job {}: queue entry {id} not deleted now ({e}); a worker will drop it", doc.uuid);
         }
     }

@@ -73,15 +73,16 @@ pub async fn sweep(geyser: &Geyser, min_age: f64) -> Result<SweepReport, SweepEr
 }
 
 /// Whether the queue no longer holds the entry the document names (or it names none).
-/// A `running` document whose entry is ready or delayed again is left to the next
-/// worker that reserves it: its triage records the lost attempt.
+/// An entry counts only if it still carries this job's uuid: a beanstalkd restarted
+/// without a binlog hands the same ids to new jobs. A `running` document whose entry is
+/// ready or delayed again is left to the next worker that reserves it: its triage
+/// records the lost attempt.
 async fn entry_is_gone(geyser: &Geyser, doc: &JobDocument) -> Result<bool, SweepError> {
     let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok()) else {
         return Ok(true);
     };
-    let state =
-        geyser.queue.job_state(id).await.map_err(|source| SweepError::Queue { uuid: doc.uuid.clone(), source })?;
-    Ok(state.is_none())
+    let body = geyser.queue.peek(id).await.map_err(|source| SweepError::Queue { uuid: doc.uuid.clone(), source })?;
+    Ok(body.as_deref() != Some(doc.uuid.as_bytes()))
 }
 
 /// Put the job on its queue again (recording the lost attempt of a `running` one first).

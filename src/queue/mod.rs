@@ -158,6 +158,10 @@ pub trait Queue: Send + Sync {
     async fn kick_job(&self, id: QueueJobId) -> QueueResult<()>;
     /// Where the job stands, or None when the queue has no such job.
     async fn job_state(&self, id: QueueJobId) -> QueueResult<Option<JobState>>;
+    /// The body of the job with this id, whatever its state, or None when there is none.
+    /// Ids can be reused (beanstalkd restarted without a binlog starts again from 1), so
+    /// whoever acts on a remembered id checks the body first.
+    async fn peek(&self, id: QueueJobId) -> QueueResult<Option<Vec<u8>>>;
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats>;
     async fn list_tubes(&self) -> QueueResult<Vec<String>>;
     /// A new consumer watching `tubes` (its own connection where the backend has them).

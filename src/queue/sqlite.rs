@@ -194,6 +194,10 @@ fn job_state(conn: &Connection, id: i64) -> rusqlite::Result<Option<JobState>> {
     Ok(row.and_then(|(state, due_at)| effective_state(state, due_at, now_ms())))
 }
 
+fn body(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT body FROM geyser_queue_jobs WHERE id = ?")?.query_row([id], |r| r.get(0)).optional()
+}
+
 fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
     let (ready, delayed, reserved, buried) = conn
         .prepare_cached(
@@ -272,6 +276,13 @@ impl Queue for SqliteQueue {
             return Ok(None);
         };
         self.with_conn("job state", move |conn| job_state(conn, row)).await
+    }
+
+    async fn peek(&self, id: QueueJobId) -> QueueResult<Option<Vec<u8>>> {
+        let Ok(row) = check_id(id) else {
+            return Ok(None);
+        };
+        self.with_conn("peek", move |conn| body(conn, row)).await
     }
 
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {

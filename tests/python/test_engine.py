@@ -262,3 +262,18 @@ def test_a_worker_rides_out_a_beanstalkd_restart(beanstalkd, workers) -> None:
     wait_for("the job put after the restart", status_is(second, "succeeded"))
     assert w.proc.poll() is None
     assert "restarting" not in w.output, w.output
+
+
+def test_the_sweep_puts_back_jobs_a_beanstalkd_without_binlog_lost(beanstalkd) -> None:
+    uuids = [enqueue("engine_noop") for _ in range(3)]
+    beanstalkd.stop()
+    beanstalkd.start()  # no binlog: the queue comes back empty, the documents are still queued
+    assert client().stats_tube("engine_noop")["ready"] == 0
+    swept = subprocess.run([sys.executable, "-m", "geyser.maintenance", "--min-age", "0"], env=worker_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert swept.returncode == 0, swept.stderr
+    assert "requeued 3" in swept.stdout
+    assert client().stats_tube("engine_noop")["ready"] == 3
+    done = run_worker("-m", "engine_jobs", "-q", "engine_noop")
+    assert done.returncode == 0, done.stderr
+    assert [job(u).status for u in uuids] == ["succeeded"] * 3

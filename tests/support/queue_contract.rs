@@ -21,7 +21,7 @@ macro_rules! queue_contract_tests {
                 release_with_delay, bury_and_kick, kick_moves_delayed_when_none_buried, kick_job,
                 stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
-                queue_delete_spares_reserved, closed_consumer_gives_jobs_back);
+                queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -350,4 +350,18 @@ pub async fn closed_consumer_gives_jobs_back(q: &dyn Queue) {
         assert!(start.elapsed() < WAIT, "still {:?} after its consumer closed", state(q, id).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+pub async fn peek_reads_the_body_in_any_state(q: &dyn Queue) {
+    let t = tube("peek");
+    let ready = put(q, &t, b"ready", opts(1)).await;
+    let delayed = put(q, &t, b"delayed", PutOptions { delay: Duration::from_secs(60), ..opts(1) }).await;
+    assert_eq!(q.peek(ready).await.expect("peek ready").as_deref(), Some(&b"ready"[..]));
+    assert_eq!(q.peek(delayed).await.expect("peek delayed").as_deref(), Some(&b"delayed"[..]));
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, ready);
+    assert_eq!(q.peek(ready).await.expect("peek reserved").as_deref(), Some(&b"ready"[..]));
+    c.delete(ready).await.expect("delete");
+    assert_eq!(q.peek(ready).await.expect("peek deleted"), None);
+    q.delete(delayed).await.expect("delete delayed");
 }

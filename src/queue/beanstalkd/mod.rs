@@ -349,6 +349,16 @@ impl Queue for BeanstalkdQueue {
         }
     }
 
+    async fn peek(&self, id: QueueJobId) -> QueueResult<Option<Vec<u8>>> {
+        let Ok(shard) = self.shard(id) else { return Ok(None) };
+        let result = shard.conn().await.peek(id.id).await;
+        match result {
+            Ok(job) => Ok(job.map(|j| j.body)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(queue_error(e, Some(id))),
+        }
+    }
+
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats> {
         check_tube(tube)?;
         let owned = tube.to_owned();
