@@ -1,8 +1,9 @@
 //! The maintenance sweep: repairs what a crash between two writes can leave behind.
 //! A document left `queued` with no queue entry is put again; a document left
 //! `running` whose reservation is gone gets the worker-lost failure and, while
-//! retries remain, a new queue entry. Reads and writes documents (CAS) and puts
-//! queue entries; never touches a reservation someone holds.
+//! retries remain, a new queue entry. Documents past their LIFESPAN are forgotten.
+//! Reads and writes documents (CAS) and puts queue entries; never touches a
+//! reservation someone holds.
 
 use crate::client::{secs, Geyser};
 use crate::model::{now, JobDocument, Status, TransitionError};
@@ -30,6 +31,8 @@ pub enum SweepError {
         #[source]
         source: StoreError,
     },
+    #[error("sweep: forgetting expired documents: {0}")]
+    Purge(#[source] StoreError),
     #[error(transparent)]
     Transition(#[from] TransitionError),
 }
@@ -41,6 +44,8 @@ pub struct SweepReport {
     pub requeued: u64,
     /// `running` documents whose reservation was gone: failed or put again.
     pub recovered: u64,
+    /// Documents past their `expiresAt` (the job class's LIFESPAN), forgotten.
+    pub purged: u64,
 }
 
 /// Documents this many seconds untouched or more are looked at; younger ones may
@@ -51,7 +56,8 @@ const PAGE: usize = 200;
 
 /// Sweep every `queued` and `running` document last written at least `min_age` seconds ago.
 pub async fn sweep(geyser: &Geyser, min_age: f64) -> Result<SweepReport, SweepError> {
-    let mut report = SweepReport::default();
+    let purged = geyser.store.purge_expired(now()).await.map_err(SweepError::Purge)?;
+    let mut report = SweepReport { purged, ..SweepReport::default() };
     for status in [Status::Queued, Status::Running] {
         let filter = ListFilter { status: Some(status), job_type: None, updated_before: Some(now() - min_age) };
         let mut page = Page { after: None, limit: PAGE };

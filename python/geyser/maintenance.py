@@ -3,7 +3,8 @@
 The sweep (Rust, ``geyser._core.sweep``) puts back on their queue documents left
 ``queued`` with no queue entry (a crash between save and put), and recovers
 documents left ``running`` whose reservation is gone (the lost attempt is recorded
-and the retry policy applies). The worker supervisor runs it periodically.
+and the retry policy applies), and forgets documents past their ``LIFESPAN``. The
+worker supervisor runs it periodically.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ DEFAULT_MIN_AGE = 60.0
 
 
 def sweep(min_age: float = DEFAULT_MIN_AGE) -> dict[str, int]:
-    """Sweep the configured queue and store once; returns ``{"requeued": n, "recovered": m}``."""
+    """Sweep the configured queue and store once; returns
+    ``{"requeued": n, "recovered": m, "purged": k}``."""
     report = _core.sweep(client(), min_age)
-    if report["requeued"] or report["recovered"]:
-        log.info("maintenance sweep: %(requeued)d re-put, %(recovered)d recovered", report)
+    if any(report.values()):
+        log.info("maintenance sweep: %(requeued)d re-put, %(recovered)d recovered, %(purged)d expired", report)
     return report
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except GeyserError as e:
         log.error("sweep failed: %s", e)
         return 1
-    print(f"requeued {report['requeued']}, recovered {report['recovered']}")
+    print(f"requeued {report['requeued']}, recovered {report['recovered']}, purged {report['purged']}")
     return 0
 
 

@@ -166,7 +166,7 @@ impl PyAttempt {
 
 /// Run the maintenance sweep once over documents untouched for `min_age` seconds;
 /// returns how many were put on their queue again (`requeued`) or recovered from a
-/// lost attempt (`recovered`).
+/// lost attempt (`recovered`), and how many expired documents were forgotten (`purged`).
 #[pyfunction]
 #[pyo3(signature = (client, min_age=crate::maintenance::DEFAULT_MIN_AGE))]
 pub fn sweep<'py>(py: Python<'py>, client: &PyClient, min_age: f64) -> PyResult<Bound<'py, PyDict>> {
@@ -174,5 +174,6 @@ pub fn sweep<'py>(py: Python<'py>, client: &PyClient, min_age: f64) -> PyResult<
     let d = PyDict::new(py);
     d.set_item("requeued", report.requeued)?;
     d.set_item("recovered", report.recovered)?;
+    d.set_item("purged", report.purged)?;
     Ok(d)
 }

@@ -66,6 +66,7 @@ pub trait Store: Send + Sync {
     async fn delete(&self, uuid: &str) -> StoreResult<bool>;
     /// Documents matching `filter`, ordered by uuid, one page at a time.
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>>;
-    /// Forget documents whose `expiresAt` has passed; returns how many.
+    /// Forget finished documents (succeeded, failed, cancelled) whose `expiresAt` has passed;
+    /// a job still queued or running is never forgotten under it. Returns how many.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64>;
 }

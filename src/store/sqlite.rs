@@ -90,7 +90,10 @@ fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
 
 fn purge(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
     let n = conn
-        .prepare_cached("DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?")?
+        .prepare_cached(
+            "DELETE FROM geyser_documents WHERE expires_at IS NOT NULL AND expires_at <= ?
+             AND status IN ('succeeded', 'failed', 'cancelled')",
+        )?
         .execute([now])?;
     Ok(n as u64)
 }

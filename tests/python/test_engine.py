@@ -277,3 +277,27 @@ def test_the_sweep_puts_back_jobs_a_beanstalkd_without_binlog_lost(beanstalkd) -
     done = run_worker("-m", "engine_jobs", "-q", "engine_noop")
     assert done.returncode == 0, done.stderr
     assert [job(u).status for u in uuids] == ["succeeded"] * 3
+
+
+class ShortLivedJob(geyser.BaseJob):
+    """Its finished document may be forgotten a moment after it was created."""
+
+    JOB_TYPE = "engine_short_lived"
+    QUEUE_NAME = "engine_short_lived"
+    LIFESPAN = 0.5
+
+
+def test_the_sweep_forgets_finished_documents_past_their_lifespan(embedded: str) -> None:
+    short, waiting = ShortLivedJob(), ShortLivedJob()
+    short.enqueue()
+    short.cancel()
+    waiting.enqueue()
+    kept = enqueue("engine_noop")
+    time.sleep(0.6)
+    swept = subprocess.run([sys.executable, "-m", "geyser.maintenance"], env=worker_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert swept.returncode == 0, swept.stderr
+    assert "purged 1" in swept.stdout
+    assert geyser.get_base_job(short.uuid) is None
+    assert geyser.get_base_job(waiting.uuid) is not None, "a queued job is never forgotten"
+    assert geyser.get_base_job(kept) is not None

@@ -152,12 +152,18 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
 
 pub async fn purge_expired(s: &dyn Store) {
     let jt = job_type("purge");
-    let expired = create(s, &JobDocument { expires_at: Some(10.0), ..document(&jt) }).await;
-    let later = create(s, &JobDocument { expires_at: Some(1000.0), ..document(&jt) }).await;
-    let forever = create(s, &document(&jt)).await;
+    let finished = |status| JobDocument { expires_at: Some(10.0), status, ..document(&jt) };
+    let succeeded = create(s, &finished(Status::Succeeded)).await;
+    let failed = create(s, &finished(Status::Failed)).await;
+    let still_queued = create(s, &JobDocument { expires_at: Some(10.0), ..document(&jt) }).await;
+    let later = create(s, &JobDocument { expires_at: Some(1000.0), ..finished(Status::Succeeded) }).await;
+    let forever = create(s, &JobDocument { expires_at: None, ..finished(Status::Succeeded) }).await;
     let purged = s.purge_expired(500.0).await.expect("purge");
-    assert!(purged >= 1, "purged {purged}");
-    assert!(s.get(&expired.uuid).await.expect("get").is_none());
-    assert!(s.get(&later.uuid).await.expect("get").is_some());
-    assert!(s.get(&forever.uuid).await.expect("get").is_some());
+    assert!(purged >= 2, "purged {purged}");
+    for gone in [&succeeded, &failed] {
+        assert!(s.get(&gone.uuid).await.expect("get").is_none(), "{} {}", gone.uuid, gone.status);
+    }
+    for kept in [&still_queued, &later, &forever] {
+        assert!(s.get(&kept.uuid).await.expect("get").is_some(), "{} {}", kept.uuid, kept.status);
+    }
 }
