@@ -283,6 +283,16 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_survive_the_store_exactly() {
+        let mut doc = sample();
+        doc.updated_at = 1_796_002_004.226_930_1;
+        doc.started_at = Some(1_796_002_004.226_930_1);
+        let back = JobDocument::from_json(&doc.to_json()).unwrap();
+        assert_eq!(back.updated_at.to_bits(), doc.updated_at.to_bits());
+        assert_eq!(back, doc);
+    }
+
+    #[test]
     fn attempt_then_success() {
         let mut doc = sample();
         doc.start_attempt("w1", "f1").unwrap();
