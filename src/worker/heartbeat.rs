@@ -64,12 +64,12 @@ impl Beat {
             tokio::select! {
                 _ = touch.tick() => {
                     if let Err(e) = self.consumer.lock().await.touch(self.id).await {
-                        log::warn!("heartbeat: touch of queue job {} failed: {e}", self.id);
+                        warn_later(format!("heartbeat: touch of queue job {} failed: {e}", self.id));
                     }
                 }
                 _ = check.tick() => {
                     if let Err(e) = self.writer.refresh().await {
-                        log::warn!("heartbeat: {e}");
+                        warn_later(format!("heartbeat: {e}"));
                         if self.writer.is_lost() {
                             return;
                         }
@@ -111,6 +111,12 @@ impl Beat {
         // handlers, which could wait forever on the GIL the stuck job holds.
         unsafe { libc::_exit(EXIT_REPLACE) }
     }
+}
+
+/// Log a warning from a blocking-pool thread: the `log` bridge to Python waits for the
+/// GIL, which the running job may hold for long, and the heartbeat must not wait with it.
+fn warn_later(msg: String) {
+    tokio::task::spawn_blocking(move || log::warn!("{msg}"));
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
