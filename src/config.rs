@@ -45,24 +45,39 @@ fn split_scheme<'a>(role: &'static str, url: &'a str) -> Result<(&'a str, &'a st
     })
 }
 
+/// Open a SQLite-backed queue or store off the async threads (opening may wait for the file lock).
+async fn open_sqlite<T, E>(
+    role: &'static str,
+    url: &str,
+    path: PathBuf,
+    open: fn(&Path) -> Result<T, E>,
+) -> Result<T, ConfigError>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let open_err = |reason: String| ConfigError::Open { role, url: url.into(), reason };
+    tokio::task::spawn_blocking(move || open(&path))
+        .await
+        .map_err(|e| open_err(e.to_string()))?
+        .map_err(|e| open_err(e.to_string()))
+}
+
 /// Open the queue a URL names; `None` is the embedded default.
 pub async fn open_queue(url: Option<&str>) -> Result<Arc<dyn Queue>, ConfigError> {
     const ROLE: &str = "queue";
     let url = url.unwrap_or("sqlite://");
-    let (scheme, rest) = split_scheme(ROLE, url)?;
-    let open_err = |e: queue::QueueError| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() };
-    match scheme {
-        "sqlite" => {
+    match split_scheme(ROLE, url)? {
+        ("sqlite", rest) => {
             let path = sqlite_path(ROLE, url, rest)?;
-            let q = tokio::task::spawn_blocking(move || queue::sqlite::SqliteQueue::open(&path))
-                .await
-                .map_err(|e| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() })?
-                .map_err(open_err)?;
-            Ok(Arc::new(q))
+            Ok(Arc::new(open_sqlite(ROLE, url, path, queue::sqlite::SqliteQueue::open).await?))
         }
         #[cfg(feature = "beanstalkd")]
-        "beanstalkd" => Ok(Arc::new(queue::beanstalkd::BeanstalkdQueue::from_url(url).await.map_err(open_err)?)),
-        other => Err(ConfigError::BadUrl {
+        ("beanstalkd", _) => {
+            let q = queue::beanstalkd::BeanstalkdQueue::from_url(url).await;
+            Ok(Arc::new(q.map_err(|e| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() })?))
+        }
+        (other, _) => Err(ConfigError::BadUrl {
             role: ROLE,
             url: url.into(),
             reason: format!("unknown scheme {other:?} (expected sqlite or beanstalkd)"),
@@ -74,18 +89,12 @@ pub async fn open_queue(url: Option<&str>) -> Result<Arc<dyn Queue>, ConfigError
 pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError> {
     const ROLE: &str = "store";
     let url = url.unwrap_or("sqlite://");
-    let (scheme, rest) = split_scheme(ROLE, url)?;
-    let open_err = |e: store::StoreError| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() };
-    match scheme {
-        "sqlite" => {
+    match split_scheme(ROLE, url)? {
+        ("sqlite", rest) => {
             let path = sqlite_path(ROLE, url, rest)?;
-            let s = tokio::task::spawn_blocking(move || store::sqlite::SqliteStore::open(&path))
-                .await
-                .map_err(|e| ConfigError::Open { role: ROLE, url: url.into(), reason: e.to_string() })?
-                .map_err(open_err)?;
-            Ok(Arc::new(s))
+            Ok(Arc::new(open_sqlite(ROLE, url, path, store::sqlite::SqliteStore::open).await?))
         }
-        other => Err(ConfigError::BadUrl {
+        (other, _) => Err(ConfigError::BadUrl {
             role: ROLE,
             url: url.into(),
             reason: format!("unknown scheme {other:?} (expected sqlite)"),
