@@ -51,6 +51,7 @@ pub fn worker_err(e: WorkerError) -> PyErr {
         WorkerError::Queue(e) => queue_err(e),
         WorkerError::Fence(e) => ConflictError::new_err(e.to_string()),
         WorkerError::Transition(e) => InvalidDocument::new_err(e.to_string()),
+        WorkerError::Runtime(_) => GeyserError::new_err(e.to_string()),
     }
 }
 

@@ -1,12 +1,14 @@
 //! `geyser._core.Worker`, `Attempt` and `sweep`: the Python worker loop reserves through these;
 //! Rust keeps the reservation alive and applies outcomes. The GIL is released while waiting.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
+use tokio::runtime::Runtime;
 
 use super::client::{parse_doc, wait, PyClient};
 use super::errors::{json_err, queue_err, sweep_err, worker_err};
@@ -36,14 +38,16 @@ impl PyWorker {
             progress_interval: secs(progress_interval),
             hard_stop_after: secs(hard_stop_after),
         };
-        let worker = wait(py, Worker::new(client.geyser.clone(), config)).map_err(worker_err)?;
+        let heartbeat_on = pyo3_async_runtimes::tokio::get_runtime().handle();
+        let worker = py.detach(|| Worker::open(client.geyser.clone(), config, heartbeat_on)).map_err(worker_err)?;
         Ok(Self { inner: Arc::new(worker) })
     }
 
     /// The next job to run, or None after `timeout` seconds with nothing to do.
     fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<PyAttempt>> {
-        let attempt = wait(py, self.inner.next(secs(timeout))).map_err(worker_err)?;
-        attempt.map(PyAttempt::new).transpose()
+        let worker = &self.inner;
+        let attempt = drive(py, worker.runtime(), worker.next(secs(timeout))).map_err(worker_err)?;
+        attempt.map(|a| PyAttempt::new(a, worker.runtime().clone())).transpose()
     }
 
     /// True when no job in the watched queues is ready or delayed (for `--burst`).
@@ -63,10 +67,23 @@ impl PyWorker {
     }
 }
 
+/// Run `fut` on a worker's runtime, driven by this thread with the GIL released; embedded
+/// SQLite calls run on this thread too (see `sqlite_conn`).
+fn drive<F>(py: Python<'_>, runtime: &Runtime, fut: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    py.detach(|| crate::sqlite_conn::inline_on_this_thread(|| runtime.block_on(fut)))
+}
+
 /// One job held by this worker; `finish` ends it exactly once.
 #[pyclass(frozen, name = "Attempt", module = "geyser._core")]
 pub struct PyAttempt {
     inner: Mutex<Option<Attempt>>,
+    /// The worker's runtime, which `finish` drives; held here so that it is never dropped
+    /// inside one of its own calls.
+    runtime: Arc<Runtime>,
     #[pyo3(get)]
     document: String,
     #[pyo3(get)]
@@ -76,13 +93,14 @@ pub struct PyAttempt {
 }
 
 impl PyAttempt {
-    fn new(attempt: Attempt) -> PyResult<Self> {
+    fn new(attempt: Attempt, runtime: Arc<Runtime>) -> PyResult<Self> {
         let document = String::from_utf8(attempt.doc.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok(Self {
             job_type: attempt.doc.job_type.clone(),
             uuid: attempt.doc.uuid.clone(),
             document,
             inner: Mutex::new(Some(attempt)),
+            runtime,
         })
     }
 
@@ -159,7 +177,7 @@ impl PyAttempt {
             .map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
-        let saved = wait(py, attempt.finish(doc, outcome)).map_err(worker_err)?;
+        let saved = drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
         String::from_utf8(saved.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 }

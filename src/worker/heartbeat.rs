@@ -1,127 +1,264 @@
-//! The heartbeat of a running attempt: touches the reservation every TTR/3 so a job
-//! may run far longer than its TTR, and re-reads the document every second to see a
-//! cancel request or a lost fence. Runs on tokio; never needs the GIL.
+//! The heartbeat of a worker: one tokio task for the worker's whole life that keeps its
+//! running attempt alive. It touches the reservation every TTR/3 so a job may run far
+//! longer than its TTR, re-reads the document every second to see a cancel request or a
+//! lost fence, and writes the attempt's coalesced progress. It never needs the GIL.
+//!
+//! Starting or ending an attempt only swaps shared state: the task wakes on its own
+//! schedule, at least every `TICK`, so a short job costs it no wake-up at all.
 //!
 //! It is also the last resort for TIMEOUT: a job stuck in C code that holds the GIL
 //! cannot be stopped from Python, so once the attempt is `hard_stop_after` past its
 //! TIMEOUT, the heartbeat saves the timeout failure itself and ends the process with
 //! `EXIT_REPLACE` (the supervisor starts a new one).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::fenced::FencedWriter;
+use super::fenced::{FenceError, FencedWriter};
 use super::outcome::{self, Outcome};
+use super::progress::Coalescer;
+use super::reservations::Reservations;
 use super::settle;
 use crate::client::secs;
 use crate::model::JobDocument;
-use crate::queue::{Consumer, QueueJobId};
+use crate::queue::QueueJobId;
 
 /// How often a running attempt re-reads its document (cancel requests, lost fence).
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Exit status of a worker process that ended itself to stop a stuck job (see worker.py).
 pub const EXIT_REPLACE: i32 = 75;
+/// The longest the task sleeps. A new attempt is seen within it, well before its first
+/// touch is due (TTR/3, and never less than `MIN_TOUCH_EVERY`).
+const TICK: Duration = Duration::from_millis(100);
+const MIN_TOUCH_EVERY: Duration = Duration::from_millis(200);
 
+/// A worker's heartbeat; the task ends when this is dropped.
 pub struct Heartbeat {
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
-/// What the heartbeat of one attempt works on.
-pub struct Beat {
-    pub consumer: Arc<Mutex<Box<dyn Consumer>>>,
-    pub id: QueueJobId,
-    pub writer: Arc<FencedWriter>,
+struct Shared {
+    current: Mutex<Option<Beat>>,
+    /// Rung when progress is due at once.
+    wake: Notify,
+    /// Held by the task while it works on an attempt, so ending the attempt waits for
+    /// that work instead of racing it.
+    busy: tokio::sync::Mutex<()>,
+    /// How long past its TIMEOUT a job that cannot be interrupted may run.
+    hard_stop_after: Duration,
+}
+
+/// The running attempt, as the heartbeat keeps it.
+struct Beat {
+    id: QueueJobId,
+    writer: Arc<FencedWriter>,
     /// The document as the attempt started, for the timeout failure of last resort.
-    pub started: JobDocument,
-    /// How long past TIMEOUT the Python side gets to stop the job before the process ends.
-    pub hard_stop_after: Duration,
+    started: JobDocument,
+    touch_every: Duration,
+    next_touch: Instant,
+    next_check: Instant,
+    hard_stop: Option<Instant>,
+    progress: Coalescer,
+}
+
+/// The work due now, taken out of the shared state so no lock is held across an await.
+struct Due {
+    id: QueueJobId,
+    writer: Arc<FencedWriter>,
+    touch: bool,
+    check: bool,
+    progress: Option<JobDocument>,
+    stuck: Option<JobDocument>,
 }
 
 impl Heartbeat {
-    pub fn start(beat: Beat) -> Self {
-        Self { task: tokio::spawn(beat.run()) }
+    /// Start the task on the current runtime. `hard_stop_after`: how long past its
+    /// TIMEOUT a job that cannot be interrupted may run before the process ends.
+    pub fn start(reservations: Reservations, hard_stop_after: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            current: Mutex::new(None),
+            wake: Notify::new(),
+            busy: tokio::sync::Mutex::new(()),
+            hard_stop_after,
+        });
+        let task = tokio::spawn(run(shared.clone(), reservations));
+        Self { shared, task }
     }
 
-    pub fn stop(self) {
+    /// Keep this attempt alive until `forget`.
+    pub fn watch(&self, id: QueueJobId, writer: Arc<FencedWriter>, started: &JobDocument, progress_every: Duration) {
+        let now = Instant::now();
+        let touch_every = (secs(started.queue_kwargs.ttr) / 3).max(MIN_TOUCH_EVERY);
+        let beat = Beat {
+            id,
+            writer,
+            started: started.clone(),
+            touch_every,
+            next_touch: now + touch_every,
+            next_check: now + CHECK_EVERY,
+            hard_stop: started.queue_kwargs.timeout.map(|t| now + secs(t) + self.shared.hard_stop_after),
+            progress: Coalescer::new(progress_every, now),
+        };
+        *self.shared.current() = Some(beat);
+    }
+
+    /// Note the attempt's latest state; it is written within one progress interval.
+    pub fn progress(&self, writer: &Arc<FencedWriter>, doc: JobDocument) {
+        let wake = match self.shared.current().as_mut() {
+            Some(beat) if Arc::ptr_eq(&beat.writer, writer) => beat.progress.submit(doc, Instant::now()),
+            _ => false,
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Stop keeping this attempt alive, once any work on it in flight is done. Its final
+    /// write carries the progress not yet written.
+    pub async fn forget(&self, writer: &Arc<FencedWriter>) {
+        self.shared.forget(writer);
+        drop(self.shared.busy.lock().await);
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Beat {
-    async fn run(self) {
-        let touch_every = (secs(self.started.queue_kwargs.ttr) / 3).max(Duration::from_millis(200));
-        let mut touch = tokio::time::interval(touch_every);
-        let mut check = tokio::time::interval(CHECK_EVERY);
-        touch.tick().await;
-        check.tick().await;
-        let hard_stop = self.started.queue_kwargs.timeout.map(|t| Instant::now() + secs(t) + self.hard_stop_after);
-        loop {
-            tokio::select! {
-                _ = touch.tick() => {
-                    if let Err(e) = self.consumer.lock().await.touch(self.id).await {
-                        warn_later(format!("heartbeat: touch of queue job {} failed: {e}", self.id));
-                    }
-                }
-                _ = check.tick() => {
-                    if let Err(e) = self.writer.refresh().await {
-                        warn_later(format!("heartbeat: {e}"));
-                        if self.writer.is_lost() {
-                            return;
-                        }
-                    }
-                }
-                _ = sleep_until(hard_stop) => return self.end_process_of_stuck_job().await,
-            }
+impl Shared {
+    fn current(&self) -> MutexGuard<'_, Option<Beat>> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn forget(&self, writer: &Arc<FencedWriter>) {
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer)) {
+            *current = None;
         }
     }
 
-    /// The job holds on past TIMEOUT and every softer stop: fail the attempt under the
-    /// retry policy (its unsaved progress is lost), settle the queue entry, end the process.
-    /// Messages go straight to stderr: the `log` bridge to Python needs the GIL the job holds.
-    async fn end_process_of_stuck_job(self) {
-        let Beat { consumer, id, writer, mut started, hard_stop_after } = self;
-        eprintln!(
-            "geyser: job {}: attempt {} is still running {hard_stop_after:?} past its TIMEOUT and cannot be interrupted; ending worker process {}",
-            started.uuid,
-            started.attempts,
-            std::process::id()
-        );
-        let msg = format!(
-            "attempt {} exceeded TIMEOUT of {} s and was stopped by ending its worker process",
-            started.attempts,
-            started.queue_kwargs.timeout.unwrap_or_default()
-        );
-        let outcome = Outcome::Continue { code: Value::from("timeout"), msg, traceback: None };
-        let saved = match outcome::apply(&mut started, outcome, rand::random()) {
-            Ok(action) => match writer.write(started).await {
-                Ok(saved) => settle(&consumer, &saved, id, action).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
+    /// Take what is due at `now` and move its next times on; also say when to wake next.
+    fn take_due(&self, now: Instant) -> (Option<Due>, Instant) {
+        let mut current = self.current();
+        let Some(beat) = current.as_mut() else {
+            return (None, now + TICK);
         };
-        if let Err(e) = saved {
-            eprintln!("geyser: timeout of queue job {id} not fully saved ({e}); the next reservation records the lost attempt");
+        let touch = now >= beat.next_touch;
+        if touch {
+            beat.next_touch = now + beat.touch_every;
         }
-        // SAFETY: _exit ends the process at once, without running Python's or Rust's exit
-        // handlers, which could wait forever on the GIL the stuck job holds.
-        unsafe { libc::_exit(EXIT_REPLACE) }
+        let check = now >= beat.next_check;
+        if check {
+            beat.next_check = now + CHECK_EVERY;
+        }
+        let stuck = beat.hard_stop.filter(|at| now >= *at).map(|_| beat.started.clone());
+        let progress = beat.progress.take_due(now);
+        let mut wake_at = (now + TICK).min(beat.next_touch).min(beat.next_check);
+        for at in [beat.hard_stop, beat.progress.due()].into_iter().flatten() {
+            wake_at = wake_at.min(at);
+        }
+        let due = Due { id: beat.id, writer: beat.writer.clone(), touch, check, progress, stuck };
+        (Some(due), wake_at)
     }
+}
+
+async fn run(shared: Arc<Shared>, reservations: Reservations) {
+    loop {
+        let (due, wake_at) = shared.take_due(Instant::now());
+        if let Some(due) = due {
+            let _busy = shared.busy.lock().await;
+            if let Some(started) = due.stuck {
+                return end_process_of_stuck_job(&reservations, due.id, &due.writer, started, shared.hard_stop_after)
+                    .await;
+            }
+            beat(&reservations, &due).await;
+            if due.writer.is_lost() {
+                shared.forget(&due.writer);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(wake_at) => {}
+            () = shared.wake.notified() => {}
+        }
+    }
+}
+
+/// One round of work on the running attempt; failures are logged and tried again next time.
+async fn beat(reservations: &Reservations, due: &Due) {
+    if due.touch {
+        let id = due.id;
+        let touched =
+            reservations.call_from_outside(move |consumer| async move { consumer.lock().await.touch(id).await });
+        if let Err(e) = touched.await {
+            warn_later(format!("heartbeat: touch of queue job {id} failed: {e}"));
+        }
+    }
+    if let Some(doc) = due.progress.clone() {
+        match due.writer.write(doc).await {
+            Ok(_) => {}
+            Err(e @ FenceError::Lost { .. }) => warn_later(format!("{e}; progress is no longer saved")),
+            Err(e) => warn_later(format!("progress write failed, will retry with the next update: {e}")),
+        }
+    }
+    if due.check && !due.writer.is_lost() {
+        if let Err(e) = due.writer.refresh().await {
+            warn_later(format!("heartbeat: {e}"));
+        }
+    }
+}
+
+/// The job holds on past TIMEOUT and every softer stop: fail the attempt under the
+/// retry policy (its unsaved progress is lost), settle the queue entry, end the process.
+/// Messages go straight to stderr: the `log` bridge to Python needs the GIL the job holds.
+async fn end_process_of_stuck_job(
+    reservations: &Reservations,
+    id: QueueJobId,
+    writer: &FencedWriter,
+    mut started: JobDocument,
+    hard_stop_after: Duration,
+) {
+    eprintln!(
+        "geyser: job {}: attempt {} is still running {hard_stop_after:?} past its TIMEOUT and cannot be interrupted; ending worker process {}",
+        started.uuid,
+        started.attempts,
+        std::process::id()
+    );
+    let msg = format!(
+        "attempt {} exceeded TIMEOUT of {} s and was stopped by ending its worker process",
+        started.attempts,
+        started.queue_kwargs.timeout.unwrap_or_default()
+    );
+    let outcome = Outcome::Continue { code: Value::from("timeout"), msg, traceback: None };
+    let saved = match outcome::apply(&mut started, outcome, rand::random()) {
+        Ok(action) => match writer.write(started).await {
+            Ok(saved) => reservations
+                .call_from_outside(move |consumer| async move { settle(&consumer, &saved, id, action).await })
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = saved {
+        eprintln!(
+            "geyser: timeout of queue job {id} not fully saved ({e}); the next reservation records the lost attempt"
+        );
+    }
+    // SAFETY: _exit ends the process at once, without running Python's or Rust's exit
+    // handlers, which could wait forever on the GIL the stuck job holds.
+    unsafe { libc::_exit(EXIT_REPLACE) }
 }
 
 /// Log a warning from a blocking-pool thread: the `log` bridge to Python waits for the
 /// GIL, which the running job may hold for long, and the heartbeat must not wait with it.
 fn warn_later(msg: String) {
     tokio::task::spawn_blocking(move || log::warn!("{msg}"));
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

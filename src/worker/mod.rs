@@ -1,23 +1,30 @@
 //! The worker side of the engine: reserve a job, start an attempt on its document,
 //! keep it alive while Python runs it, and apply the outcome (document first, queue second).
 //! Touches the queue (through one consumer) and the store; calls no Python.
+//!
+//! A worker's consumer lives on a current-thread runtime of the worker's own, which the
+//! caller drives with `Worker::block_on` (see `reservations.rs` for why); the heartbeat
+//! runs on the runtime that was current when the worker started.
 
 mod fenced;
 mod heartbeat;
 pub mod outcome;
 mod progress;
+mod reservations;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
 pub use fenced::FenceError;
 use fenced::FencedWriter;
-use heartbeat::{Beat, Heartbeat};
+use heartbeat::Heartbeat;
 pub use outcome::Outcome;
 use outcome::QueueAction;
-use progress::ProgressWriter;
+use reservations::{Reservations, SharedConsumer};
 
 use crate::client::Geyser;
 use crate::model::{JobDocument, Status, TransitionError};
@@ -34,6 +41,8 @@ pub enum WorkerError {
     Fence(#[from] FenceError),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    #[error("could not start the worker's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 pub type WorkerResult<T> = Result<T, WorkerError>;
@@ -53,7 +62,9 @@ pub struct WorkerConfig {
 /// One reserving consumer and what it needs to run attempts.
 pub struct Worker {
     geyser: Geyser,
-    consumer: Arc<Mutex<Box<dyn Consumer>>>,
+    consumer: SharedConsumer,
+    runtime: Arc<Runtime>,
+    heartbeat: Arc<Heartbeat>,
     config: WorkerConfig,
 }
 
@@ -61,16 +72,35 @@ pub struct Worker {
 pub struct Attempt {
     pub doc: JobDocument,
     pub queue_id: QueueJobId,
-    consumer: Arc<Mutex<Box<dyn Consumer>>>,
+    consumer: SharedConsumer,
     writer: Arc<FencedWriter>,
-    progress: ProgressWriter,
-    heartbeat: Heartbeat,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Worker {
-    pub async fn new(geyser: Geyser, config: WorkerConfig) -> WorkerResult<Self> {
-        let consumer = geyser.queue.consumer(&config.tubes).await?;
-        Ok(Self { geyser, consumer: Arc::new(Mutex::new(consumer)), config })
+    /// Open the consumer on the worker's own runtime and start its heartbeat on
+    /// `heartbeat_on`. Blocks: call it where blocking is allowed.
+    pub fn open(geyser: Geyser, config: WorkerConfig, heartbeat_on: &tokio::runtime::Handle) -> WorkerResult<Self> {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(WorkerError::Runtime)?;
+        let runtime = Arc::new(runtime);
+        let consumer: SharedConsumer = Arc::new(Mutex::new(runtime.block_on(geyser.queue.consumer(&config.tubes))?));
+        let reservations = Reservations::new(consumer.clone(), &runtime);
+        let heartbeat = {
+            let _on = heartbeat_on.enter();
+            Arc::new(Heartbeat::start(reservations, config.hard_stop_after))
+        };
+        Ok(Self { geyser, consumer, runtime, heartbeat, config })
+    }
+
+    /// Drive `fut` (a call of this worker or its attempts) to completion on this thread.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.runtime.block_on(fut)
+    }
+
+    /// The runtime `block_on` drives, for callers that must outlive a borrow of the worker.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     pub fn tubes(&self) -> &[String] {
@@ -164,15 +194,8 @@ impl Worker {
 
     fn attempt(&self, doc: JobDocument, queue_id: QueueJobId) -> Attempt {
         let writer = Arc::new(FencedWriter::new(self.geyser.store.clone(), &doc));
-        let progress = ProgressWriter::start(writer.clone(), self.config.progress_interval);
-        let heartbeat = Heartbeat::start(Beat {
-            consumer: self.consumer.clone(),
-            id: queue_id,
-            writer: writer.clone(),
-            started: doc.clone(),
-            hard_stop_after: self.config.hard_stop_after,
-        });
-        Attempt { doc, queue_id, consumer: self.consumer.clone(), writer, progress, heartbeat }
+        self.heartbeat.watch(queue_id, writer.clone(), &doc, self.config.progress_interval);
+        Attempt { doc, queue_id, consumer: self.consumer.clone(), writer, heartbeat: self.heartbeat.clone() }
     }
 
     /// Save a document that will not run now, then settle its queue entry.
@@ -234,7 +257,7 @@ impl Attempt {
     pub fn progress(&self, job: JobDocument) {
         let mut doc = self.doc.clone();
         doc.take_progress_from(job);
-        self.progress.submit(doc);
+        self.heartbeat.progress(&self.writer, doc);
     }
 
     pub fn cancel_requested(&self) -> bool {
@@ -248,9 +271,8 @@ impl Attempt {
 
     /// Write the final state of this attempt (unless it was lost), then settle the queue entry.
     pub async fn finish(self, job: JobDocument, outcome: Outcome) -> WorkerResult<JobDocument> {
-        let Attempt { mut doc, queue_id, consumer, writer, progress, heartbeat } = self;
-        progress.stop();
-        heartbeat.stop();
+        let Attempt { mut doc, queue_id, consumer, writer, heartbeat } = self;
+        heartbeat.forget(&writer).await;
         doc.take_progress_from(job);
         let action = outcome::apply(&mut doc, outcome, rand::random())?;
         let saved = match writer.write(doc).await {

@@ -1,63 +1,72 @@
-//! Coalesced progress writes: a running job may report progress as often as it likes;
-//! the store sees at most one write per interval, always the latest state.
-//! Writes through the attempt's FencedWriter only.
+//! Coalesced progress of one attempt: a running job may report progress as often as it
+//! likes; the store sees at most one write per interval, always the latest state.
+//! Bookkeeping only: the heartbeat does the writing.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::fenced::{FenceError, FencedWriter};
 use crate::model::JobDocument;
 
-pub struct ProgressWriter {
-    pending: Arc<Mutex<Option<JobDocument>>>,
-    wake: Arc<Notify>,
-    task: JoinHandle<()>,
+pub struct Coalescer {
+    latest: Option<JobDocument>,
+    next_write: Instant,
+    interval: Duration,
 }
 
-impl ProgressWriter {
-    pub fn start(writer: Arc<FencedWriter>, interval: Duration) -> Self {
-        let pending: Arc<Mutex<Option<JobDocument>>> = Arc::default();
-        let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(Self::write_loop(writer, pending.clone(), wake.clone(), interval));
-        Self { pending, wake, task }
+impl Coalescer {
+    /// The first state may be written as soon as it comes, from `now` on.
+    pub fn new(interval: Duration, now: Instant) -> Self {
+        Self { latest: None, next_write: now, interval }
     }
 
-    async fn write_loop(
-        writer: Arc<FencedWriter>,
-        pending: Arc<Mutex<Option<JobDocument>>>,
-        wake: Arc<Notify>,
-        interval: Duration,
-    ) {
-        loop {
-            wake.notified().await;
-            let latest = pending.lock().ok().and_then(|mut p| p.take());
-            if let Some(doc) = latest {
-                match writer.write(doc).await {
-                    Ok(_) => {}
-                    Err(e @ FenceError::Lost { .. }) => {
-                        log::warn!("{e}; progress is no longer saved");
-                        return;
-                    }
-                    Err(e) => log::warn!("progress write failed, will retry with the next update: {e}"),
-                }
-            }
-            tokio::time::sleep(interval).await;
+    /// Keep `doc` as the latest state. True when a write is due now and none was waiting,
+    /// so the writer should be woken; otherwise it writes at the due time it already knows.
+    pub fn submit(&mut self, doc: JobDocument, now: Instant) -> bool {
+        let first = self.latest.replace(doc).is_none();
+        first && now >= self.next_write
+    }
+
+    /// When the waiting state may be written, if one is waiting.
+    pub fn due(&self) -> Option<Instant> {
+        self.latest.as_ref().map(|_| self.next_write)
+    }
+
+    /// The state to write now, if one is waiting and the interval has passed.
+    pub fn take_due(&mut self, now: Instant) -> Option<JobDocument> {
+        if now < self.next_write {
+            return None;
         }
+        let doc = self.latest.take()?;
+        self.next_write = now + self.interval;
+        Some(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(attempts: u32) -> JobDocument {
+        serde_json::from_value(serde_json::json!({
+            "jobType": "t", "createdAt": 1.0, "updatedAt": 1.0, "uuid": "u",
+            "queueKwargs": {"queue": "q", "priority": 1, "ttr": 5.0},
+            "status": "running", "attempts": attempts
+        }))
+        .unwrap()
     }
 
-    /// Note the job's latest state; it reaches the store within one interval.
-    pub fn submit(&self, doc: JobDocument) {
-        if let Ok(mut p) = self.pending.lock() {
-            *p = Some(doc);
-        }
-        self.wake.notify_one();
-    }
-
-    /// Stop writing: the attempt's final write carries everything from here on.
-    pub fn stop(self) {
-        self.task.abort();
+    #[test]
+    fn at_most_one_write_per_interval_and_always_the_latest() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(1), t0);
+        assert!(c.submit(doc(1), t0), "the first state is due at once");
+        assert_eq!(c.take_due(t0).map(|d| d.attempts), Some(1));
+        assert!(!c.submit(doc(2), t0), "the next one waits for the interval");
+        assert!(!c.submit(doc(3), t0));
+        assert_eq!(c.due(), Some(t0 + Duration::from_secs(1)));
+        assert!(c.take_due(t0 + Duration::from_millis(999)).is_none());
+        assert_eq!(c.take_due(t0 + Duration::from_secs(1)).map(|d| d.attempts), Some(3));
+        assert_eq!(c.due(), None);
     }
 }
