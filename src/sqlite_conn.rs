@@ -16,7 +16,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const STATEMENT_CACHE: usize = 64;
 /// Pages in the WAL before a commit checkpoints it (SQLite's default is 1000): fewer, larger
 /// checkpoints, hence fewer fsyncs per commit.
-const WAL_AUTOCHECKPOINT: i64 = 8000;
+const WAL_CHECKPOINT_PAGES: i32 = 8000;
+/// The least time between two checkpoints a process starts (see `checkpoint_now_and_then`).
+const CHECKPOINT_GAP: Duration = Duration::from_millis(250);
 /// The WAL file is cut back to this size after a checkpoint, so it does not stay at its peak.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
@@ -47,12 +49,36 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     conn.busy_timeout(BUSY_TIMEOUT).map_err(step("set busy_timeout"))?;
     switch_to_wal(&conn).map_err(step("switch to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(step("set synchronous"))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT).map_err(step("set wal_autocheckpoint"))?;
+    conn.wal_hook(Some(checkpoint_now_and_then));
     conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| r.get::<_, i64>(0))
         .map_err(step("set journal_size_limit"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;")).map_err(step("create schema"))?;
     Ok(conn)
+}
+
+/// Replaces SQLite's automatic checkpoint, which runs in the commit that finds the WAL over
+/// its threshold, and, while another process has a read open (so the WAL cannot start
+/// over), in every commit after it: two fsyncs each, in the middle of jobs. This one runs
+/// at most once per CHECKPOINT_GAP in this process, in the commit that finds it due.
+fn checkpoint_now_and_then(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    if pages < WAL_CHECKPOINT_PAGES {
+        return Ok(());
+    }
+    {
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < CHECKPOINT_GAP) {
+            return Ok(());
+        }
+        *last = Some(now);
+    }
+    // Busy (another checkpoint is running) is no failure of the commit that got here.
+    match wal.checkpoint_v2(rusqlite::hooks::CheckpointMode::PASSIVE) {
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// WAL is a property of the file: once one connection switched it, later opens find it set.
@@ -141,5 +167,28 @@ impl<S: Send + 'static> ConnThread<S> {
         });
         self.calls.send(call).map_err(|_| CallFailed)?;
         result.await.map_err(|_| CallFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_is_checkpointed_and_starts_over_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = open_wal(&path, "CREATE TABLE IF NOT EXISTS t (b BLOB);").unwrap();
+        let page = vec![7u8; 3000];
+        let commits = 4 * WAL_CHECKPOINT_PAGES as usize;
+        let start = std::time::Instant::now();
+        for _ in 0..commits {
+            conn.execute("INSERT INTO t (b) VALUES (?)", [&page]).unwrap();
+            conn.execute("DELETE FROM t", []).unwrap();
+        }
+        assert!(start.elapsed() > CHECKPOINT_GAP, "too fast to tell");
+        let wal = std::fs::metadata(path.with_extension("db-wal")).unwrap().len();
+        // Uncheckpointed, the WAL would hold a frame or more per commit.
+        assert!(wal < (commits as u64) * 4096 / 2, "WAL of {wal} bytes after {commits} commits");
     }
 }
