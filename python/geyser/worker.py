@@ -190,6 +190,15 @@ class Runner:
 
     def run(self) -> int:
         """Reserve and run jobs until stopped (or, with burst, until the queues are empty)."""
+        try:
+            return self._loop()
+        finally:
+            try:
+                self.worker.close()
+            except _core.GeyserError as e:
+                log.warning("could not settle the last job's queue entry (whoever reserves it next will): %s", e)
+
+    def _loop(self) -> int:
         done = 0
         while not self.stopping:
             try:

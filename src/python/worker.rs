@@ -50,6 +50,11 @@ impl PyWorker {
         attempt.map(|a| PyAttempt::new(a, worker.runtime().clone())).transpose()
     }
 
+    /// Settle what the last job left to do on the queue; call before the worker stops.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        drive(py, self.inner.runtime(), self.inner.close()).map_err(worker_err)
+    }
+
     /// True when no job in the watched queues is ready or delayed (for `--burst`).
     fn queues_idle(&self, py: Python<'_>, client: &PyClient) -> PyResult<bool> {
         let tubes = self.inner.tubes().to_vec();

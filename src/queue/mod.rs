@@ -144,6 +144,17 @@ pub trait Consumer: Send {
     async fn bury(&mut self, id: QueueJobId, priority: u32) -> QueueResult<()>;
     /// Remove the job for good.
     async fn delete(&mut self, id: QueueJobId) -> QueueResult<()>;
+    /// `delete`, then `reserve`: a worker's step from one job to the next, in one round
+    /// trip where the backend can (beanstalkd pipelines the two commands). The delete's
+    /// outcome comes back beside the reservation's.
+    async fn delete_then_reserve(
+        &mut self,
+        id: QueueJobId,
+        timeout: Duration,
+    ) -> (QueueResult<()>, QueueResult<Option<Reserved>>) {
+        let deleted = self.delete(id).await;
+        (deleted, self.reserve(timeout).await)
+    }
 }
 
 /// A queue backend: puts, administration, and consumers.

@@ -65,8 +65,16 @@ pub struct Worker {
     consumer: SharedConsumer,
     runtime: Arc<Runtime>,
     heartbeat: Arc<Heartbeat>,
+    finished: FinishedEntry,
     config: WorkerConfig,
 }
+
+/// The queue entry of the job that succeeded last, still to delete. Its document is
+/// final already; the delete goes out with the next reserve, in the same round trip
+/// (`Consumer::delete_then_reserve`), or at `Worker::close`. Should the process die
+/// first, the entry comes back and is deleted by whoever reserves it (the document
+/// says the job is done).
+type FinishedEntry = Arc<std::sync::Mutex<Option<(QueueJobId, String)>>>;
 
 /// A job this worker holds: its document as started, and the machinery that keeps it alive.
 pub struct Attempt {
@@ -75,6 +83,7 @@ pub struct Attempt {
     consumer: SharedConsumer,
     writer: Arc<FencedWriter>,
     heartbeat: Arc<Heartbeat>,
+    finished: FinishedEntry,
 }
 
 impl Worker {
@@ -90,7 +99,7 @@ impl Worker {
             let _on = heartbeat_on.enter();
             Arc::new(Heartbeat::start(reservations, config.hard_stop_after))
         };
-        Ok(Self { geyser, consumer, runtime, heartbeat, config })
+        Ok(Self { geyser, consumer, runtime, heartbeat, finished: FinishedEntry::default(), config })
     }
 
     /// Drive `fut` (a call of this worker or its attempts) to completion on this thread.
@@ -103,6 +112,18 @@ impl Worker {
         &self.runtime
     }
 
+    /// Delete the entry of the job that succeeded last, if that is still to do. For a
+    /// worker about to stop reserving.
+    pub async fn close(&self) -> WorkerResult<()> {
+        if let Some((id, uuid)) = take(&self.finished) {
+            self.consumer.lock().await.delete(id).await.map_err(|e| {
+                log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
+                e
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn tubes(&self) -> &[String] {
         &self.config.tubes
     }
@@ -110,9 +131,23 @@ impl Worker {
     /// Reserve until a job can start or `timeout` passes.
     pub async fn next(&self, timeout: Duration) -> WorkerResult<Option<Attempt>> {
         let deadline = Instant::now() + timeout;
+        let mut finished = take(&self.finished);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(reserved) = self.consumer.lock().await.reserve(left).await? else {
+            let reserved = {
+                let mut consumer = self.consumer.lock().await;
+                match finished.take() {
+                    Some((id, uuid)) => {
+                        let (deleted, reserved) = consumer.delete_then_reserve(id, left).await;
+                        if let Err(e) = deleted {
+                            log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
+                        }
+                        reserved?
+                    }
+                    None => consumer.reserve(left).await?,
+                }
+            };
+            let Some(reserved) = reserved else {
                 return Ok(None);
             };
             if let Some(attempt) = self.start(reserved).await? {
@@ -195,7 +230,14 @@ impl Worker {
     fn attempt(&self, doc: JobDocument, queue_id: QueueJobId) -> Attempt {
         let writer = Arc::new(FencedWriter::new(self.geyser.store.clone(), &doc));
         self.heartbeat.watch(queue_id, writer.clone(), &doc, self.config.progress_interval);
-        Attempt { doc, queue_id, consumer: self.consumer.clone(), writer, heartbeat: self.heartbeat.clone() }
+        Attempt {
+            doc,
+            queue_id,
+            consumer: self.consumer.clone(),
+            writer,
+            heartbeat: self.heartbeat.clone(),
+            finished: self.finished.clone(),
+        }
     }
 
     /// Save a document that will not run now, then settle its queue entry.
@@ -271,7 +313,7 @@ impl Attempt {
 
     /// Write the final state of this attempt (unless it was lost), then settle the queue entry.
     pub async fn finish(self, job: JobDocument, outcome: Outcome) -> WorkerResult<JobDocument> {
-        let Attempt { mut doc, queue_id, consumer, writer, heartbeat } = self;
+        let Attempt { mut doc, queue_id, consumer, writer, heartbeat, finished } = self;
         heartbeat.forget(&writer).await;
         doc.take_progress_from(job);
         let action = outcome::apply(&mut doc, outcome, rand::random())?;
@@ -287,7 +329,21 @@ impl Attempt {
                 return Err(e.into());
             }
         };
-        settle_or_log(&consumer, &saved, queue_id, action).await;
+        if action == QueueAction::Delete {
+            let earlier = finished.lock().map(|mut f| f.replace((queue_id, saved.uuid.clone()))).ok().flatten();
+            if let Some((id, uuid)) = earlier {
+                // Not reached through `Worker::next` (which takes it): delete it now.
+                if let Err(e) = consumer.lock().await.delete(id).await {
+                    log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
+                }
+            }
+        } else {
+            settle_or_log(&consumer, &saved, queue_id, action).await;
+        }
         Ok(saved)
     }
+}
+
+fn take(finished: &FinishedEntry) -> Option<(QueueJobId, String)> {
+    finished.lock().ok().and_then(|mut f| f.take())
 }

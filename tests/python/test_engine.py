@@ -130,6 +130,9 @@ def test_sigterm_lets_a_running_job_finish(backend: dict[str, str], workers) -> 
     assert w.stop() == 0
     j = job(uuid)
     assert (j.status, j.attempts, j.runs) == ("succeeded", 1, 1)
+    # The worker stopped right after the job: its queue entry was deleted on the way out.
+    stats = client().stats_tube("engine_long")
+    assert stats["ready"] == stats["reserved"] == 0, stats
 
 
 def test_sigterm_past_the_grace_period_hands_the_job_back(backend: dict[str, str], workers) -> None:

@@ -21,7 +21,8 @@ macro_rules! queue_contract_tests {
                 release_with_delay, bury_and_kick, kick_moves_delayed_when_none_buried, kick_job,
                 stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
-                queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state);
+                queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state,
+                delete_then_reserve_moves_on);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -364,4 +365,32 @@ pub async fn peek_reads_the_body_in_any_state(q: &dyn Queue) {
     c.delete(ready).await.expect("delete");
     assert_eq!(q.peek(ready).await.expect("peek deleted"), None);
     q.delete(delayed).await.expect("delete delayed");
+}
+
+pub async fn delete_then_reserve_moves_on(q: &dyn Queue) {
+    let t = tube("moveon");
+    let first = put(q, &t, b"first", opts(1)).await;
+    let second = put(q, &t, b"second", opts(2)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, first);
+    let (deleted, next) = c.delete_then_reserve(first, SECOND).await;
+    deleted.expect("delete the first");
+    assert_eq!(next.expect("reserve").map(|r| (r.id, r.body)), Some((second, b"second".to_vec())));
+    assert_eq!(state(q, first).await, None);
+    assert_eq!(state(q, second).await, Some(JobState::Reserved));
+
+    // Nothing left: the delete still happens, and the reserve waits out its time.
+    let start = Instant::now();
+    let (deleted, next) = c.delete_then_reserve(second, SECOND).await;
+    deleted.expect("delete the second");
+    assert!(next.expect("reserve").is_none());
+    assert!(start.elapsed() >= EARLY, "gave up after {:?}", start.elapsed());
+    assert_eq!(state(q, second).await, None);
+
+    // A job that is not this consumer's: the delete fails, the reserve still works.
+    let third = put(q, &t, b"third", opts(1)).await;
+    let (deleted, next) = c.delete_then_reserve(second, SECOND).await;
+    assert_not_found(deleted, "delete a job already gone");
+    assert_eq!(next.expect("reserve").map(|r| r.id), Some(third));
+    c.delete(third).await.expect("delete the third");
 }

@@ -300,6 +300,32 @@ impl Connection {
         self.expect(&cmd, result?, Reply::Deleted)
     }
 
+    /// `delete` then `reserve-with-timeout`, written together and answered in one round
+    /// trip (§Framing: replies come in order): a worker's "done with this one, next please".
+    /// The outer error is the connection's; the delete's own outcome comes back beside the
+    /// reservation's (`None` on TIMED_OUT, as `reserve_with_timeout`).
+    pub async fn delete_then_reserve_with_timeout(
+        &mut self,
+        id: u64,
+        secs: u32,
+    ) -> Result<(Result<(), ClientError>, Result<Option<Job>, ClientError>), ClientError> {
+        let delete = Command::Delete(id);
+        if let Err(lost) = self.check_not_lost(&delete, id) {
+            return Ok((Err(lost), self.reserve_with_timeout(secs).await));
+        }
+        let reserve = Command::ReserveWithTimeout(secs);
+        let mut answers = self.pipeline(&[delete.clone(), reserve.clone()]).await?.into_iter();
+        let deleted = self.answer(&delete, answers.next());
+        self.end_reservation(id, &deleted);
+        let deleted = deleted.and_then(|reply| self.expect(&delete, reply, Reply::Deleted));
+        let job = match self.answer(&reserve, answers.next()) {
+            Ok(reply) => self.reserved_job(&reserve, reply).map(Some),
+            Err(e) if e.server_error() == Some(&ServerError::TimedOut) => Ok(None),
+            Err(e) => Err(e),
+        };
+        Ok((deleted, job))
+    }
+
     /// `release`; BURIED (out of memory) comes back as an error.
     pub async fn release(&mut self, id: u64, pri: u32, delay: u32) -> Result<(), ClientError> {
         let cmd = Command::Release { id, pri, delay };
@@ -506,7 +532,12 @@ impl Connection {
     /// One command, one reply. Error replies become `ClientError::Reply`.
     async fn request(&mut self, cmd: &Command<'_>) -> Result<Reply, ClientError> {
         let answers = self.pipeline(std::slice::from_ref(cmd)).await?;
-        match answers.into_iter().next() {
+        self.answer(cmd, answers.into_iter().next())
+    }
+
+    /// One command's reply out of a pipeline: error replies become `ClientError::Reply`.
+    fn answer(&self, cmd: &Command<'_>, answer: Option<Answer>) -> Result<Reply, ClientError> {
+        match answer {
             Some(Ok(reply)) => Ok(reply),
             Some(Err(error)) => Err(ClientError::Reply { addr: self.addr.clone(), command: cmd.name(), error }),
             None => {

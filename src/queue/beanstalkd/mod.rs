@@ -548,6 +548,39 @@ impl Consumer for BeanstalkdConsumer {
         let result = self.conn(id)?.delete(id.id).await;
         result.map_err(|e| queue_error(e, Some(id)))
     }
+
+    /// Pipelined when the job's server is the one to look at first (always, with one
+    /// server); otherwise, and when that server has nothing ready, as two steps.
+    async fn delete_then_reserve(
+        &mut self,
+        id: QueueJobId,
+        timeout: Duration,
+    ) -> (QueueResult<()>, QueueResult<Option<Reserved>>) {
+        let shard = usize::from(id.shard);
+        if shard != self.cursor || shard >= self.conns.len() {
+            let deleted = self.delete(id).await;
+            return (deleted, self.reserve(timeout).await);
+        }
+        let (deleted, job) = match self.conns[shard].delete_then_reserve_with_timeout(id.id, 0).await {
+            Ok(both) => both,
+            Err(e) => {
+                let deleted = Err(queue_error(e, Some(id)));
+                return (deleted, self.reserve(timeout).await);
+            }
+        };
+        let deleted = deleted.map_err(|e| queue_error(e, Some(id)));
+        match job {
+            Ok(Some(job)) => {
+                self.cursor = (shard + 1) % self.conns.len();
+                (deleted, self.reserved(shard, job).await.map(Some))
+            }
+            Ok(None) => (deleted, self.reserve(timeout).await),
+            Err(e) if e.server_error() == Some(&ServerError::DeadlineSoon) || e.is_connection() => {
+                (deleted, self.reserve(timeout).await)
+            }
+            Err(e) => (deleted, Err(queue_error(e, None))),
+        }
+    }
 }
 
 #[cfg(test)]
