@@ -10,7 +10,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-/// How long a writer waits for another process's write transaction before giving up.
+/// How long a writer waits for another process's write transaction before giving up
+/// (see `wait_for_writer`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Statements a connection keeps prepared; more than the queue and store use.
 const STATEMENT_CACHE: usize = 64;
@@ -46,7 +47,7 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     }
     let step = |step| move |source| OpenError::Sqlite { step, source };
     let conn = Connection::open(path).map_err(step("open"))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(step("set busy_timeout"))?;
+    conn.busy_handler(Some(wait_for_writer)).map_err(step("set busy handler"))?;
     switch_to_wal(&conn).map_err(step("switch to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(step("set synchronous"))?;
     conn.wal_hook(Some(checkpoint_now_and_then));
@@ -79,6 +80,43 @@ fn checkpoint_now_and_then(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(()),
         other => other.map(|_| ()),
     }
+}
+
+/// How a connection waits for another process's write transaction. SQLite's own busy
+/// timeout sleeps 1 ms, then longer, each time it finds the write lock taken; a write
+/// transaction here holds it for tens of µs, so processes sharing a file would mostly
+/// sleep. This yields the CPU a few times first (the holder may be waiting for it), then
+/// sleeps in short steps, then in longer ones, up to BUSY_TIMEOUT in all.
+fn wait_for_writer(tries: i32) -> bool {
+    match pause_before_try(u32::try_from(tries).unwrap_or(0)) {
+        Some(Pause::Yield) => std::thread::yield_now(),
+        Some(Pause::Sleep(d)) => std::thread::sleep(d),
+        None => return false,
+    }
+    true
+}
+
+#[derive(Debug, PartialEq)]
+enum Pause {
+    Yield,
+    Sleep(Duration),
+}
+
+/// What to do before try number `tries + 1` at the write lock; None: give up.
+fn pause_before_try(tries: u32) -> Option<Pause> {
+    const YIELDS: u32 = 20;
+    const SHORT: Duration = Duration::from_micros(50);
+    const SHORT_SLEEPS: u32 = 100;
+    const LONG: Duration = Duration::from_millis(2);
+    if tries < YIELDS {
+        return Some(Pause::Yield);
+    }
+    let slept = tries - YIELDS;
+    let waited = SHORT * slept.min(SHORT_SLEEPS) + LONG * slept.saturating_sub(SHORT_SLEEPS);
+    if waited >= BUSY_TIMEOUT {
+        return None;
+    }
+    Some(Pause::Sleep(if slept < SHORT_SLEEPS { SHORT } else { LONG }))
 }
 
 /// WAL is a property of the file: once one connection switched it, later opens find it set.
@@ -173,6 +211,22 @@ impl<S: Send + 'static> ConnThread<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_yields_then_sleeps_short_then_long_and_gives_up_after_the_busy_timeout() {
+        assert_eq!(pause_before_try(0), Some(Pause::Yield));
+        assert_eq!(pause_before_try(20), Some(Pause::Sleep(Duration::from_micros(50))));
+        assert_eq!(pause_before_try(200), Some(Pause::Sleep(Duration::from_millis(2))));
+        let mut slept = Duration::ZERO;
+        let mut tries = 0;
+        while let Some(pause) = pause_before_try(tries) {
+            if let Pause::Sleep(d) = pause {
+                slept += d;
+            }
+            tries += 1;
+        }
+        assert!(slept >= BUSY_TIMEOUT && slept <= BUSY_TIMEOUT + Duration::from_millis(2), "{slept:?}");
+    }
 
     #[test]
     fn the_wal_is_checkpointed_and_starts_over_instead_of_growing() {
