@@ -1,6 +1,8 @@
 //! The store contract: job documents by uuid, written with compare-and-swap on
 //! their `version`. One file per backend; none of them knows about queues.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::{JobDocument, Status};
@@ -55,6 +57,9 @@ impl Default for Page {
     }
 }
 
+/// For `Store::read_then_write`: the document to write given the stored one, or None.
+pub type NextDocument = Arc<dyn Fn(&JobDocument) -> Option<JobDocument> + Send + Sync>;
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Save a new document at version 1 (its `version` field is set by the store).
@@ -69,4 +74,29 @@ pub trait Store: Send + Sync {
     /// Forget finished documents (succeeded, failed, cancelled) whose `expiresAt` has passed;
     /// a job still queued or running is never forgotten under it. Returns how many.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64>;
+
+    /// Read a document and write its successor with no other write in between: `next` gets
+    /// the stored document and returns the one to write (the store sets its version), or
+    /// None to write nothing. Returns the stored document (None: there is none) and what
+    /// was written. This default reads, then compares-and-swaps, asking `next` again after
+    /// a conflict; a backend with transactions does it in one.
+    async fn read_then_write(
+        &self,
+        uuid: &str,
+        next: NextDocument,
+    ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
+        loop {
+            let Some(stored) = self.get(uuid).await? else {
+                return Ok((None, None));
+            };
+            let Some(new) = next(&stored) else {
+                return Ok((Some(stored), None));
+            };
+            match self.update(&JobDocument { version: stored.version, ..new }).await {
+                Ok(written) => return Ok((Some(stored), Some(written))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }

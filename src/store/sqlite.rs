@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
-use super::{ListFilter, Page, Store, StoreError, StoreResult};
+use super::{ListFilter, NextDocument, Page, Store, StoreError, StoreResult};
 use crate::model::JobDocument;
 use crate::sqlite_conn::{open_wal, ConnThread};
 
@@ -179,6 +179,33 @@ impl Store for SqliteStore {
         self.with_conn("get", move |conn, path| {
             let json = select(conn, &uuid).map_err(sql_err(path, "get"))?;
             json.map(|j| parse(&uuid, &j)).transpose()
+        })
+        .await
+    }
+
+    /// One write transaction: no other process can write between the read and the write.
+    async fn read_then_write(
+        &self,
+        uuid: &str,
+        next: NextDocument,
+    ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
+        let uuid = uuid.to_owned();
+        self.with_conn("read then write", move |conn, path| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+                .map_err(sql_err(path, "read then write: begin"))?;
+            let Some(json) = select(&tx, &uuid).map_err(sql_err(path, "read then write: read"))? else {
+                return Ok((None, None));
+            };
+            let stored = parse(&uuid, &json)?;
+            let Some(new) = next(&stored) else {
+                return Ok((Some(stored), None));
+            };
+            let new = JobDocument { version: stored.version.saturating_add(1), ..new };
+            if !compare_and_swap(&tx, &new, stored.version).map_err(sql_err(path, "read then write: write"))? {
+                return Err(StoreError::Conflict { uuid, expected: stored.version });
+            }
+            tx.commit().map_err(sql_err(path, "read then write: commit"))?;
+            Ok((Some(stored), Some(new)))
         })
         .await
     }

@@ -29,7 +29,7 @@ use reservations::{Reservations, SharedConsumer};
 use crate::client::Geyser;
 use crate::model::{JobDocument, Status, TransitionError};
 use crate::queue::{Consumer, QueueError, QueueJobId, Reserved};
-use crate::store::StoreError;
+use crate::store::{NextDocument, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -160,6 +160,7 @@ impl Worker {
     }
 
     /// Turn a reservation into an attempt, or settle an entry that must not run (None).
+    /// The document is read and the attempt started in one store step (`read_then_write`).
     async fn start(&self, reserved: Reserved) -> WorkerResult<Option<Attempt>> {
         let id = reserved.id;
         let Ok(uuid) = String::from_utf8(reserved.body) else {
@@ -167,65 +168,54 @@ impl Worker {
             self.bury(id).await;
             return Ok(None);
         };
-        loop {
-            let doc = match self.geyser.store.get(&uuid).await {
-                Ok(Some(doc)) => doc,
-                Ok(None) => {
-                    log::error!("job {uuid} (queue job {id}): no document in the store; buried");
-                    self.bury(id).await;
-                    return Ok(None);
-                }
-                Err(e @ StoreError::Corrupt { .. }) => {
-                    log::error!("{e}; queue job {id} buried");
-                    self.bury(id).await;
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.release_soon(id).await;
-                    return Err(e.into());
-                }
-            };
-            let Some(mut doc) = self.triage(doc, id).await? else {
-                return Ok(None);
-            };
-            // 128 random bits from the thread's generator: no system call per job, unlike Uuid::new_v4.
-            let fence = format!("{}:{:032x}", doc.attempts + 1, rand::random::<u128>());
-            doc.queue_job_id = Some(id.to_string());
-            doc.start_attempt(&self.config.name, &fence)?;
-            match self.geyser.store.update(&doc).await {
-                Ok(started) => return Ok(Some(self.attempt(started, id))),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => {
-                    self.release_soon(id).await;
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-
-    /// Decide whether a reserved document may start: finished, stale and exhausted
-    /// entries are settled here. Returns the document to start, or None.
-    async fn triage(&self, mut doc: JobDocument, id: QueueJobId) -> WorkerResult<Option<JobDocument>> {
-        let uuid = doc.uuid.clone();
-        if doc.status.is_terminal() {
-            log::info!("job {uuid} is already {}; queue job {id} deleted", doc.status);
-            self.delete(id).await;
-            return Ok(None);
-        }
-        if doc.queue_job_id.as_deref().is_some_and(|q| q != id.to_string()) {
-            log::warn!("job {uuid} belongs to queue job {:?}; duplicate entry {id} deleted", doc.queue_job_id);
-            self.delete(id).await;
-            return Ok(None);
-        }
-        if doc.status == Status::Running {
-            // The previous attempt's worker died or lost its reservation: that attempt failed.
-            let lost = Outcome::worker_lost(doc.attempts, "its worker stopped");
-            if outcome::apply(&mut doc, lost, rand::random())? == QueueAction::Bury {
-                self.finish_doc(doc, id, QueueAction::Bury).await?;
+        let plan =
+            Arc::new(Triage { id, worker: self.config.name.clone(), token: rand::random(), jitter: rand::random() });
+        let next: NextDocument = {
+            let plan = plan.clone();
+            Arc::new(move |stored: &JobDocument| match plan.decide(stored) {
+                Ok(Decision::Start(doc) | Decision::GiveUp(doc)) => Some(doc),
+                _ => None,
+            })
+        };
+        let (stored, written) = match self.geyser.store.read_then_write(&uuid, next).await {
+            Ok(both) => both,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                log::error!("{e}; queue job {id} buried");
+                self.bury(id).await;
                 return Ok(None);
             }
+            Err(e) => {
+                self.release_soon(id).await;
+                return Err(e.into());
+            }
+        };
+        let Some(stored) = stored else {
+            log::error!("job {uuid} (queue job {id}): no document in the store; buried");
+            self.bury(id).await;
+            return Ok(None);
+        };
+        match (plan.decide(&stored)?, written) {
+            (Decision::Start(_), Some(started)) => Ok(Some(self.attempt(started, id))),
+            (Decision::GiveUp(_), Some(failed)) => {
+                settle_or_log(&self.consumer, &failed, id, QueueAction::Bury).await;
+                Ok(None)
+            }
+            (Decision::Finished, _) => {
+                log::info!("job {uuid} is already {}; queue job {id} deleted", stored.status);
+                self.delete(id).await;
+                Ok(None)
+            }
+            (Decision::Duplicate, _) => {
+                log::warn!("job {uuid} belongs to queue job {:?}; duplicate entry {id} deleted", stored.queue_job_id);
+                self.delete(id).await;
+                Ok(None)
+            }
+            (Decision::Start(_) | Decision::GiveUp(_), None) => {
+                // `decide` gave a document inside the store step and none now: cannot be.
+                self.release_soon(id).await;
+                Ok(None)
+            }
         }
-        Ok(Some(doc))
     }
 
     fn attempt(&self, doc: JobDocument, queue_id: QueueJobId) -> Attempt {
@@ -239,16 +229,6 @@ impl Worker {
             heartbeat: self.heartbeat.clone(),
             finished: self.finished.clone(),
         }
-    }
-
-    /// Save a document that will not run now, then settle its queue entry.
-    async fn finish_doc(&self, doc: JobDocument, id: QueueJobId, action: QueueAction) -> WorkerResult<()> {
-        match self.geyser.store.update(&doc).await {
-            Ok(saved) => settle_or_log(&self.consumer, &saved, id, action).await,
-            Err(StoreError::Conflict { .. }) => self.release_soon(id).await,
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
     }
 
     async fn bury(&self, id: QueueJobId) {
@@ -267,6 +247,53 @@ impl Worker {
         if let Err(e) = self.consumer.lock().await.release(id, 0, Duration::from_secs(1)).await {
             log::warn!("could not release queue job {id}: {e}");
         }
+    }
+}
+
+/// What a reserved entry's document says to do; the same answer inside the store step
+/// that writes it and after it (every random choice is drawn up front).
+struct Triage {
+    id: QueueJobId,
+    worker: String,
+    /// The random half of the new attempt's fence.
+    token: u128,
+    /// The retry delay's jitter, should a lost attempt be recorded.
+    jitter: f64,
+}
+
+enum Decision {
+    /// Start this attempt (the document with it started).
+    Start(JobDocument),
+    /// The previous attempt's worker died and no retries are left: the job failed
+    /// (this document); bury the entry.
+    GiveUp(JobDocument),
+    /// The job is finished already: delete the entry.
+    Finished,
+    /// The document belongs to another queue entry: delete this stale one.
+    Duplicate,
+}
+
+impl Triage {
+    fn decide(&self, stored: &JobDocument) -> Result<Decision, TransitionError> {
+        if stored.status.is_terminal() {
+            return Ok(Decision::Finished);
+        }
+        let id = self.id.to_string();
+        if stored.queue_job_id.as_deref().is_some_and(|q| q != id) {
+            return Ok(Decision::Duplicate);
+        }
+        let mut doc = stored.clone();
+        if doc.status == Status::Running {
+            // The previous attempt's worker died or lost its reservation: that attempt failed.
+            let lost = Outcome::worker_lost(doc.attempts, "its worker stopped");
+            if outcome::apply(&mut doc, lost, self.jitter)? == QueueAction::Bury {
+                return Ok(Decision::GiveUp(doc));
+            }
+        }
+        let fence = format!("{}:{:032x}", doc.attempts + 1, self.token);
+        doc.queue_job_id = Some(id);
+        doc.start_attempt(&self.worker, &fence)?;
+        Ok(Decision::Start(doc))
     }
 }
 

@@ -38,6 +38,14 @@ class LongJob(geyser.BaseJob):
         return time.time(), False
 
 
+class LongOnceJob(LongJob):
+    """`LongJob` with no retries: an attempt lost with its worker fails the job."""
+
+    JOB_TYPE = "engine_long_once"
+    QUEUE_NAME = "engine_long_once"
+    MAX_RETRIES = 0
+
+
 class WaitCancelJob(geyser.BaseJob):
     """Waits until it sees `self.cancelled`, then reports progress (which raises JobCancelled)."""
 

@@ -163,6 +163,21 @@ def test_kill_9_of_every_worker_then_a_new_worker_finishes_the_job(backend: dict
     assert second.stop() == 0
 
 
+def test_a_lost_attempt_with_no_retries_left_fails_the_job_and_buries_its_entry(backend: dict[str, str],
+                                                                                 workers) -> None:
+    uuid = enqueue("engine_long_once", ttr=2, seconds=30)
+    first = workers("-c", "1")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    first.kill_all()
+    second = workers("-c", "1")
+    wait_for("the job to fail", status_is(uuid, "failed"), timeout=30)
+    j = job(uuid)
+    assert (j.attempts, j.runs, j.failures) == (1, 1, 1)
+    assert j.errors[0]["errorCode"] == "worker-lost"
+    wait_for("the entry to be buried", lambda: client().stats_tube("engine_long_once")["buried"] == 1)
+    assert second.stop() == 0
+
+
 def test_cancel_of_a_running_job_is_seen_and_raised_at_its_next_progress_call(backend: dict[str, str], workers) -> None:
     uuid = enqueue("engine_wait_cancel")
     w = workers("-c", "1")

@@ -5,6 +5,8 @@
 //! Unreadable documents need raw writes, so each backend tests `Corrupt` in its own file.
 
 use geyser::model::{JobDocument, Status};
+use std::sync::Arc;
+
 use geyser::store::{ListFilter, Page, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per contract test in a `store_contract` module.
@@ -17,7 +19,7 @@ macro_rules! store_contract_tests {
             $crate::store_contract_tests!(@each $make;
                 create_then_get, create_twice_is_already_exists, update_bumps_version,
                 stale_update_conflicts, update_of_missing_is_not_found, delete, list_filters,
-                list_pages_by_uuid, purge_expired);
+                list_pages_by_uuid, purge_expired, read_then_write);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -166,4 +168,24 @@ pub async fn purge_expired(s: &dyn Store) {
     for kept in [&still_queued, &later, &forever] {
         assert!(s.get(&kept.uuid).await.expect("get").is_some(), "{} {}", kept.uuid, kept.status);
     }
+}
+
+pub async fn read_then_write(s: &dyn Store) {
+    let created = s.create(&document(&job_type("rtw"))).await.expect("create");
+    let next: geyser::store::NextDocument = Arc::new(|stored: &JobDocument| {
+        (stored.attempts < 1).then(|| JobDocument { attempts: stored.attempts + 1, ..stored.clone() })
+    });
+    let (stored, written) = s.read_then_write(&created.uuid, next.clone()).await.expect("first");
+    assert_eq!(stored.map(|d| (d.version, d.attempts)), Some((1, 0)));
+    let written = written.expect("a write");
+    assert_eq!((written.version, written.attempts), (2, 1));
+    assert_eq!(s.get(&created.uuid).await.unwrap().map(|d| (d.version, d.attempts)), Some((2, 1)));
+
+    // `next` declines: nothing is written.
+    let (stored, written) = s.read_then_write(&created.uuid, next.clone()).await.expect("second");
+    assert_eq!((stored.map(|d| d.version), written), (Some(2), None));
+    assert_eq!(s.get(&created.uuid).await.unwrap().map(|d| d.version), Some(2));
+
+    let (stored, written) = s.read_then_write("no-such-uuid", next).await.expect("missing");
+    assert!(stored.is_none() && written.is_none());
 }
