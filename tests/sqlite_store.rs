@@ -93,3 +93,31 @@ async fn concurrent_updates_let_exactly_one_writer_win() {
     }
     assert_eq!(wins, 1);
 }
+
+#[tokio::test]
+async fn read_then_write_starts_over_when_another_process_wrote_in_between() {
+    let (store, dir) = sqlite_store().await;
+    let doc = store.create(&document(&job_type("rtw_race"))).await.expect("create");
+    let path = dir.path().join("store.db");
+    let (uuid, seen) = (doc.uuid.clone(), std::sync::Arc::new(std::sync::Mutex::new(Vec::new())));
+    let next: geyser::store::NextDocument = {
+        let seen = seen.clone();
+        std::sync::Arc::new(move |stored: &geyser::model::JobDocument| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(stored.attempts);
+            if seen.len() == 1 {
+                // Another connection (as another process would) commits after this read.
+                let other = rusqlite::Connection::open(&path).expect("other connection");
+                let json =
+                    serde_json::to_string(&geyser::model::JobDocument { attempts: 5, ..stored.clone() }).unwrap();
+                let n = other.execute("UPDATE geyser_documents SET doc = ? WHERE uuid = ?", [&json, &uuid]).unwrap();
+                assert_eq!(n, 1);
+            }
+            Some(geyser::model::JobDocument { attempts: stored.attempts + 1, ..stored.clone() })
+        })
+    };
+    let (_, written) = store.read_then_write(&doc.uuid, next).await.expect("read then write");
+    assert_eq!(*seen.lock().unwrap(), vec![0, 5], "asked again with the other write seen");
+    assert_eq!(written.map(|d| d.attempts), Some(6));
+    assert_eq!(store.get(&doc.uuid).await.unwrap().map(|d| d.attempts), Some(6));
+}

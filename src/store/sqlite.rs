@@ -59,6 +59,11 @@ pub(crate) fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<b
     }
 }
 
+/// The write lock was taken, or the read is older than another process's commit.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+}
+
 /// The stored JSON of one document, as bytes.
 fn select(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<Vec<u8>>> {
     conn.prepare_cached("SELECT CAST(doc AS BLOB) FROM geyser_documents WHERE uuid = ?")?
@@ -183,7 +188,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    /// One write transaction: no other process can write between the read and the write.
+    /// One transaction: no other process can write between the read and the write. It
+    /// starts as a read, so the write lock is held only for the write; should another
+    /// process have written in between (SQLite refuses the upgrade), it starts over,
+    /// holding the lock from the start.
     async fn read_then_write(
         &self,
         uuid: &str,
@@ -191,21 +199,29 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
         let uuid = uuid.to_owned();
         self.with_conn("read then write", move |conn, path| {
-            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-                .map_err(sql_err(path, "read then write: begin"))?;
-            let Some(json) = select(&tx, &uuid).map_err(sql_err(path, "read then write: read"))? else {
-                return Ok((None, None));
-            };
-            let stored = parse(&uuid, &json)?;
-            let Some(new) = next(&stored) else {
-                return Ok((Some(stored), None));
-            };
-            let new = JobDocument { version: stored.version.saturating_add(1), ..new };
-            if !compare_and_swap(&tx, &new, stored.version).map_err(sql_err(path, "read then write: write"))? {
-                return Err(StoreError::Conflict { uuid, expected: stored.version });
+            let mut behavior = TransactionBehavior::Deferred;
+            loop {
+                let tx = Transaction::new_unchecked(conn, behavior).map_err(sql_err(path, "read then write: begin"))?;
+                let Some(json) = select(&tx, &uuid).map_err(sql_err(path, "read then write: read"))? else {
+                    return Ok((None, None));
+                };
+                let stored = parse(&uuid, &json)?;
+                let Some(new) = next(&stored) else {
+                    return Ok((Some(stored), None));
+                };
+                let new = JobDocument { version: stored.version.saturating_add(1), ..new };
+                match compare_and_swap(&tx, &new, stored.version) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(StoreError::Conflict { uuid, expected: stored.version }),
+                    Err(e) if is_busy(&e) && matches!(behavior, TransactionBehavior::Deferred) => {
+                        behavior = TransactionBehavior::Immediate;
+                        continue; // dropping `tx` rolls the read back
+                    }
+                    Err(e) => return Err(sql_err(path, "read then write: write")(e)),
+                }
+                tx.commit().map_err(sql_err(path, "read then write: commit"))?;
+                return Ok((Some(stored), Some(new)));
             }
-            tx.commit().map_err(sql_err(path, "read then write: commit"))?;
-            Ok((Some(stored), Some(new)))
         })
         .await
     }
