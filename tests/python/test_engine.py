@@ -149,12 +149,17 @@ def test_sigterm_past_the_grace_period_hands_the_job_back(backend: dict[str, str
     assert (j.status, j.runs, j.attempts, j.failures) == ("succeeded", 2, 1, 0)
 
 
-def test_kill_9_of_every_worker_then_a_new_worker_finishes_the_job(backend: dict[str, str], workers) -> None:
-    uuid = enqueue("engine_long", ttr=2, seconds=30)
-    first = workers("-c", "2")
+def kill_9_mid_job(workers: Callable[..., Workers], uuid: str, processes: int) -> Workers:
+    """Start `processes` workers, kill -9 all of them once the job runs; returns a new worker."""
+    first = workers("-c", str(processes))
     wait_for("the job to run", lambda: job(uuid).runs == 1)
     first.kill_all()
-    second = workers("-c", "1")
+    return workers("-c", "1")
+
+
+def test_kill_9_of_every_worker_then_a_new_worker_finishes_the_job(backend: dict[str, str], workers) -> None:
+    uuid = enqueue("engine_long", ttr=2, seconds=30)
+    second = kill_9_mid_job(workers, uuid, processes=2)
     wait_for("the job to succeed", status_is(uuid, "succeeded"), timeout=30)
     j = job(uuid)
     assert (j.attempts, j.runs, j.failures) == (2, 2, 1)
@@ -166,10 +171,7 @@ def test_kill_9_of_every_worker_then_a_new_worker_finishes_the_job(backend: dict
 def test_a_lost_attempt_with_no_retries_left_fails_the_job_and_buries_its_entry(backend: dict[str, str],
                                                                                  workers) -> None:
     uuid = enqueue("engine_long_once", ttr=2, seconds=30)
-    first = workers("-c", "1")
-    wait_for("the job to run", lambda: job(uuid).runs == 1)
-    first.kill_all()
-    second = workers("-c", "1")
+    second = kill_9_mid_job(workers, uuid, processes=1)
     wait_for("the job to fail", status_is(uuid, "failed"), timeout=30)
     j = job(uuid)
     assert (j.attempts, j.runs, j.failures) == (1, 1, 1)
