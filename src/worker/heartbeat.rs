@@ -138,6 +138,10 @@ impl Shared {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn is_current(&self, writer: &Arc<FencedWriter>) -> bool {
+        self.current().as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer))
+    }
+
     fn forget(&self, writer: &Arc<FencedWriter>) {
         let mut current = self.current();
         if current.as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer)) {
@@ -175,13 +179,22 @@ async fn run(shared: Arc<Shared>, reservations: Reservations) {
         let (due, wake_at) = shared.take_due(Instant::now());
         if let Some(due) = due {
             let _busy = shared.busy.lock().await;
-            if let Some(started) = due.stuck {
-                return end_process_of_stuck_job(&reservations, due.id, &due.writer, started, shared.hard_stop_after)
+            // The attempt may have ended while this waited for the lock: then its work is over.
+            if shared.is_current(&due.writer) {
+                if let Some(started) = due.stuck {
+                    return end_process_of_stuck_job(
+                        &reservations,
+                        due.id,
+                        &due.writer,
+                        started,
+                        shared.hard_stop_after,
+                    )
                     .await;
-            }
-            beat(&reservations, &due).await;
-            if due.writer.is_lost() {
-                shared.forget(&due.writer);
+                }
+                beat(&reservations, &due).await;
+                if due.writer.is_lost() {
+                    shared.forget(&due.writer);
+                }
             }
         }
         tokio::select! {
