@@ -3,8 +3,8 @@
 //! Touches the queue (through one consumer) and the store; calls no Python.
 //!
 //! A worker's consumer lives on a current-thread runtime of the worker's own, which the
-//! caller drives with `Worker::block_on` (see `reservations.rs` for why); the heartbeat
-//! runs on the runtime that was current when the worker started.
+//! waiting caller drives (`Worker::runtime`; see `reservations.rs` for why); the heartbeat
+//! runs on the runtime it is given at `Worker::open`.
 
 mod fenced;
 mod heartbeat;
@@ -12,7 +12,6 @@ pub mod outcome;
 mod progress;
 mod reservations;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,12 +101,8 @@ impl Worker {
         Ok(Self { geyser, consumer, runtime, heartbeat, finished: FinishedEntry::default(), config })
     }
 
-    /// Drive `fut` (a call of this worker or its attempts) to completion on this thread.
-    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        self.runtime.block_on(fut)
-    }
-
-    /// The runtime `block_on` drives, for callers that must outlive a borrow of the worker.
+    /// The runtime that drives this worker's calls and its attempts' (`runtime.block_on`,
+    /// from the thread that waits for them).
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
