@@ -51,7 +51,7 @@ class Attempt:
         code_json: str | None = None,
         msg: str | None = None,
         traceback: str | None = None,
-    ) -> str: ...
+    ) -> None: ...
 
 class Worker:
     def __init__(

@@ -161,7 +161,6 @@ impl PyAttempt {
     }
 
     /// End the attempt: save the final document, then settle the queue entry.
-    /// Returns the saved document.
     #[pyo3(signature = (doc_json, outcome, at=None, code_json=None, msg=None, traceback=None))]
     #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python method
     fn finish(
@@ -173,7 +172,7 @@ impl PyAttempt {
         code_json: Option<&str>,
         msg: Option<String>,
         traceback: Option<String>,
-    ) -> PyResult<String> {
+    ) -> PyResult<()> {
         let doc = parse_doc(doc_json)?;
         let outcome = outcome_from(outcome, at, code_json, msg, traceback)?;
         let attempt = self
@@ -182,8 +181,8 @@ impl PyAttempt {
             .map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
-        let saved = drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
-        String::from_utf8(saved.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
+        Ok(())
     }
 }
 
