@@ -139,12 +139,12 @@ impl Shared {
     }
 
     fn is_current(&self, writer: &Arc<FencedWriter>) -> bool {
-        self.current().as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer))
+        watches(&self.current(), writer)
     }
 
     fn forget(&self, writer: &Arc<FencedWriter>) {
         let mut current = self.current();
-        if current.as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer)) {
+        if watches(&current, writer) {
             *current = None;
         }
     }
@@ -172,6 +172,11 @@ impl Shared {
         let due = Due { id: beat.id, writer: beat.writer.clone(), touch, check, progress, stuck };
         (Some(due), wake_at)
     }
+}
+
+/// Whether `current` is the attempt that `writer` writes for.
+fn watches(current: &Option<Beat>, writer: &Arc<FencedWriter>) -> bool {
+    current.as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer))
 }
 
 async fn run(shared: Arc<Shared>, reservations: Reservations) {

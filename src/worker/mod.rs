@@ -111,10 +111,7 @@ impl Worker {
     /// worker about to stop reserving.
     pub async fn close(&self) -> WorkerResult<()> {
         if let Some((id, uuid)) = take(&self.finished) {
-            self.consumer.lock().await.delete(id).await.map_err(|e| {
-                log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
-                e
-            })?;
+            self.consumer.lock().await.delete(id).await.inspect_err(|e| warn_delete_failed(&uuid, id, e))?;
         }
         Ok(())
     }
@@ -135,7 +132,7 @@ impl Worker {
                     Some((id, uuid)) => {
                         let (deleted, reserved) = consumer.delete_then_reserve(id, left).await;
                         if let Err(e) = deleted {
-                            log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
+                            warn_delete_failed(&uuid, id, &e);
                         }
                         reserved?
                     }
@@ -163,14 +160,16 @@ impl Worker {
             self.bury(id).await;
             return Ok(None);
         };
-        let plan =
-            Arc::new(Triage { id, worker: self.config.name.clone(), token: rand::random(), jitter: rand::random() });
+        let plan = Arc::new(Triage {
+            id,
+            worker: self.config.name.clone(),
+            token: rand::random(),
+            jitter: rand::random(),
+            chosen: std::sync::Mutex::new(None),
+        });
         let next: NextDocument = {
             let plan = plan.clone();
-            Arc::new(move |stored: &JobDocument| match plan.decide(stored) {
-                Ok(Decision::Start(doc) | Decision::GiveUp(doc)) => Some(doc),
-                _ => None,
-            })
+            Arc::new(move |stored: &JobDocument| plan.decide(stored))
         };
         let (stored, written) = match self.geyser.store.read_then_write(&uuid, next).await {
             Ok(both) => both,
@@ -189,24 +188,25 @@ impl Worker {
             self.bury(id).await;
             return Ok(None);
         };
-        match (plan.decide(&stored)?, written) {
-            (Decision::Start(_), Some(started)) => Ok(Some(self.attempt(started, id))),
-            (Decision::GiveUp(_), Some(failed)) => {
+        match (plan.chosen(), written) {
+            (Some(Ok(Choice::Start)), Some(started)) => Ok(Some(self.attempt(started, id))),
+            (Some(Ok(Choice::GiveUp)), Some(failed)) => {
                 settle_or_log(&self.consumer, &failed, id, QueueAction::Bury).await;
                 Ok(None)
             }
-            (Decision::Finished, _) => {
+            (Some(Ok(Choice::Finished)), _) => {
                 log::info!("job {uuid} is already {}; queue job {id} deleted", stored.status);
                 self.delete(id).await;
                 Ok(None)
             }
-            (Decision::Duplicate, _) => {
+            (Some(Ok(Choice::Duplicate)), _) => {
                 log::warn!("job {uuid} belongs to queue job {:?}; duplicate entry {id} deleted", stored.queue_job_id);
                 self.delete(id).await;
                 Ok(None)
             }
-            (Decision::Start(_) | Decision::GiveUp(_), None) => {
-                // `decide` gave a document inside the store step and none now: cannot be.
+            (Some(Err(refused)), _) => Err(refused.into()),
+            (_, _) => {
+                // A store that returned the document without asking `decide` about it.
                 self.release_soon(id).await;
                 Ok(None)
             }
@@ -245,8 +245,9 @@ impl Worker {
     }
 }
 
-/// What a reserved entry's document says to do; the same answer inside the store step
-/// that writes it and after it (every random choice is drawn up front).
+/// What a reserved entry's document says to do. It is decided inside the store step that
+/// writes the document (every random choice drawn up front), and the choice is kept for
+/// the queue action that follows.
 struct Triage {
     id: QueueJobId,
     worker: String,
@@ -254,14 +255,16 @@ struct Triage {
     token: u128,
     /// The retry delay's jitter, should a lost attempt be recorded.
     jitter: f64,
+    /// The last choice `decide` made (a store may ask again after a conflict).
+    chosen: std::sync::Mutex<Option<Result<Choice, TransitionError>>>,
 }
 
-enum Decision {
-    /// Start this attempt (the document with it started).
-    Start(JobDocument),
-    /// The previous attempt's worker died and no retries are left: the job failed
-    /// (this document); bury the entry.
-    GiveUp(JobDocument),
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    /// Start an attempt.
+    Start,
+    /// The previous attempt's worker died and no retries are left: the job failed; bury the entry.
+    GiveUp,
     /// The job is finished already: delete the entry.
     Finished,
     /// The document belongs to another queue entry: delete this stale one.
@@ -269,27 +272,48 @@ enum Decision {
 }
 
 impl Triage {
-    fn decide(&self, stored: &JobDocument) -> Result<Decision, TransitionError> {
+    /// The document to write for the stored one (None for Finished and Duplicate).
+    fn decide(&self, stored: &JobDocument) -> Option<JobDocument> {
+        let (choice, doc) = match self.choose(stored) {
+            Ok((choice, doc)) => (Ok(choice), doc),
+            Err(refused) => (Err(refused), None),
+        };
+        if let Ok(mut chosen) = self.chosen.lock() {
+            *chosen = Some(choice);
+        }
+        doc
+    }
+
+    fn chosen(&self) -> Option<Result<Choice, TransitionError>> {
+        self.chosen.lock().ok().and_then(|mut c| c.take())
+    }
+
+    fn choose(&self, stored: &JobDocument) -> Result<(Choice, Option<JobDocument>), TransitionError> {
         if stored.status.is_terminal() {
-            return Ok(Decision::Finished);
+            return Ok((Choice::Finished, None));
         }
         let id = self.id.to_string();
         if stored.queue_job_id.as_deref().is_some_and(|q| q != id) {
-            return Ok(Decision::Duplicate);
+            return Ok((Choice::Duplicate, None));
         }
         let mut doc = stored.clone();
         if doc.status == Status::Running {
             // The previous attempt's worker died or lost its reservation: that attempt failed.
             let lost = Outcome::worker_lost(doc.attempts, "its worker stopped");
             if outcome::apply(&mut doc, lost, self.jitter)? == QueueAction::Bury {
-                return Ok(Decision::GiveUp(doc));
+                return Ok((Choice::GiveUp, Some(doc)));
             }
         }
         let fence = format!("{}:{:032x}", doc.attempts + 1, self.token);
         doc.queue_job_id = Some(id);
         doc.start_attempt(&self.worker, &fence)?;
-        Ok(Decision::Start(doc))
+        Ok((Choice::Start, Some(doc)))
     }
+}
+
+/// A finished job's entry could not be deleted; whoever reserves it next will (its document is final).
+fn warn_delete_failed(uuid: &str, id: QueueJobId, e: &QueueError) {
+    log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
 }
 
 /// Carry out the queue half of an outcome, after the document half is saved.
@@ -357,7 +381,7 @@ impl Attempt {
             if let Some((id, uuid)) = earlier {
                 // Not reached through `Worker::next` (which takes it): delete it now.
                 if let Err(e) = consumer.lock().await.delete(id).await {
-                    log::warn!("job {uuid}: queue job {id}: delete failed: {e}");
+                    warn_delete_failed(&uuid, id, &e);
                 }
             }
         } else {
