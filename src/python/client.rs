@@ -6,6 +6,7 @@ use std::future::Future;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::awaitable;
 use super::errors::{client_err, config_err, json_err};
 use crate::client::{ClientResult, Geyser};
 use crate::config;
@@ -61,7 +62,7 @@ impl PyClient {
     fn enqueue_async<'py>(&self, py: Python<'py>, doc_json: &str, delay: f64) -> PyResult<Bound<'py, PyAny>> {
         let doc = parse_doc(doc_json)?;
         let geyser = self.geyser.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.enqueue(doc, delay).await) })
+        awaitable::future_into_py(py, async move { doc_result(geyser.enqueue(doc, delay).await) })
     }
 
     fn get(&self, py: Python<'_>, uuid: &str) -> PyResult<Option<String>> {
@@ -70,7 +71,7 @@ impl PyClient {
 
     fn get_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { maybe_doc_result(geyser.get(&uuid).await) })
+        awaitable::future_into_py(py, async move { maybe_doc_result(geyser.get(&uuid).await) })
     }
 
     fn save(&self, py: Python<'_>, doc_json: &str) -> PyResult<String> {
@@ -81,7 +82,7 @@ impl PyClient {
     fn save_async<'py>(&self, py: Python<'py>, doc_json: &str) -> PyResult<Bound<'py, PyAny>> {
         let doc = parse_doc(doc_json)?;
         let geyser = self.geyser.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.save(&doc).await) })
+        awaitable::future_into_py(py, async move { doc_result(geyser.save(&doc).await) })
     }
 
     fn cancel(&self, py: Python<'_>, uuid: &str) -> PyResult<String> {
@@ -90,7 +91,7 @@ impl PyClient {
 
     fn cancel_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { doc_result(geyser.cancel(&uuid).await) })
+        awaitable::future_into_py(py, async move { doc_result(geyser.cancel(&uuid).await) })
     }
 
     /// Documents by status and/or job type, ordered by uuid, `limit` after `after`.
@@ -120,7 +121,7 @@ impl PyClient {
     /// `stats_tube` as an awaitable, for event loops.
     fn stats_tube_async<'py>(&self, py: Python<'py>, tube: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable::future_into_py(py, async move {
             let s = geyser.stats_tube(&tube).await.map_err(client_err)?;
             Python::attach(|py| stats_dict(py, s).map(Bound::unbind))
         })

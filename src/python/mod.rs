@@ -1,6 +1,7 @@
 //! The PyO3 module `geyser._core`: thin bindings over the client and the worker.
 //! Everything here converts types and releases the GIL; the logic lives elsewhere.
 
+mod awaitable;
 mod client;
 mod errors;
 mod worker;
