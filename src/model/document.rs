@@ -174,6 +174,18 @@ impl JobDocument {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The first field that `new` changes of those fixed at creation (they are what the
+    /// store indexes by type and expiry), or None. Stores refuse such a write.
+    pub fn changed_fixed_field(&self, new: &JobDocument) -> Option<&'static str> {
+        if new.job_type != self.job_type {
+            return Some("jobType");
+        }
+        if new.expires_at != self.expires_at {
+            return Some("expiresAt");
+        }
+        None
+    }
+
     fn set_status(&mut self, to: Status) -> Result<(), TransitionError> {
         if !self.status.can_become(to) {
             return Err(TransitionError { uuid: self.uuid.clone(), from: self.status, to });

@@ -22,7 +22,9 @@ pub fn store_err(e: StoreError) -> PyErr {
     match e {
         StoreError::Conflict { .. } => ConflictError::new_err(e.to_string()),
         StoreError::NotFound(_) => JobNotFound::new_err(e.to_string()),
-        StoreError::AlreadyExists(_) | StoreError::Corrupt { .. } => InvalidDocument::new_err(e.to_string()),
+        StoreError::AlreadyExists(_) | StoreError::Corrupt { .. } | StoreError::FixedField { .. } => {
+            InvalidDocument::new_err(e.to_string())
+        }
         _ => BackendError::new_err(e.to_string()),
     }
 }

@@ -17,6 +17,8 @@ pub enum StoreError {
     Conflict { uuid: String, expected: u64 },
     #[error("job {0} not found")]
     NotFound(String),
+    #[error("job {uuid}: {field} is fixed when the job is created; a write may not change it")]
+    FixedField { uuid: String, field: &'static str },
     #[error("stored document of job {uuid} is unreadable: {source}")]
     Corrupt {
         uuid: String,
@@ -66,7 +68,8 @@ pub trait Store: Send + Sync {
     async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>>;
     /// Replace the document if its stored version is still `doc.version`;
-    /// returns it with the new version, or `Conflict`.
+    /// returns it with the new version, or `Conflict`. `jobType` and `expiresAt` are
+    /// fixed at creation: a write that changes one is refused (`FixedField`).
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
     async fn delete(&self, uuid: &str) -> StoreResult<bool>;
     /// Documents matching `filter`, ordered by uuid, one page at a time.

@@ -71,22 +71,39 @@ fn select(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<Vec<u8>>> {
         .optional()
 }
 
-/// Writes `new` if the stored version is still `expected`; false when it is not (or is gone).
+/// Writes `new` if the stored version is still `expected` and `new` keeps the fields fixed
+/// at creation; false otherwise (or when the row is gone). Those fields are left out of
+/// SET: naming a column there makes SQLite rewrite its index entries, which costs pages
+/// that another process's write will make this one read again.
 fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<bool> {
     let (version, status, job_type, updated_at, expires_at, json) = columns(new);
     let expected = i64::try_from(expected).unwrap_or(i64::MAX);
     let n = conn
         .prepare_cached(
             "UPDATE geyser_documents
-             SET version = ?, status = ?, job_type = ?, updated_at = ?, expires_at = ?, doc = CAST(? AS TEXT)
-             WHERE uuid = ? AND version = ?",
+             SET version = ?, status = ?, updated_at = ?, doc = CAST(? AS TEXT)
+             WHERE uuid = ? AND version = ? AND job_type = ? AND expires_at IS ?",
         )?
-        .execute(params![version, status, job_type, updated_at, expires_at, json, new.uuid, expected])?;
+        .execute(params![version, status, updated_at, json, new.uuid, expected, job_type, expires_at])?;
     Ok(n > 0)
 }
 
-fn exists(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM geyser_documents WHERE uuid = ?")?.exists([uuid])
+/// Why a compare-and-swap of `new` wrote nothing: the row is gone, its version moved on,
+/// or `new` changes a field fixed at creation.
+fn refusal(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<StoreError> {
+    let stored: Option<(i64, String, Option<f64>)> = conn
+        .prepare_cached("SELECT version, job_type, expires_at FROM geyser_documents WHERE uuid = ?")?
+        .query_row([&new.uuid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let uuid = new.uuid.clone();
+    Ok(match stored {
+        None => StoreError::NotFound(uuid),
+        Some((version, _, _)) if u64::try_from(version).ok() != Some(expected) => {
+            StoreError::Conflict { uuid, expected }
+        }
+        Some((_, job_type, _)) if job_type != new.job_type => StoreError::FixedField { uuid, field: "jobType" },
+        Some(_) => StoreError::FixedField { uuid, field: "expiresAt" },
+    })
 }
 
 fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
@@ -209,6 +226,9 @@ impl Store for SqliteStore {
                 let Some(new) = next(&stored) else {
                     return Ok((Some(stored), None));
                 };
+                if let Some(field) = stored.changed_fixed_field(&new) {
+                    return Err(StoreError::FixedField { uuid, field });
+                }
                 let new = JobDocument { version: stored.version.saturating_add(1), ..new };
                 match compare_and_swap(&tx, &new, stored.version) {
                     Ok(true) => {}
@@ -233,10 +253,7 @@ impl Store for SqliteStore {
             if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
                 return Ok(new);
             }
-            match exists(conn, &new.uuid).map_err(sql_err(path, "update: check existence"))? {
-                true => Err(StoreError::Conflict { uuid: new.uuid, expected }),
-                false => Err(StoreError::NotFound(new.uuid)),
-            }
+            Err(refusal(conn, &new, expected).map_err(sql_err(path, "update: find why it wrote nothing"))?)
         })
         .await
     }

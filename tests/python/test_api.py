@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from marshmallow import ValidationError
 import geyser
 import geyser.jobs
 import geyser.registry
+from geyser.errors import InvalidDocument
 from jobs_for_tests import EchoJob
 
 pytestmark = pytest.mark.usefixtures("embedded")
@@ -106,6 +108,16 @@ def test_save_is_compare_and_swap() -> None:
     two.message = "two"
     two.save()
     assert geyser.get_base_job(job.uuid).message == "two"  # type: ignore[union-attr]
+
+
+def test_save_refuses_a_change_of_the_fields_fixed_at_enqueue() -> None:
+    job = geyser.make_base_job({"message": "a"}, "echo")
+    job.enqueue()
+    job.expiresAt = time.time() + 60
+    with pytest.raises(InvalidDocument, match="expiresAt is fixed"):
+        job.save()
+    job.reload()
+    assert job.expiresAt is None and job.message == "a"
 
 
 def test_cancel_of_a_queued_job() -> None:

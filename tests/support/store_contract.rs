@@ -18,7 +18,7 @@ macro_rules! store_contract_tests {
             use super::*;
             $crate::store_contract_tests!(@each $make;
                 create_then_get, create_twice_is_already_exists, update_bumps_version,
-                stale_update_conflicts, update_of_missing_is_not_found, delete, list_filters,
+                stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
                 list_pages_by_uuid, purge_expired, read_then_write);
         }
     };
@@ -98,6 +98,31 @@ pub async fn update_of_missing_is_not_found(s: &dyn Store) {
     let doc = JobDocument { version: 1, ..document(&job_type("missing")) };
     let err = s.update(&doc).await.expect_err("update of a missing document");
     assert!(matches!(&err, StoreError::NotFound(u) if *u == doc.uuid), "{err:?}");
+}
+
+/// `jobType` and `expiresAt` are fixed at creation: by `update` and by `read_then_write`,
+/// a write changing one is refused, names the field, and changes nothing; lists still
+/// find the document by its type.
+pub async fn fixed_fields_are_kept(s: &dyn Store) {
+    let kind = job_type("fixed");
+    let doc = create(s, &JobDocument { expires_at: Some(1e12), ..document(&kind) }).await;
+    let other_kind = JobDocument { job_type: job_type("other"), ..doc.clone() };
+    let err = s.update(&other_kind).await.expect_err("a change of jobType");
+    assert!(matches!(&err, StoreError::FixedField { field: "jobType", .. }), "{err:?}");
+    let later = JobDocument { expires_at: Some(2e12), ..doc.clone() };
+    let err = s.update(&later).await.expect_err("a change of expiresAt");
+    assert!(matches!(&err, StoreError::FixedField { field: "expiresAt", .. }), "{err:?}");
+    assert!(err.to_string().contains("expiresAt is fixed"), "{err}");
+    let never = JobDocument { expires_at: None, ..doc.clone() };
+    let err = s
+        .read_then_write(&doc.uuid, Arc::new(move |_| Some(never.clone())))
+        .await
+        .expect_err("a change of expiresAt in read_then_write");
+    assert!(matches!(&err, StoreError::FixedField { field: "expiresAt", .. }), "{err:?}");
+    assert_eq!(s.get(&doc.uuid).await.expect("get").expect("the document"), doc, "nothing changed");
+    let filter = ListFilter { job_type: Some(kind), ..Default::default() };
+    let listed = s.list(&filter, &Page { after: None, limit: 10 }).await.expect("list");
+    assert_eq!(listed, vec![doc]);
 }
 
 pub async fn delete(s: &dyn Store) {
