@@ -173,7 +173,8 @@ fn completion_queue() -> Option<&'static CompletionQueue> {
 fn watch_completions(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
     static WATCHING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let queue = completion_queue().ok_or_else(|| pyo3::exceptions::PyOSError::new_err("no completion queue"))?;
-    let watching = WATCHING.get_or_try_init(py, || py.import("weakref")?.getattr("WeakSet")?.call0().map(Bound::unbind))?;
+    let watching =
+        WATCHING.get_or_try_init(py, || py.import("weakref")?.getattr("WeakSet")?.call0().map(Bound::unbind))?;
     let watching = watching.bind(py);
     if watching.contains(event_loop)? {
         return Ok(());

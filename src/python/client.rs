@@ -121,10 +121,21 @@ impl PyClient {
     /// `stats_tube` as an awaitable, for event loops.
     fn stats_tube_async<'py>(&self, py: Python<'py>, tube: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
-        awaitable::future_into_py(py, async move {
-            let s = geyser.stats_tube(&tube).await.map_err(client_err)?;
-            Python::attach(|py| stats_dict(py, s).map(Bound::unbind))
-        })
+        awaitable::future_into_py(py, async move { geyser.stats_tube(&tube).await.map(StatsDict).map_err(client_err) })
+    }
+}
+
+/// Tube counts that become a dict where the awaitable is resolved, under the GIL the
+/// event loop already holds (not on a runtime thread).
+struct StatsDict(TubeStats);
+
+impl<'py> IntoPyObject<'py> for StatsDict {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, self.0)
     }
 }
 
