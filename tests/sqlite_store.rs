@@ -106,11 +106,16 @@ async fn read_then_write_starts_over_when_another_process_wrote_in_between() {
             let mut seen = seen.lock().unwrap();
             seen.push(stored.attempts);
             if seen.len() == 1 {
-                // Another connection (as another process would) commits after this read.
+                // Another connection (as another process would) writes a new version after this read.
                 let other = rusqlite::Connection::open(&path).expect("other connection");
-                let json =
-                    serde_json::to_string(&geyser::model::JobDocument { attempts: 5, ..stored.clone() }).unwrap();
-                let n = other.execute("UPDATE geyser_documents SET doc = ? WHERE uuid = ?", [&json, &uuid]).unwrap();
+                let theirs = geyser::model::JobDocument { attempts: 5, version: stored.version + 1, ..stored.clone() };
+                let json = serde_json::to_string(&theirs).unwrap();
+                let n = other
+                    .execute(
+                        "UPDATE geyser_documents SET doc = ?, version = version + 1 WHERE uuid = ?",
+                        [&json, &uuid],
+                    )
+                    .unwrap();
                 assert_eq!(n, 1);
             }
             Some(geyser::model::JobDocument { attempts: stored.attempts + 1, ..stored.clone() })

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
 
-use super::{ListFilter, NextDocument, Page, Store, StoreError, StoreResult};
+use super::{ListFilter, Page, Store, StoreError, StoreResult};
 use crate::model::JobDocument;
 use crate::sqlite_conn::{open_wal, ConnThread};
 
@@ -57,11 +57,6 @@ pub(crate) fn insert(conn: &Connection, doc: &JobDocument) -> rusqlite::Result<b
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// The write lock was taken, or the read is older than another process's commit.
-fn is_busy(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
 }
 
 /// The stored JSON of one document, as bytes.
@@ -201,47 +196,6 @@ impl Store for SqliteStore {
         self.with_conn("get", move |conn, path| {
             let json = select(conn, &uuid).map_err(sql_err(path, "get"))?;
             json.map(|j| parse(&uuid, &j)).transpose()
-        })
-        .await
-    }
-
-    /// One transaction: no other process can write between the read and the write. It
-    /// starts as a read, so the write lock is held only for the write; should another
-    /// process have written in between (SQLite refuses the upgrade), it starts over,
-    /// holding the lock from the start.
-    async fn read_then_write(
-        &self,
-        uuid: &str,
-        next: NextDocument,
-    ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
-        let uuid = uuid.to_owned();
-        self.with_conn("read then write", move |conn, path| {
-            let mut behavior = TransactionBehavior::Deferred;
-            loop {
-                let tx = Transaction::new_unchecked(conn, behavior).map_err(sql_err(path, "read then write: begin"))?;
-                let Some(json) = select(&tx, &uuid).map_err(sql_err(path, "read then write: read"))? else {
-                    return Ok((None, None));
-                };
-                let stored = parse(&uuid, &json)?;
-                let Some(new) = next(&stored) else {
-                    return Ok((Some(stored), None));
-                };
-                if let Some(field) = stored.changed_fixed_field(&new) {
-                    return Err(StoreError::FixedField { uuid, field });
-                }
-                let new = JobDocument { version: stored.version.saturating_add(1), ..new };
-                match compare_and_swap(&tx, &new, stored.version) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(StoreError::Conflict { uuid, expected: stored.version }),
-                    Err(e) if is_busy(&e) && matches!(behavior, TransactionBehavior::Deferred) => {
-                        behavior = TransactionBehavior::Immediate;
-                        continue; // dropping `tx` rolls the read back
-                    }
-                    Err(e) => return Err(sql_err(path, "read then write: write")(e)),
-                }
-                tx.commit().map_err(sql_err(path, "read then write: commit"))?;
-                return Ok((Some(stored), Some(new)));
-            }
         })
         .await
     }
