@@ -84,20 +84,16 @@ fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusq
 }
 
 /// Why a compare-and-swap of `new` wrote nothing: the row is gone, its version moved on,
-/// or `new` changes a field fixed at creation.
-fn refusal(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<StoreError> {
-    let stored: Option<(i64, String, Option<f64>)> = conn
-        .prepare_cached("SELECT version, job_type, expires_at FROM geyser_documents WHERE uuid = ?")?
-        .query_row([&new.uuid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+/// or `new` changes a field fixed at creation (the model's rule). Only on that path.
+fn refusal(conn: &Connection, path: &Path, new: &JobDocument, expected: u64) -> StoreResult<StoreError> {
     let uuid = new.uuid.clone();
-    Ok(match stored {
-        None => StoreError::NotFound(uuid),
-        Some((version, _, _)) if u64::try_from(version).ok() != Some(expected) => {
-            StoreError::Conflict { uuid, expected }
-        }
-        Some((_, job_type, _)) if job_type != new.job_type => StoreError::FixedField { uuid, field: "jobType" },
-        Some(_) => StoreError::FixedField { uuid, field: "expiresAt" },
+    let Some(json) = select(conn, &uuid).map_err(sql_err(path, "update: find why it wrote nothing"))? else {
+        return Ok(StoreError::NotFound(uuid));
+    };
+    let stored = parse(&uuid, &json)?;
+    Ok(match stored.changed_fixed_field(new) {
+        Some(field) if stored.version == expected => StoreError::FixedField { uuid, field },
+        _ => StoreError::Conflict { uuid, expected },
     })
 }
 
@@ -207,7 +203,7 @@ impl Store for SqliteStore {
             if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
                 return Ok(new);
             }
-            Err(refusal(conn, &new, expected).map_err(sql_err(path, "update: find why it wrote nothing"))?)
+            Err(refusal(conn, path, &new, expected)?)
         })
         .await
     }
