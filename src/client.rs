@@ -1,13 +1,13 @@
 //! What producers and readers do with jobs: enqueue (save, then put), read,
 //! save with compare-and-swap, cancel. Talks to one queue and one store; runs no jobs.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::enqueue::{Enqueuer, TwoStep};
-use crate::model::{now, JobDocument, Status, TransitionError};
-use crate::queue::{PutOptions, Queue, QueueError, TubeStats};
-use crate::store::{ListFilter, Page, Store, StoreError};
+use crate::model::{now, InvalidJob, JobDocument, Status, TransitionError};
+use crate::queue::{PutOptions, Queue, QueueError, QueueJobId, TubeStats};
+use crate::store::{ListFilter, NextDocument, Page, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -17,6 +17,11 @@ pub enum ClientError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    #[error(transparent)]
+    InvalidJob(#[from] InvalidJob),
+    /// An operation the job's current status does not allow (e.g. deleting a running job).
+    #[error("job {uuid} is {status}: {op} needs a job that is {needs}")]
+    WrongStatus { uuid: String, status: Status, op: &'static str, needs: &'static str },
     #[error("job {uuid}: {reason}")]
     Invalid { uuid: String, reason: String },
 }
@@ -28,12 +33,29 @@ pub fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
 }
 
+/// `Geyser::wait` polls the store no faster than this at first, and slows down to `WAIT_POLL_MAX`.
+pub const WAIT_POLL_MIN: Duration = Duration::from_millis(50);
+pub const WAIT_POLL_MAX: Duration = Duration::from_secs(1);
+
 /// The queue and the store one process talks to, and how it enqueues into them.
 #[derive(Clone)]
 pub struct Geyser {
     pub queue: Arc<dyn Queue>,
     pub store: Arc<dyn Store>,
     enqueuer: Arc<dyn Enqueuer>,
+}
+
+/// The stored document before a change, and what was written (None: nothing).
+struct Changed {
+    before: JobDocument,
+    written: Option<JobDocument>,
+}
+
+impl Changed {
+    /// The document as it stands now.
+    fn current(self) -> JobDocument {
+        self.written.unwrap_or(self.before)
+    }
 }
 
 impl Geyser {
@@ -47,7 +69,9 @@ impl Geyser {
         Self::new(queue, store, enqueuer)
     }
 
-    /// Save a new job document and put it on its queue (see `enqueue.rs` for how).
+    /// Engine operation `enqueue`: save a new job document and put it on its queue (see
+    /// `enqueue.rs` for how). Only the job's type, own fields, progress and options are
+    /// taken from `doc`; the engine sets every lifecycle field itself.
     pub async fn enqueue(&self, mut doc: JobDocument, delay: f64) -> ClientResult<JobDocument> {
         if doc.version != 0 {
             return Err(ClientError::Invalid {
@@ -55,8 +79,7 @@ impl Geyser {
                 reason: "is already saved; enqueue takes a new job".into(),
             });
         }
-        doc.status = Status::Queued;
-        doc.next_run_at = (delay > 0.0).then(|| now() + delay);
+        doc.reset_for_enqueue(delay)?;
         let opts =
             PutOptions { priority: doc.queue_kwargs.priority, delay: secs(delay), ttr: secs(doc.queue_kwargs.ttr) };
         self.enqueuer.enqueue(doc, opts).await
@@ -66,57 +89,185 @@ impl Geyser {
         Ok(self.store.get(uuid).await?)
     }
 
-    async fn must_get(&self, uuid: &str) -> ClientResult<JobDocument> {
-        self.store.get(uuid).await?.ok_or_else(|| StoreError::NotFound(uuid.to_owned()).into())
-    }
-
-    /// Compare-and-swap write of a document the caller read at `doc.version`.
-    pub async fn save(&self, doc: &JobDocument) -> ClientResult<JobDocument> {
-        let mut doc = doc.clone();
-        doc.updated_at = now();
-        Ok(self.store.update(&doc).await?)
-    }
-
-    /// Ask a job to stop. A queued job is cancelled at once and leaves its queue;
-    /// a running one is flagged, and its worker stops it. Finished jobs are left alone.
-    pub async fn cancel(&self, uuid: &str) -> ClientResult<JobDocument> {
-        loop {
-            let mut doc = self.must_get(uuid).await?;
-            match doc.status {
-                s if s.is_terminal() => return Ok(doc),
-                Status::Queued => doc.cancel()?,
-                _ => {
-                    if doc.cancel_requested {
-                        return Ok(doc);
-                    }
-                    doc.cancel_requested = true;
-                    doc.updated_at = now();
+    /// Read the document and write `change`'s successor of it in one store step.
+    /// `change` returns the document to write, None to leave it, or an error to refuse.
+    async fn change<F>(&self, uuid: &str, change: F) -> ClientResult<Changed>
+    where
+        F: Fn(&JobDocument) -> ClientResult<Option<JobDocument>> + Send + Sync + 'static,
+    {
+        let refused: Arc<Mutex<Option<ClientError>>> = Arc::default();
+        let next: NextDocument = {
+            let refused = refused.clone();
+            Arc::new(move |stored: &JobDocument| {
+                let (doc, error) = match change(stored) {
+                    Ok(doc) => (doc, None),
+                    Err(e) => (None, Some(e)),
+                };
+                if let Ok(mut slot) = refused.lock() {
+                    *slot = error;
                 }
-            }
-            match self.store.update(&doc).await {
-                Ok(saved) => {
-                    if saved.status == Status::Cancelled {
-                        self.drop_queue_entry(&saved).await;
+                doc
+            })
+        };
+        let (before, written) = self.store.read_then_write(uuid, next).await?;
+        if let Some(e) = refused.lock().ok().and_then(|mut slot| slot.take()) {
+            return Err(e);
+        }
+        let before = before.ok_or_else(|| StoreError::NotFound(uuid.to_owned()))?;
+        Ok(Changed { before, written })
+    }
+
+    /// Write the job's own fields and progress from `doc`, which the caller read at
+    /// `doc.version` (`Conflict` if the document changed since). Every lifecycle field in
+    /// `doc` is ignored: only named operations change those.
+    pub async fn save(&self, doc: &JobDocument) -> ClientResult<JobDocument> {
+        let job = doc.clone();
+        let changed = self
+            .change(&doc.uuid, move |stored| {
+                if stored.version != job.version {
+                    return Err(StoreError::Conflict { uuid: job.uuid.clone(), expected: job.version }.into());
+                }
+                let mut new = stored.clone();
+                new.take_progress_from(job.clone())?;
+                Ok(Some(new))
+            })
+            .await?;
+        Ok(changed.current())
+    }
+
+    /// Engine operation `cancel`: a queued job is cancelled at once and leaves its queue;
+    /// a running one is flagged, and its worker stops it. Finished jobs are left alone
+    /// (the returned document says which status they have).
+    pub async fn cancel(&self, uuid: &str) -> ClientResult<JobDocument> {
+        let changed = self
+            .change(uuid, |stored| {
+                let mut doc = stored.clone();
+                match doc.status {
+                    s if s.is_terminal() => return Ok(None),
+                    Status::Queued => doc.cancel()?,
+                    _ if doc.cancel_requested => return Ok(None),
+                    _ => {
+                        doc.cancel_requested = true;
+                        doc.updated_at = now();
                     }
-                    return Ok(saved);
+                }
+                Ok(Some(doc))
+            })
+            .await?;
+        let doc = changed.current();
+        if doc.status == Status::Cancelled {
+            self.drop_queue_entry(&doc.uuid, doc.queue_job_id.as_deref()).await;
+        }
+        Ok(doc)
+    }
+
+    /// Engine operation `retry`: a failed (or buried) or cancelled job is queued again,
+    /// with its retry budget renewed and its attempts, events and errors kept. Its old
+    /// queue entry (a buried one) is replaced by a new one. Any other status is refused.
+    pub async fn retry(&self, uuid: &str) -> ClientResult<JobDocument> {
+        let changed = self
+            .change(uuid, |stored| {
+                if !matches!(stored.status, Status::Failed | Status::Cancelled) {
+                    return Err(wrong_status(stored, "retry", "failed or cancelled"));
+                }
+                let mut doc = stored.clone();
+                doc.retry()?;
+                doc.queue_job_id = None;
+                Ok(Some(doc))
+            })
+            .await?;
+        let Changed { before, written } = changed;
+        let Some(queued) = written else {
+            return Err(wrong_status(&before, "retry", "failed or cancelled"));
+        };
+        self.drop_queue_entry(uuid, before.queue_job_id.as_deref()).await;
+        self.put_again(queued).await
+    }
+
+    /// Put a queued document with no queue entry on its queue, and note the entry's id.
+    /// Should the put fail, the document stays queued with no entry and the maintenance
+    /// sweep puts it later; the caller gets the document as it is.
+    async fn put_again(&self, doc: JobDocument) -> ClientResult<JobDocument> {
+        let kw = &doc.queue_kwargs;
+        let delay = doc.next_run_at.map_or(0.0, |at| at - now());
+        let opts = PutOptions { priority: kw.priority, delay: secs(delay), ttr: secs(kw.ttr) };
+        let id = match self.queue.put(&kw.queue, doc.uuid.as_bytes(), opts).await {
+            Ok(id) => id,
+            Err(e) => {
+                log::warn!("job {}: queued, but its queue entry could not be put now ({e}); the sweep will", doc.uuid);
+                return Ok(doc);
+            }
+        };
+        let noted = id.to_string();
+        let changed = self
+            .change(&doc.uuid, move |stored| {
+                if stored.queue_job_id.is_some() {
+                    return Ok(None); // a worker reserved the entry first and noted it
+                }
+                Ok(Some(JobDocument { queue_job_id: Some(noted.clone()), ..stored.clone() }))
+            })
+            .await?;
+        Ok(changed.current())
+    }
+
+    /// Engine operation `delete`: forget a finished job (succeeded, failed or cancelled)
+    /// and its queue entry, if one is left (a buried one). Queued and running jobs are refused.
+    pub async fn delete(&self, uuid: &str) -> ClientResult<JobDocument> {
+        for _ in 0..crate::store::MAX_CONFLICTS {
+            let doc = self.store.get(uuid).await?.ok_or_else(|| StoreError::NotFound(uuid.to_owned()))?;
+            if !doc.status.is_terminal() {
+                return Err(wrong_status(&doc, "delete", "succeeded, failed or cancelled"));
+            }
+            match self.store.delete_at_version(uuid, doc.version).await {
+                Ok(()) => {
+                    self.drop_queue_entry(uuid, doc.queue_job_id.as_deref()).await;
+                    return Ok(doc);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+        Err(StoreError::Contended { uuid: uuid.to_owned(), tries: crate::store::MAX_CONFLICTS }.into())
     }
 
-    /// Best effort: a worker that reserves the entry later finds the document final and deletes it.
-    /// The entry is deleted only if it still carries this job's uuid (ids can be reused).
-    async fn drop_queue_entry(&self, doc: &JobDocument) {
-        let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse().ok()) else { return };
+    /// Engine operation `kick`: move up to `bound` buried entries of `queue` (or, when none
+    /// is buried, delayed ones) back to ready. A kicked entry of a failed job runs again
+    /// with its retry budget renewed (the worker applies `retry` when it reserves it).
+    pub async fn kick(&self, queue: &str, bound: u64) -> ClientResult<u64> {
+        Ok(self.queue.kick(queue, bound).await?)
+    }
+
+    /// Wait until the job is finished (succeeded, failed or cancelled) and return its
+    /// document, or None once `timeout` has passed. Polls the store from `first_poll`
+    /// apart, slowing down to `WAIT_POLL_MAX`.
+    pub async fn wait(&self, uuid: &str, timeout: Duration, first_poll: Duration) -> ClientResult<Option<JobDocument>> {
+        let deadline = Instant::now() + timeout;
+        let mut interval = first_poll.clamp(WAIT_POLL_MIN, WAIT_POLL_MAX);
+        loop {
+            let doc = self.store.get(uuid).await?.ok_or_else(|| StoreError::NotFound(uuid.to_owned()))?;
+            if doc.status.is_terminal() {
+                return Ok(Some(doc));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(interval.min(left)).await;
+            interval = interval.mul_f64(1.5).min(WAIT_POLL_MAX);
+        }
+    }
+
+    /// Best effort: delete the queue entry `id` if it still carries this job's uuid (ids can
+    /// be reused). A worker that reserves it later finds the document final and deletes it.
+    async fn drop_queue_entry(&self, uuid: &str, id: Option<&str>) {
+        let Some(id) = id.and_then(|s| s.parse::<QueueJobId>().ok()) else { return };
         let result = match self.queue.peek(id).await {
-            Ok(Some(body)) if body == doc.uuid.as_bytes() => self.queue.delete(id).await,
+            Ok(Some(body)) if body == uuid.as_bytes() => self.queue.delete(id).await,
             Ok(_) => return,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            log::debug!("job {}: queue entry {id} not deleted now ({e}); a worker will drop it", doc.uuid);
+            log::debug!("job {uuid}: queue entry {id} not deleted now ({e}); a worker will drop it");
         }
     }
 
@@ -127,4 +278,8 @@ impl Geyser {
     pub async fn stats_tube(&self, tube: &str) -> ClientResult<TubeStats> {
         Ok(self.queue.stats_tube(tube).await?)
     }
+}
+
+fn wrong_status(doc: &JobDocument, op: &'static str, needs: &'static str) -> ClientError {
+    ClientError::WrongStatus { uuid: doc.uuid.clone(), status: doc.status, op, needs }
 }

@@ -51,7 +51,7 @@ impl Enqueuer for TwoStep {
 impl TwoStep {
     /// Record where the job sits on the queue, unless a worker already did.
     async fn note_queue_id(&self, mut doc: JobDocument, id: QueueJobId) -> ClientResult<JobDocument> {
-        loop {
+        for _ in 0..store::MAX_CONFLICTS {
             if doc.queue_job_id.is_some() {
                 return Ok(doc);
             }
@@ -64,6 +64,7 @@ impl TwoStep {
                 Err(e) => return Err(e.into()),
             }
         }
+        Err(StoreError::Contended { uuid: doc.uuid, tries: store::MAX_CONFLICTS }.into())
     }
 }
 

@@ -126,3 +126,43 @@ async fn read_then_write_starts_over_when_another_process_wrote_in_between() {
     assert_eq!(written.map(|d| d.attempts), Some(6));
     assert_eq!(store.get(&doc.uuid).await.unwrap().map(|d| d.attempts), Some(6));
 }
+
+/// A row whose indexed columns disagree with its JSON (a hand edit, a bug, a migration) can
+/// never be written by compare-and-swap: every write must say so at once, naming the field,
+/// instead of reporting a conflict that a read-modify-write loop would retry forever.
+#[tokio::test]
+async fn row_that_contradicts_its_json_is_reported_not_retried() {
+    let (store, dir) = sqlite_store().await;
+    let path = dir.path().join("store.db");
+    for (column, value) in [("job_type", "someone-else"), ("version", "41")] {
+        let doc = store.create(&document(&job_type("inconsistent"))).await.expect("create");
+        let conn = rusqlite::Connection::open(&path).expect("raw connection");
+        let sql = format!("UPDATE geyser_documents SET {column} = ? WHERE uuid = ?");
+        assert_eq!(conn.execute(&sql, [value, doc.uuid.as_str()]).expect("raw write"), 1);
+
+        let err = store.update(&doc).await.expect_err("update of an inconsistent row");
+        assert!(matches!(&err, StoreError::Inconsistent { uuid, .. } if *uuid == doc.uuid), "{column}: {err:?}");
+        let field = if column == "job_type" { "jobType" } else { "version" };
+        assert!(err.to_string().contains(field), "{err}");
+
+        let next: geyser::store::NextDocument = std::sync::Arc::new(|d| Some(d.clone()));
+        let started = std::time::Instant::now();
+        let err = store.read_then_write(&doc.uuid, next).await.expect_err("read_then_write");
+        assert!(matches!(err, StoreError::Inconsistent { .. }), "{column}: {err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "gave up only after {:?}", started.elapsed());
+    }
+}
+
+/// `delete_at_version` deletes only the version the caller read.
+#[tokio::test]
+async fn delete_at_version_refuses_a_newer_document() {
+    let (store, _dir) = sqlite_store().await;
+    let doc = store.create(&document(&job_type("delete-at"))).await.expect("create");
+    let newer = store.update(&doc).await.expect("update");
+    let err = store.delete_at_version(&doc.uuid, doc.version).await.expect_err("stale delete");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    store.delete_at_version(&doc.uuid, newer.version).await.expect("delete");
+    let err = store.delete_at_version(&doc.uuid, newer.version).await.expect_err("second delete");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(store.get(&doc.uuid).await.expect("get").is_none());
+}

@@ -163,6 +163,35 @@ pub struct TransitionError {
     pub to: Status,
 }
 
+/// A job's own write (progress, save, enqueue) that breaks the document's rules; names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("job {uuid}: {field}: {reason}")]
+pub struct InvalidJob {
+    pub uuid: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Checks that `new` only appends to `old` (the engine's history of events or errors).
+fn appended<'a, T: PartialEq>(
+    uuid: &str,
+    field: &'static str,
+    old: &[T],
+    new: &'a [T],
+) -> Result<&'a [T], InvalidJob> {
+    match new.get(..old.len()) {
+        Some(prefix) if prefix == old => Ok(&new[old.len()..]),
+        _ => Err(InvalidJob {
+            uuid: uuid.to_owned(),
+            field,
+            reason: format!(
+                "entries may only be appended: the stored document has {} that this write changes or drops",
+                old.len()
+            ),
+        }),
+    }
+}
+
 impl JobDocument {
     /// Parse a document, saying what is wrong with it when it is not one.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
@@ -227,6 +256,16 @@ impl JobDocument {
         Ok(())
     }
 
+    /// Engine operation `give up`: a queued job that no worker can start (its type is
+    /// unknown to every worker that reserved it) fails without running, with the reason.
+    pub fn give_up(&mut self, code: Value, msg: &str) -> Result<(), TransitionError> {
+        if self.status != Status::Queued {
+            return Err(TransitionError { uuid: self.uuid.clone(), from: self.status, to: Status::Failed });
+        }
+        self.record_error(code, msg, None);
+        self.fail()
+    }
+
     pub fn cancel(&mut self) -> Result<(), TransitionError> {
         self.set_status(Status::Cancelled)?;
         self.finished_at = Some(self.updated_at);
@@ -246,16 +285,90 @@ impl JobDocument {
     }
 
     /// Take what the job itself owns (progress, events, errors, results, schema fields)
-    /// from `job`'s copy; lifecycle fields stay as the engine has them.
-    pub fn take_progress_from(&mut self, job: JobDocument) {
+    /// from `job`'s copy; lifecycle fields stay as the engine has them. Events and errors
+    /// may only be appended to (new errors are stamped with the running attempt), and
+    /// completeness stays within 0..=1; a write that breaks a rule changes nothing.
+    pub fn take_progress_from(&mut self, job: JobDocument) -> Result<(), InvalidJob> {
+        if !(0.0..=1.0).contains(&job.completeness) {
+            return Err(InvalidJob {
+                uuid: self.uuid.clone(),
+                field: "completeness",
+                reason: format!("must be a number from 0 to 1, got {}", job.completeness),
+            });
+        }
+        appended(&self.uuid, "events", &self.events, &job.events)?;
+        let new_errors = appended(&self.uuid, "errors", &self.errors, &job.errors)?.len();
+        let attempt = self.attempts;
         self.events = job.events;
         self.errors = job.errors;
+        let first_new = self.errors.len() - new_errors;
+        for error in &mut self.errors[first_new..] {
+            error.attempt = attempt;
+        }
         self.completeness = job.completeness;
         self.result_code = job.result_code;
         self.result_string = job.result_string;
         self.log_id = job.log_id;
         self.fields = job.fields;
         self.updated_at = now();
+        Ok(())
+    }
+
+    /// Engine operation `enqueue`: a new job's lifecycle fields as the engine sets them,
+    /// whatever the caller sent; only the job's own fields, progress and options are kept.
+    pub fn reset_for_enqueue(&mut self, delay: f64) -> Result<(), InvalidJob> {
+        let invalid = |field, reason: String| InvalidJob { uuid: self.uuid.clone(), field, reason };
+        if uuid::Uuid::parse_str(&self.uuid).is_err() {
+            return Err(invalid("uuid", "must be a UUID (a new job gets one from make_base_job)".into()));
+        }
+        if !(self.queue_kwargs.ttr.is_finite() && self.queue_kwargs.ttr > 0.0) {
+            return Err(invalid("queueKwargs.ttr", format!("must be a number of seconds > 0, got {}", self.queue_kwargs.ttr)));
+        }
+        if !delay.is_finite() || delay < 0.0 {
+            return Err(invalid("delay", format!("must be a finite number of seconds >= 0, got {delay}")));
+        }
+        let at = now();
+        let expires_in = self.expires_at.map(|e| e - self.created_at);
+        if let Some(lifespan) = expires_in.filter(|l| !l.is_finite() || *l < 0.0) {
+            return Err(invalid("expiresAt", format!("LIFESPAN must be a finite number of seconds >= 0, got {lifespan}")));
+        }
+        self.document_type = default_document_type();
+        self.schema_version = default_schema_version();
+        self.created_at = at;
+        self.updated_at = at;
+        self.expires_at = expires_in.map(|l| at + l);
+        self.queue_job_id = None;
+        self.status = Status::Queued;
+        self.attempts = 0;
+        self.failures = 0;
+        self.started_at = None;
+        self.finished_at = None;
+        self.next_run_at = (delay > 0.0).then(|| at + delay);
+        self.worker = None;
+        self.version = 0;
+        self.fence = None;
+        self.cancel_requested = false;
+        for error in &mut self.errors {
+            error.attempt = 0;
+        }
+        Ok(())
+    }
+
+    /// Engine operation `retry`: a failed or cancelled job goes back in line with its retry
+    /// budget renewed; its attempts, events and errors are kept as history.
+    pub fn retry(&mut self) -> Result<(), TransitionError> {
+        if !matches!(self.status, Status::Failed | Status::Cancelled) {
+            return Err(TransitionError { uuid: self.uuid.clone(), from: self.status, to: Status::Queued });
+        }
+        self.set_status(Status::Queued)?;
+        self.failures = 0;
+        self.finished_at = None;
+        self.next_run_at = None;
+        self.fence = None;
+        self.worker = None;
+        self.cancel_requested = false;
+        self.events.push(Event { msg: format!("retried after attempt {}", self.attempts), action: "retry".into(), at: self.updated_at });
+        Ok(())
     }
 
     pub fn record_error(&mut self, code: Value, msg: &str, traceback: Option<String>) {
@@ -352,11 +465,65 @@ mod tests {
         job.fence = Some("forged".into());
         job.completeness = 0.5;
         job.fields.insert("fieldOne".into(), Value::from("changed"));
-        engine.take_progress_from(job);
+        engine.take_progress_from(job).unwrap();
         assert_eq!((engine.status, engine.attempts), (Status::Running, 1));
         assert_eq!(engine.fence.as_deref(), Some("f"));
         assert_eq!(engine.completeness, 0.5);
         assert_eq!(engine.fields["fieldOne"], "changed");
+    }
+
+    #[test]
+    fn progress_may_only_append_to_the_history() {
+        let mut engine = sample();
+        engine.start_attempt("w", "f").unwrap();
+        engine.record_error(Value::from("worker-lost"), "attempt 0 did not finish", None);
+        let mut job = engine.clone();
+        job.errors.clear();
+        let err = engine.take_progress_from(job).unwrap_err();
+        assert_eq!(err.field, "errors");
+        assert_eq!(engine.errors.len(), 1);
+
+        let mut job = engine.clone();
+        job.errors.push(JobError { error_code: 1.into(), msg: "mine".into(), at: 0.0, attempt: 99, traceback: None });
+        job.events.push(Event { msg: "half way".into(), action: String::new(), at: 0.0 });
+        engine.take_progress_from(job).unwrap();
+        assert_eq!((engine.errors.len(), engine.errors[1].attempt, engine.events.len()), (2, 1, 1));
+
+        let mut job = engine.clone();
+        job.completeness = f64::NAN;
+        assert_eq!(engine.take_progress_from(job).unwrap_err().field, "completeness");
+    }
+
+    #[test]
+    fn enqueue_sets_every_lifecycle_field_itself() {
+        let mut doc = sample();
+        doc.uuid = "7f1c1a52-52a4-4bb5-9d25-55f3ab0e3a39".into();
+        doc.status = Status::Succeeded;
+        doc.attempts = 7;
+        doc.fence = Some("forged".into());
+        doc.version = 9;
+        doc.created_at = 100.0;
+        doc.expires_at = Some(160.0);
+        doc.reset_for_enqueue(0.0).unwrap();
+        assert_eq!((doc.status, doc.attempts, doc.version, doc.fence.clone()), (Status::Queued, 0, 0, None));
+        assert_eq!(doc.expires_at, Some(doc.created_at + 60.0));
+        doc.uuid = "u-1".into();
+        assert_eq!(doc.reset_for_enqueue(0.0).unwrap_err().field, "uuid");
+    }
+
+    #[test]
+    fn retry_renews_the_budget_of_a_failed_job_only() {
+        let mut doc = sample();
+        assert!(doc.retry().is_err());
+        doc.start_attempt("w", "f").unwrap();
+        doc.failures = 4;
+        doc.fail().unwrap();
+        doc.retry().unwrap();
+        assert_eq!((doc.status, doc.failures, doc.attempts), (Status::Queued, 0, 1));
+        assert_eq!(doc.events.last().map(|e| e.action.as_str()), Some("retry"));
+        doc.start_attempt("w", "g").unwrap();
+        doc.succeed().unwrap();
+        assert!(doc.retry().is_err());
     }
 
     #[test]

@@ -4,5 +4,5 @@
 mod document;
 mod status;
 
-pub use document::{now, Event, JobDocument, JobError, QueueKwargs, TransitionError, INTERNAL_FIELDS};
+pub use document::{now, Event, InvalidJob, JobDocument, JobError, QueueKwargs, TransitionError, INTERNAL_FIELDS};
 pub use status::Status;

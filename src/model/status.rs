@@ -41,6 +41,8 @@ impl Status {
         use Status::*;
         match (self, next) {
             (Queued, Running) | (Queued, Cancelled) | (Queued, Queued) => true,
+            // No worker can start it (its type is unknown everywhere it was reserved).
+            (Queued, Failed) => true,
             (Running, Queued) | (Running, Running) => true,
             (Running, Succeeded) | (Running, Failed) | (Running, Cancelled) => true,
             // A sweep or a manual retry may put a finished job back in line.
@@ -80,9 +82,8 @@ mod tests {
     }
 
     #[test]
-    fn queued_cannot_finish_without_running() {
+    fn queued_cannot_succeed_without_running() {
         assert!(!Status::Queued.can_become(Status::Succeeded));
-        assert!(!Status::Queued.can_become(Status::Failed));
         assert!(Status::Queued.can_become(Status::Cancelled));
     }
 

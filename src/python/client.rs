@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 use super::awaitable;
 use super::errors::{client_err, config_err, json_err};
-use crate::client::{ClientResult, Geyser};
+use crate::client::{secs, ClientResult, Geyser};
 use crate::config;
 use crate::model::{JobDocument, Status};
 use crate::queue::TubeStats;
@@ -92,6 +92,51 @@ impl PyClient {
     fn cancel_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
         awaitable::future_into_py(py, async move { doc_result(geyser.cancel(&uuid).await) })
+    }
+
+    /// Queue a failed (or buried) or cancelled job again, its retry budget renewed.
+    fn retry(&self, py: Python<'_>, uuid: &str) -> PyResult<String> {
+        doc_result(wait(py, self.geyser.retry(uuid)))
+    }
+
+    fn retry_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move { doc_result(geyser.retry(&uuid).await) })
+    }
+
+    /// Forget a finished job and its queue entry; returns its last document.
+    fn delete(&self, py: Python<'_>, uuid: &str) -> PyResult<String> {
+        doc_result(wait(py, self.geyser.delete(uuid)))
+    }
+
+    fn delete_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move { doc_result(geyser.delete(&uuid).await) })
+    }
+
+    /// Move up to `bound` buried (else delayed) entries of `queue` to ready; returns how many.
+    fn kick(&self, py: Python<'_>, queue: &str, bound: u64) -> PyResult<u64> {
+        wait(py, self.geyser.kick(queue, bound)).map_err(client_err)
+    }
+
+    fn kick_async<'py>(&self, py: Python<'py>, queue: String, bound: u64) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move { geyser.kick(&queue, bound).await.map_err(client_err) })
+    }
+
+    /// The job's document once it is finished, or None after `timeout` seconds; polls the
+    /// store from `first_poll` seconds apart, slowing down to once a second.
+    #[pyo3(signature = (uuid, timeout, first_poll=0.05))]
+    fn wait(&self, py: Python<'_>, uuid: &str, timeout: f64, first_poll: f64) -> PyResult<Option<String>> {
+        maybe_doc_result(wait(py, self.geyser.wait(uuid, secs(timeout), secs(first_poll))))
+    }
+
+    #[pyo3(signature = (uuid, timeout, first_poll=0.05))]
+    fn wait_async<'py>(&self, py: Python<'py>, uuid: String, timeout: f64, first_poll: f64) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move {
+            maybe_doc_result(geyser.wait(&uuid, secs(timeout), secs(first_poll)).await)
+        })
     }
 
     /// Documents by status and/or job type, ordered by uuid, `limit` after `after`.

@@ -17,12 +17,21 @@ create_exception!(_core, ConflictError, GeyserError, "The job changed since it w
 create_exception!(_core, JobNotFound, GeyserError, "No job with that uuid.");
 create_exception!(_core, BackendError, GeyserError, "The queue or store failed or went away.");
 create_exception!(_core, InvalidDocument, GeyserError, "A job document is not valid.");
+create_exception!(
+    _core,
+    InvalidTransition,
+    GeyserError,
+    "The job's status does not allow this operation (e.g. retrying a job that succeeded)."
+);
 
 pub fn store_err(e: StoreError) -> PyErr {
     match e {
-        StoreError::Conflict { .. } => ConflictError::new_err(e.to_string()),
+        StoreError::Conflict { .. } | StoreError::Contended { .. } => ConflictError::new_err(e.to_string()),
         StoreError::NotFound(_) => JobNotFound::new_err(e.to_string()),
-        StoreError::AlreadyExists(_) | StoreError::Corrupt { .. } | StoreError::FixedField { .. } => {
+        StoreError::AlreadyExists(_)
+        | StoreError::Corrupt { .. }
+        | StoreError::Inconsistent { .. }
+        | StoreError::FixedField { .. } => {
             InvalidDocument::new_err(e.to_string())
         }
         _ => BackendError::new_err(e.to_string()),
@@ -42,8 +51,8 @@ pub fn client_err(e: ClientError) -> PyErr {
     match e {
         ClientError::Store(e) => store_err(e),
         ClientError::Queue(e) => queue_err(e),
-        ClientError::Transition(e) => InvalidDocument::new_err(e.to_string()),
-        ClientError::Invalid { .. } => InvalidDocument::new_err(e.to_string()),
+        ClientError::Transition(_) | ClientError::WrongStatus { .. } => InvalidTransition::new_err(e.to_string()),
+        ClientError::Invalid { .. } | ClientError::InvalidJob(_) => InvalidDocument::new_err(e.to_string()),
     }
 }
 
@@ -52,16 +61,14 @@ pub fn worker_err(e: WorkerError) -> PyErr {
         WorkerError::Store(e) => store_err(e),
         WorkerError::Queue(e) => queue_err(e),
         WorkerError::Fence(e) => ConflictError::new_err(e.to_string()),
-        WorkerError::Transition(e) => InvalidDocument::new_err(e.to_string()),
+        WorkerError::Transition(e) => InvalidTransition::new_err(e.to_string()),
+        WorkerError::InvalidJob(e) => InvalidDocument::new_err(e.to_string()),
         WorkerError::Runtime(_) => GeyserError::new_err(e.to_string()),
     }
 }
 
 pub fn sweep_err(e: SweepError) -> PyErr {
-    match e {
-        SweepError::Transition(_) => InvalidDocument::new_err(e.to_string()),
-        _ => BackendError::new_err(e.to_string()),
-    }
+    BackendError::new_err(e.to_string())
 }
 
 pub fn config_err(e: config::ConfigError) -> PyErr {

@@ -17,12 +17,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::PyWorker>()?;
     m.add_class::<worker::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::record_crash, m)?)?;
     m.add("GeyserError", py.get_type::<errors::GeyserError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
     m.add("JobNotFound", py.get_type::<errors::JobNotFound>())?;
     m.add("BackendError", py.get_type::<errors::BackendError>())?;
     m.add("InvalidDocument", py.get_type::<errors::InvalidDocument>())?;
+    m.add("InvalidTransition", py.get_type::<errors::InvalidTransition>())?;
     m.add("default_sqlite_path", crate::config::default_sqlite_path())?;
     Ok(())
 }

@@ -25,6 +25,9 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The stored row contradicts itself; no write to it can succeed until it is repaired.
+    #[error("stored document of job {uuid} is inconsistent: {reason}")]
+    Inconsistent { uuid: String, reason: String },
     #[error("{context}: {source}")]
     Sqlite {
         context: String,
@@ -33,7 +36,13 @@ pub enum StoreError {
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    #[error("job {uuid}: gave up after {tries} conflicting writes in a row (the document kept changing under this write)")]
+    Contended { uuid: String, tries: u32 },
 }
+
+/// How many compare-and-swap conflicts in a row a read-modify-write of one document takes
+/// before it gives up with `StoreError::Contended`: every such loop in the engine is bounded.
+pub const MAX_CONFLICTS: u32 = 100;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -59,6 +68,37 @@ impl Default for Page {
     }
 }
 
+/// Where a row sits in `Store::list_stale`'s order (oldest write first); a page starts after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleKey {
+    pub updated_at: f64,
+    pub uuid: String,
+}
+
+/// One row of `Store::list_stale`: its place in the listing, and its document or why that
+/// cannot be read (`Corrupt`), so that one bad document never hides the others.
+#[derive(Debug)]
+pub struct StaleRow {
+    pub key: StaleKey,
+    pub doc: StoreResult<JobDocument>,
+}
+
+/// A named lease (see `Store::try_acquire_lease`): who holds it, until when (epoch seconds),
+/// and how many times it was granted (a new holder always sees a higher `version`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub expires_at: f64,
+    pub version: u64,
+}
+
+impl Lease {
+    pub fn is_held_by(&self, holder: &str) -> bool {
+        self.holder == holder
+    }
+}
+
 /// For `Store::read_then_write`: the document to write given the stored one, or None.
 pub type NextDocument = Arc<dyn Fn(&JobDocument) -> Option<JobDocument> + Send + Sync>;
 
@@ -72,8 +112,30 @@ pub trait Store: Send + Sync {
     /// fixed at creation: a write that changes one is refused (`FixedField`).
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
     async fn delete(&self, uuid: &str) -> StoreResult<bool>;
+    /// Delete the document only if its stored version is still `version`: `Conflict` if it
+    /// changed, `NotFound` if it is gone.
+    async fn delete_at_version(&self, uuid: &str, version: u64) -> StoreResult<()>;
     /// Documents matching `filter`, ordered by uuid, one page at a time.
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>>;
+    /// Documents of `status` last written before `before`, oldest write first (then by uuid),
+    /// at most `limit` of them after `after`. Reads only those rows (SQLite: an index on
+    /// status and write time). A row whose document cannot be read comes back in its place
+    /// as `Corrupt`; an error of the whole call means the store itself failed.
+    async fn list_stale(
+        &self,
+        status: Status,
+        before: f64,
+        after: Option<&StaleKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<StaleRow>>;
+    /// Take or renew the lease `name` for `holder` until `now + ttl`, in one atomic conditional
+    /// write: granted when nobody holds it, when `holder` already does, or when the holder's
+    /// time has run out (`expires_at <= now`). Returns the lease as it stands after the
+    /// attempt: `holder` has it exactly when `lease.is_held_by(holder)`.
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: f64, now: f64) -> StoreResult<Lease>;
+    /// Give up the lease `name` if `holder` holds it (anyone may take it at once);
+    /// returns whether it did.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
     /// Forget finished documents (succeeded, failed, cancelled) whose `expiresAt` has passed;
     /// a job still queued or running is never forgotten under it. Returns how many.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64>;
@@ -82,7 +144,7 @@ pub trait Store: Send + Sync {
     /// the stored document and returns the one to write (the store sets its version), or
     /// None to write nothing. Returns the stored document (None: there is none) and what
     /// was written. This default reads, then compares-and-swaps, asking `next` again after
-    /// a conflict. SQLite keeps it: a read transaction upgraded to a write is refused
+    /// a conflict, at most `MAX_CONFLICTS` times. SQLite keeps it: a read transaction upgraded to a write is refused
     /// whenever another process is writing, and starting such a transaction over (which
     /// happened to 60% of worker starts at `-c 2`) costs more than a rare CAS miss.
     async fn read_then_write(
@@ -90,7 +152,7 @@ pub trait Store: Send + Sync {
         uuid: &str,
         next: NextDocument,
     ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
-        loop {
+        for _ in 0..MAX_CONFLICTS {
             let Some(stored) = self.get(uuid).await? else {
                 return Ok((None, None));
             };
@@ -103,5 +165,6 @@ pub trait Store: Send + Sync {
                 Err(e) => return Err(e),
             }
         }
+        Err(StoreError::Contended { uuid: uuid.to_owned(), tries: MAX_CONFLICTS })
     }
 }

@@ -1,5 +1,5 @@
 //! Job documents in a SQLite file (WAL), shared by every process of one machine.
-//! Owns the `geyser_documents` table of that file (which may also hold the queue's tables)
+//! Owns the `geyser_documents` and `geyser_leases` tables of that file (which may also hold the queue's tables)
 //! and nothing else; every SQLite call runs on a thread that owns the connection.
 
 use std::path::Path;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
 
-use super::{ListFilter, Page, Store, StoreError, StoreResult};
-use crate::model::JobDocument;
+use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult};
+use crate::model::{JobDocument, Status};
 use crate::sqlite_conn::{open_wal, ConnThread};
 
 const SCHEMA: &str = "
@@ -26,6 +26,14 @@ CREATE INDEX IF NOT EXISTS geyser_documents_status ON geyser_documents (status, 
 CREATE INDEX IF NOT EXISTS geyser_documents_job_type ON geyser_documents (job_type, uuid);
 CREATE INDEX IF NOT EXISTS geyser_documents_expires
     ON geyser_documents (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS geyser_documents_stale ON geyser_documents (status, updated_at, uuid)
+    WHERE status IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS geyser_leases (
+    name       TEXT    PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    expires_at REAL    NOT NULL,
+    version    INTEGER NOT NULL
+);
 ";
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
@@ -83,18 +91,57 @@ fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusq
     Ok(n > 0)
 }
 
+/// The row's indexed columns, as `compare_and_swap` checks them.
+struct RowColumns {
+    version: i64,
+    job_type: String,
+    expires_at: Option<f64>,
+    json: Vec<u8>,
+}
+
+fn select_row(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<RowColumns>> {
+    conn.prepare_cached(
+        "SELECT version, job_type, expires_at, CAST(doc AS BLOB) FROM geyser_documents WHERE uuid = ?",
+    )?
+    .query_row([uuid], |r| Ok(RowColumns { version: r.get(0)?, job_type: r.get(1)?, expires_at: r.get(2)?, json: r.get(3)? }))
+    .optional()
+}
+
 /// Why a compare-and-swap of `new` wrote nothing: the row is gone, its version moved on,
-/// or `new` changes a field fixed at creation (the model's rule). Only on that path.
+/// `new` changes a field fixed at creation (the model's rule), or the row's columns
+/// disagree with its own JSON (a hand edit or a bug): then no write can ever succeed, and
+/// the document is reported unreadable instead of as a conflict to retry. Only on that path.
 fn refusal(conn: &Connection, path: &Path, new: &JobDocument, expected: u64) -> StoreResult<StoreError> {
     let uuid = new.uuid.clone();
-    let Some(json) = select(conn, &uuid).map_err(sql_err(path, "update: find why it wrote nothing"))? else {
+    let Some(row) = select_row(conn, &uuid).map_err(sql_err(path, "update: find why it wrote nothing"))? else {
         return Ok(StoreError::NotFound(uuid));
     };
-    let stored = parse(&uuid, &json)?;
+    let stored = parse(&uuid, &row.json)?;
+    let column_disagrees = if i64::try_from(stored.version).ok() != Some(row.version) {
+        Some(("version", row.version.to_string(), stored.version.to_string()))
+    } else if stored.job_type != row.job_type {
+        Some(("jobType", format!("{:?}", row.job_type), format!("{:?}", stored.job_type)))
+    } else if stored.expires_at != row.expires_at {
+        Some(("expiresAt", format!("{:?}", row.expires_at), format!("{:?}", stored.expires_at)))
+    } else {
+        None
+    };
+    if let Some((field, column, json)) = column_disagrees {
+        return Ok(StoreError::Inconsistent {
+            uuid,
+            reason: format!("its row says {field} {column} but its JSON says {json}; fix or delete the row"),
+        });
+    }
     Ok(match stored.changed_fixed_field(new) {
         Some(field) if stored.version == expected => StoreError::FixedField { uuid, field },
         _ => StoreError::Conflict { uuid, expected },
     })
+}
+
+fn remove_at_version(conn: &Connection, uuid: &str, version: u64) -> rusqlite::Result<bool> {
+    let version = i64::try_from(version).unwrap_or(i64::MAX);
+    Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ? AND version = ?")?.execute(params![uuid, version])?
+        > 0)
 }
 
 fn remove(conn: &Connection, uuid: &str) -> rusqlite::Result<bool> {
@@ -139,6 +186,67 @@ fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite:
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
     rows
+}
+
+/// One page of `Store::list_stale` as `(key, json)` rows. The status is written into the SQL
+/// (it is one of a few fixed words) so that SQLite can prove the partial index
+/// `geyser_documents_stale` applies; a bound parameter would hide that.
+fn select_stale(
+    conn: &Connection,
+    status: Status,
+    before: f64,
+    after: Option<&StaleKey>,
+    limit: usize,
+) -> rusqlite::Result<Vec<(StaleKey, Vec<u8>)>> {
+    let sql = format!(
+        "SELECT updated_at, uuid, CAST(doc AS BLOB) FROM geyser_documents
+         WHERE status = '{}' AND updated_at < ?1 AND (updated_at, uuid) > (?2, ?3)
+         ORDER BY updated_at, uuid LIMIT ?4",
+        status.as_str()
+    );
+    let (after_time, after_uuid) = after.map_or((f64::NEG_INFINITY, ""), |k| (k.updated_at, k.uuid.as_str()));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![before, after_time, after_uuid, limit], |r| {
+            Ok((StaleKey { updated_at: r.get(0)?, uuid: r.get(1)? }, r.get(2)?))
+        })?
+        .collect();
+    rows
+}
+
+fn lease_from_row(name: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    let version: i64 = r.get(2)?;
+    Ok(Lease { name: name.to_owned(), holder: r.get(0)?, expires_at: r.get(1)?, version: version.max(0) as u64 })
+}
+
+/// Grants the lease to `holder` if it is free, expired or already theirs (one conditional
+/// upsert: the compare and the swap are one statement), else reads who holds it.
+fn take_lease(conn: &Connection, name: &str, holder: &str, ttl: f64, now: f64) -> rusqlite::Result<Lease> {
+    let granted = conn
+        .prepare_cached(
+            "INSERT INTO geyser_leases (name, holder, expires_at, version) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (name) DO UPDATE
+             SET holder = excluded.holder, expires_at = excluded.expires_at, version = version + 1
+             WHERE holder = excluded.holder OR expires_at <= ?4
+             RETURNING holder, expires_at, version",
+        )?
+        .query_row(params![name, holder, now + ttl, now], |r| lease_from_row(name, r))
+        .optional()?;
+    match granted {
+        Some(lease) => Ok(lease),
+        None => conn
+            .prepare_cached("SELECT holder, expires_at, version FROM geyser_leases WHERE name = ?")?
+            .query_row([name], |r| lease_from_row(name, r)),
+    }
+}
+
+/// Ends `holder`'s lease now (its time is set in the past); false when someone else holds it.
+fn drop_lease(conn: &Connection, name: &str, holder: &str) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE geyser_leases SET expires_at = 0 WHERE name = ? AND holder = ?")?
+        .execute([name, holder])?;
+    Ok(n > 0)
 }
 
 /// The store's connection, owned by one thread that runs its tasks' calls in order.
@@ -213,11 +321,56 @@ impl Store for SqliteStore {
         self.with_conn("delete", move |conn, path| remove(conn, &uuid).map_err(sql_err(path, "delete"))).await
     }
 
+    async fn delete_at_version(&self, uuid: &str, version: u64) -> StoreResult<()> {
+        let uuid = uuid.to_owned();
+        self.with_conn("delete", move |conn, path| {
+            if remove_at_version(conn, &uuid, version).map_err(sql_err(path, "delete"))? {
+                return Ok(());
+            }
+            match select(conn, &uuid).map_err(sql_err(path, "delete: find why it deleted nothing"))? {
+                None => Err(StoreError::NotFound(uuid)),
+                Some(_) => Err(StoreError::Conflict { uuid, expected: version }),
+            }
+        })
+        .await
+    }
+
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
         let (filter, page) = (filter.clone(), page.clone());
         self.with_conn("list", move |conn, path| {
             let rows = select_page(conn, &filter, &page).map_err(sql_err(path, "list"))?;
             rows.iter().map(|(uuid, json)| parse(uuid, json)).collect()
+        })
+        .await
+    }
+
+    async fn list_stale(
+        &self,
+        status: Status,
+        before: f64,
+        after: Option<&StaleKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<StaleRow>> {
+        let after = after.cloned();
+        self.with_conn("list stale", move |conn, path| {
+            let rows = select_stale(conn, status, before, after.as_ref(), limit).map_err(sql_err(path, "list stale"))?;
+            Ok(rows.into_iter().map(|(key, json)| StaleRow { doc: parse(&key.uuid, &json), key }).collect())
+        })
+        .await
+    }
+
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: f64, now: f64) -> StoreResult<Lease> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with_conn("acquire lease", move |conn, path| {
+            take_lease(conn, &name, &holder, ttl, now).map_err(sql_err(path, "acquire lease"))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with_conn("release lease", move |conn, path| {
+            drop_lease(conn, &name, &holder).map_err(sql_err(path, "release lease"))
         })
         .await
     }

@@ -80,7 +80,7 @@ impl FencedWriter {
         if self.is_lost() {
             return Err(self.lose());
         }
-        loop {
+        for _ in 0..crate::store::MAX_CONFLICTS {
             {
                 let seen = self.seen.lock().map_err(|_| self.lose())?;
                 doc.version = seen.version;
@@ -97,5 +97,6 @@ impl FencedWriter {
                 Err(e) => return Err(e.into()),
             }
         }
+        Err(StoreError::Contended { uuid: self.uuid.clone(), tries: crate::store::MAX_CONFLICTS }.into())
     }
 }
