@@ -67,3 +67,8 @@ class Worker:
     def queues_idle(self, client: Client) -> bool: ...
 
 def sweep(client: Client, min_age: float = 60.0) -> dict[str, int]: ...
+def record_crash(client: Client, uuid: str, fence: str, attempt: int, reason: str) -> str:
+    """Record that job ``uuid``'s attempt ``attempt`` (fencing token ``fence``) died with its
+    worker process, as ``reason`` says; returns "retrying", "failed", "amended",
+    "unchanged" or "missing"."""
+

@@ -11,8 +11,9 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use super::client::{parse_doc, wait, PyClient};
-use super::errors::{json_err, queue_err, sweep_err, worker_err};
+use super::errors::{json_err, queue_err, store_err, sweep_err, worker_err, InvalidDocument};
 use crate::client::secs;
+use crate::worker::crash::{record_crash as record_crash_on, CrashError};
 use crate::worker::{Attempt, Outcome, Worker, WorkerConfig};
 
 #[pyclass(frozen, name = "Worker", module = "geyser._core")]
@@ -198,4 +199,30 @@ pub fn sweep<'py>(py: Python<'py>, client: &PyClient, min_age: f64) -> PyResult<
     d.set_item("recovered", report.recovered)?;
     d.set_item("purged", report.purged)?;
     Ok(d)
+}
+
+/// Record on job `uuid` that its attempt number `attempt` (fencing token `fence`) ended
+/// because its worker process died, as `reason` says (the supervisor saw the exit status).
+/// Returns what was done: "retrying", "failed", "amended" (a worker had recorded the
+/// attempt as lost already; that record now names the cause), "unchanged" or "missing".
+#[pyfunction]
+pub fn record_crash(
+    py: Python<'_>,
+    client: &PyClient,
+    uuid: String,
+    fence: String,
+    attempt: u32,
+    reason: String,
+) -> PyResult<&'static str> {
+    let store = client.geyser.store.clone();
+    let done = wait(py, async move { record_crash_on(&store, &uuid, &fence, attempt, &reason).await });
+    match done {
+        Ok(record) => Ok(record.as_str()),
+        Err(e @ CrashError::Transition { .. }) => Err(InvalidDocument::new_err(e.to_string())),
+        Err(CrashError::Store { uuid, attempt, source }) => {
+            let err = store_err(source);
+            let msg = format!("recording the crash of job {uuid}'s attempt {attempt}: {}", err.value(py));
+            Err(PyErr::from_type(err.get_type(py), msg))
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! waiting caller drives (`Worker::runtime`; see `reservations.rs` for why); the heartbeat
 //! runs on the runtime it is given at `Worker::open`.
 
+pub mod crash;
 mod fenced;
 mod heartbeat;
 pub mod outcome;
