@@ -1,18 +1,99 @@
 //! beanstalkd client and BeanstalkdQueue against real beanstalkd servers
-//! (tests/support/beanstalkd.rs starts them), plus a proptest of the reply
-//! decoder. Touches only servers it starts.
+//! (tests/support/beanstalkd.rs starts them) and against a hostile fake one on
+//! loopback, plus a proptest of the reply decoder. Touches only servers it starts.
+//! The binary counts each thread's allocations (to show a hostile reply is not
+//! buffered) and captures log records (to show what opening a queue logs).
 
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use geyser::queue::beanstalkd::connection::{ConnectOptions, Connection, PutJob};
-use geyser::queue::beanstalkd::protocol::{decode, Decoded, Reply, ServerError};
+use geyser::queue::beanstalkd::connection::{ClientError, ConnectOptions, Connection, PutJob};
+use geyser::queue::beanstalkd::protocol::{decode, Decoded, Reply, ServerError, DEFAULT_MAX_JOB_SIZE};
 use geyser::queue::beanstalkd::BeanstalkdQueue;
-use geyser::queue::{JobState, PutOptions, Queue, QueueError, QueueJobId};
+use geyser::queue::{Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId};
 use proptest::prelude::*;
-use support::beanstalkd::{Beanstalkd, Options};
+use support::beanstalkd::{Beanstalkd, Hostile, HostileBeanstalkd, Options};
+
+/// The system allocator, counting the bytes each thread asks for.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes)));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size.saturating_sub(layout.size()));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Bytes this thread has allocated so far.
+fn allocated_here() -> usize {
+    ALLOCATED.with(Cell::get)
+}
+
+/// Log records (level and message) of the whole binary, for tests that check what is logged.
+struct Captured(Mutex<Vec<(log::Level, String)>>);
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut records) = self.0.lock() {
+            records.push((record.level(), record.args().to_string()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGED: Captured = Captured(Mutex::new(Vec::new()));
+
+/// Starts capturing log records (once per process).
+fn capture_logs() {
+    if log::set_logger(&LOGGED).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+/// Warnings and errors logged so far that mention `needle`.
+fn warnings_about(needle: &str) -> Vec<String> {
+    let records = LOGGED.0.lock().map(|r| r.clone()).unwrap_or_default();
+    records.into_iter().filter(|(level, msg)| *level <= log::Level::Warn && msg.contains(needle)).map(|r| r.1).collect()
+}
+
+/// An address on loopback where nothing listens.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
 
 fn fast_opts() -> ConnectOptions {
     ConnectOptions {
@@ -20,6 +101,7 @@ fn fast_opts() -> ConnectOptions {
         io_timeout: Duration::from_secs(5),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        ..ConnectOptions::default()
     }
 }
 
@@ -427,6 +509,128 @@ async fn a_cancelled_command_does_not_desync_the_connection() {
     assert_eq!((job.id, job.body.as_slice()), (id, &b"after cancel"[..]));
 }
 
+// ---- hostile servers (a fake beanstalkd on loopback) ----
+
+#[tokio::test]
+async fn an_oversized_reply_is_refused_unread_and_the_connection_recovers() {
+    // The first connection's reserve is answered with a 1 GiB body, 8 MiB of which is sent.
+    let fake = HostileBeanstalkd::start(Hostile::Oversized { streamed: 8 << 20 }, 1);
+    let mut c = conn_to(&fake.addr()).await;
+    assert_eq!(c.max_job_size(), 65_535, "the bound is the server's max-job-size");
+    let before = allocated_here();
+    let started = Instant::now();
+    let err = c.reserve_with_timeout(1).await.unwrap_err();
+    let allocated = allocated_here() - before;
+    let text = err.to_string();
+    assert!(text.contains("1073741824") && text.contains("65535") && text.contains(&fake.addr()), "{text}");
+    assert!(text.len() < 400, "the error quotes no payload: {} bytes", text.len());
+    // Not a timeout: the line alone was enough, the body was never waited for.
+    assert!(err.is_connection() && !matches!(err, ClientError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < fast_opts().io_timeout, "{:?}", started.elapsed());
+    assert!(allocated < 1 << 20, "{allocated} bytes allocated for a refused reply");
+    assert!(!c.is_connected(), "the connection is closed");
+    // The next connection serves a proper job.
+    let job = reserve_when_back(&mut c).await;
+    assert_eq!((job.id, job.body.as_slice()), (2, &b"hello"[..]));
+    assert_eq!(fake.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_garbage_line_is_refused_with_a_short_error_and_the_connection_recovers() {
+    let fake = HostileBeanstalkd::start(Hostile::GarbageLine, 1);
+    let mut c = conn_to(&fake.addr()).await;
+    let before = allocated_here();
+    let err = c.reserve_with_timeout(1).await.unwrap_err();
+    let allocated = allocated_here() - before;
+    let text = err.to_string();
+    assert!(text.contains("longer than 512 bytes") && text.contains("AAAA"), "{text}");
+    assert!(text.len() < 400, "the error quotes a few hundred bytes at most: {} bytes", text.len());
+    assert!(allocated < 1 << 20, "{allocated} bytes allocated for a refused line");
+    let job = reserve_when_back(&mut c).await;
+    assert_eq!(job.id, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_sending_bad_replies_is_retried_with_growing_delays() {
+    // Two shards: a real, empty server and a fake one that answers every reserve with garbage.
+    let good = Beanstalkd::start();
+    let fake = HostileBeanstalkd::start(Hostile::GarbageLine, usize::MAX);
+    let addrs = [good.addr(), fake.addr()];
+    let mut consumer =
+        geyser::queue::beanstalkd::BeanstalkdConsumer::connect(&addrs, &["t".to_owned()], fast_opts()).await.unwrap();
+    let opened = fake.connections();
+    // Reserving for 2 s polls the fake server dozens of times. With fast_opts the delay
+    // before each reconnect doubles from 20 ms to 200 ms: at most 20 ms + 40 + 80 + 160
+    // + 200 * 8 fit in 2 s, about a dozen reconnects, not one per poll.
+    assert!(consumer.reserve(Duration::from_secs(2)).await.unwrap().is_none());
+    let reconnects = fake.connections() - opened;
+    assert!((2..=13).contains(&reconnects), "{reconnects} reconnects in 2 s");
+}
+
+#[tokio::test]
+async fn opening_with_every_server_down_is_one_error_and_logs_nothing() {
+    capture_logs();
+    let (a, b) = (closed_port(), closed_port());
+    let err = BeanstalkdQueue::from_url(&format!("beanstalkd://{a}")).await.unwrap_err().to_string();
+    assert!(err.contains(&a) && err.contains("refused"), "{err}");
+    let err = BeanstalkdQueue::from_url(&format!("beanstalkd://{a},{b}")).await.unwrap_err().to_string();
+    assert!(err.contains(&a) && err.contains(&b) && err.contains("no beanstalkd server answered"), "{err}");
+    let tubes = ["t".to_owned()];
+    let err = geyser::queue::beanstalkd::BeanstalkdConsumer::connect(&[a.clone()], &tubes, fast_opts())
+        .await
+        .err()
+        .expect("no consumer without a server")
+        .to_string();
+    assert!(err.contains(&a), "{err}");
+    assert_eq!(warnings_about(&a), Vec::<String>::new(), "the error is the only report");
+}
+
+#[tokio::test]
+async fn opening_with_one_server_down_warns_once_and_works() {
+    capture_logs();
+    let server = Beanstalkd::start();
+    let down = closed_port();
+    let queue = BeanstalkdQueue::from_url(&format!("beanstalkd://{},{down}", server.addr())).await.unwrap();
+    let warned = warnings_about(&down);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("1 of 2 servers down") && warned[0].contains("shard 1"), "{}", warned[0]);
+    let id = queue.put("t", b"x", opts(1, 0, 60)).await.unwrap();
+    assert_eq!(id.shard, 0, "puts go to the server that is up");
+}
+
+#[tokio::test]
+async fn a_configured_maximum_caps_the_servers() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::from_url(&format!("beanstalkd://{}?max-job-size=100", server.addr())).await.unwrap();
+    match queue.put("capped", &[0u8; 101], PutOptions::default()).await {
+        Err(QueueError::JobTooBig { size: 101, limit: 100 }) => {}
+        other => panic!("expected JobTooBig, got {other:?}"),
+    }
+    assert!(queue.put("capped", &[0u8; 100], PutOptions::default()).await.is_ok());
+    let capped = ConnectOptions { max_job_size: Some(100), ..fast_opts() };
+    let c = Connection::connect(&server.addr(), capped).await.unwrap();
+    assert_eq!(c.max_job_size(), 100);
+}
+
+async fn conn_to(addr: &str) -> Connection {
+    Connection::connect(addr, fast_opts()).await.expect("connect")
+}
+
+/// Reserves once the connection's backoff allows a new connection (within a few seconds).
+async fn reserve_when_back(c: &mut Connection) -> geyser::queue::beanstalkd::connection::Job {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match c.reserve_with_timeout(1).await {
+            Ok(Some(job)) => return job,
+            Ok(None) => panic!("the fake server always has a job"),
+            Err(ClientError::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    }
+}
+
 // ---- the reply decoder on arbitrary input ----
 
 fn reply_strategy() -> impl Strategy<Value = (Vec<u8>, Reply)> {
@@ -463,7 +667,7 @@ fn reply_strategy() -> impl Strategy<Value = (Vec<u8>, Reply)> {
 proptest! {
     #[test]
     fn decoder_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = decode(&bytes);
+        let _ = decode(&bytes, DEFAULT_MAX_JOB_SIZE);
     }
 
     #[test]
@@ -471,7 +675,7 @@ proptest! {
         word in prop_oneof![Just("RESERVED"), Just("FOUND"), Just("OK"), Just("INSERTED"), Just("BURIED"), Just("KICKED")],
         rest in "[ 0-9a-z\r\n-]{0,40}",
     ) {
-        let _ = decode(format!("{word}{rest}").as_bytes());
+        let _ = decode(format!("{word}{rest}").as_bytes(), DEFAULT_MAX_JOB_SIZE);
     }
 
     #[test]
@@ -480,11 +684,11 @@ proptest! {
         trailer in proptest::collection::vec(any::<u8>(), 0..20),
     ) {
         for cut in 0..wire.len() {
-            prop_assert_eq!(decode(&wire[..cut]), Ok(Decoded::NeedMore), "prefix of {} bytes", cut);
+            prop_assert_eq!(decode(&wire[..cut], DEFAULT_MAX_JOB_SIZE), Ok(Decoded::NeedMore), "prefix of {} bytes", cut);
         }
         let mut buf = wire.clone();
         buf.extend_from_slice(&trailer);
-        prop_assert_eq!(decode(&buf), Ok(Decoded::Frame { len: wire.len(), reply: Ok(reply) }));
+        prop_assert_eq!(decode(&buf, DEFAULT_MAX_JOB_SIZE), Ok(Decoded::Frame { len: wire.len(), reply: Ok(reply) }));
     }
 
     #[test]
@@ -494,6 +698,6 @@ proptest! {
         wire.extend_from_slice(&body);
         wire.push(bad);
         wire.extend_from_slice(b"\n");
-        prop_assert!(decode(&wire).is_err());
+        prop_assert!(decode(&wire, DEFAULT_MAX_JOB_SIZE).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! One async TCP connection to one beanstalkd server: every command we use,
 //! pipelined puts, reconnect with backoff replaying `use`/`watch`
-//! (docs/beanstalkd-protocol.md §Reconnect). Knows nothing of shards or the
+//! (docs/beanstalkd-protocol.md §Reconnect), and the reply size bound read from the
+//! server's `stats` on every connect (§Reply size). Knows nothing of shards or the
 //! `Queue` trait; touches only its own socket.
 
 use std::collections::{HashMap, HashSet};
@@ -11,7 +12,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use super::protocol::{decode, parse_yaml_list, parse_yaml_map, Command, Decoded, ProtocolError, Reply, ServerError};
+use super::protocol::{
+    decode, parse_yaml_list, parse_yaml_map, Command, Decoded, ProtocolError, Reply, ServerError, DEFAULT_MAX_JOB_SIZE,
+    MAX_JOB_SIZE_CEILING,
+};
 
 /// Timeouts and backoff of a connection.
 #[derive(Debug, Clone)]
@@ -23,6 +27,9 @@ pub struct ConnectOptions {
     /// First wait between reconnect attempts; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The configured maximum job body: caps the server's `max-job-size`, and stands in
+    /// for it when the server does not report one (`DEFAULT_MAX_JOB_SIZE` when unset).
+    pub max_job_size: Option<usize>,
 }
 
 impl Default for ConnectOptions {
@@ -32,6 +39,7 @@ impl Default for ConnectOptions {
             io_timeout: Duration::from_secs(30),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            max_job_size: None,
         }
     }
 }
@@ -147,8 +155,14 @@ pub struct Connection {
     in_flight: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// A command got its replies on the current socket. A socket that breaks before that
+    /// (a server that answers garbage, or a job it cannot hand over) waits out the backoff
+    /// before the next connect, so a fault that repeats is met with a growing delay.
+    proven: bool,
     last_error: String,
     sessions: u64,
+    /// Longest job body a reply may carry (§Reply size).
+    max_body: usize,
 }
 
 /// Lost reservations remembered at most (a consumer acts on its few jobs soon after).
@@ -160,7 +174,6 @@ impl Connection {
         Self {
             addr: addr.to_owned(),
             backoff: opts.backoff_min,
-            opts,
             stream: None,
             rbuf: Vec::with_capacity(4096),
             used: "default".to_owned(),
@@ -169,8 +182,11 @@ impl Connection {
             lost: HashSet::new(),
             in_flight: false,
             retry_at: None,
+            proven: false,
             last_error: String::new(),
             sessions: 0,
+            max_body: body_bound(None, opts.max_job_size),
+            opts,
         }
     }
 
@@ -192,6 +208,13 @@ impl Connection {
 
     pub fn is_connected(&self) -> bool {
         self.stream.is_some()
+    }
+
+    /// The longest job body this connection accepts in a reply (and so the longest one
+    /// worth putting): the server's `max-job-size` as of the last connect, capped by the
+    /// configured maximum (§Reply size).
+    pub fn max_job_size(&self) -> usize {
+        self.max_body
     }
 
     /// The tube puts go to (kept across reconnects).
@@ -498,9 +521,7 @@ impl Connection {
     }
 
     fn unexpected(&self, cmd: &Command<'_>, reply: Reply) -> ClientError {
-        let mut reply = format!("{reply:?}");
-        reply.truncate(100);
-        ClientError::Unexpected { addr: self.addr.clone(), command: cmd.name(), reply }
+        ClientError::Unexpected { addr: self.addr.clone(), command: cmd.name(), reply: reply.describe() }
     }
 
     fn protocol_error(&self, cmd: &Command<'_>, source: ProtocolError) -> ClientError {
@@ -562,13 +583,21 @@ impl Connection {
                 return Err(self.unavailable("not connected"));
             };
             self.in_flight = true;
-            let result = exchange(stream, &mut self.rbuf, &out, cmds.len(), limit).await;
+            let result = exchange(stream, &mut self.rbuf, &out, cmds.len(), limit, self.max_body).await;
             self.in_flight = false;
             match result {
-                Ok(answers) => return Ok(answers),
+                Ok(answers) => {
+                    self.proven = true;
+                    self.backoff = self.opts.backoff_min;
+                    return Ok(answers);
+                }
                 Err(wire) => {
                     let err = self.wire_error(name, wire);
+                    let proven = self.proven;
                     self.drop_stream(&err.to_string());
+                    if !proven {
+                        self.hold_off();
+                    }
                     if !(reused && retry_ok && attempt == 0) {
                         return Err(err);
                     }
@@ -645,19 +674,26 @@ impl Connection {
                 self.stream = Some(stream);
                 self.sessions += 1;
                 self.retry_at = None;
-                self.backoff = self.opts.backoff_min;
+                self.proven = false;
                 Ok(false)
             }
             Err(e) => {
                 self.last_error = e.to_string();
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+                self.hold_off();
                 Err(e)
             }
         }
     }
 
-    /// Opens a socket and replays `use` and the watch list on it (§Reconnect).
+    /// No reconnect before the backoff has passed; the next wait is twice as long, up to
+    /// `backoff_max`. A command that gets its replies resets it.
+    fn hold_off(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+    }
+
+    /// Opens a socket, replays `use` and the watch list on it (§Reconnect), and reads the
+    /// server's `max-job-size` (§Reply size), all in one round trip.
     async fn open(&mut self) -> Result<TcpStream, ClientError> {
         let connecting = timeout(self.opts.connect_timeout, TcpStream::connect(&self.addr));
         let mut stream = match connecting.await {
@@ -670,20 +706,34 @@ impl Connection {
         stream.set_nodelay(true).map_err(|e| self.unavailable(&format!("set TCP_NODELAY: {e}")))?;
         self.rbuf.clear();
         let state = self.state_commands();
-        if !state.is_empty() {
-            let cmds: Vec<Command<'_>> = state.iter().map(StateCmd::command).collect();
-            let mut out = Vec::new();
-            for cmd in &cmds {
-                cmd.encode(&mut out);
-            }
-            let answers = exchange(&mut stream, &mut self.rbuf, &out, cmds.len(), Some(self.opts.io_timeout))
-                .await
-                .map_err(|w| self.wire_error("reconnect", w))?;
-            if let Some((cmd, bad)) = cmds.iter().zip(&answers).find(|(_, a)| a.is_err()) {
-                return Err(self.unavailable(&format!("replaying {}: {bad:?}", cmd.name())));
-            }
+        let mut cmds: Vec<Command<'_>> = state.iter().map(StateCmd::command).collect();
+        cmds.push(Command::Stats);
+        let mut out = Vec::new();
+        for cmd in &cmds {
+            cmd.encode(&mut out);
         }
+        let limit = Some(self.opts.io_timeout);
+        let mut answers = exchange(&mut stream, &mut self.rbuf, &out, cmds.len(), limit, self.max_body)
+            .await
+            .map_err(|w| self.wire_error("connect", w))?;
+        let stats = answers.pop();
+        if let Some((cmd, bad)) = cmds.iter().zip(&answers).find(|(_, a)| a.is_err()) {
+            return Err(self.unavailable(&format!("replaying {}: {bad:?}", cmd.name())));
+        }
+        self.max_body = body_bound(self.server_max_job_size(stats)?, self.opts.max_job_size);
         Ok(stream)
+    }
+
+    /// `max-job-size` from the answer to `stats`; None when the server does not say.
+    fn server_max_job_size(&self, stats: Option<Answer>) -> Result<Option<usize>, ClientError> {
+        match stats {
+            Some(Ok(Reply::Ok(yaml))) => {
+                let map = parse_yaml_map(&yaml).map_err(|e| self.protocol_error(&Command::Stats, e))?;
+                Ok(map.get("max-job-size").and_then(|v| v.parse().ok()))
+            }
+            // A server without `stats` (or one that refuses it) gets the configured bound.
+            _ => Ok(None),
+        }
     }
 
     /// The commands that bring a fresh connection to our `use`/`watch` state.
@@ -719,6 +769,17 @@ impl StateCmd {
     }
 }
 
+/// The reply body bound (§Reply size): the server's `max-job-size` (never above beanstalkd's
+/// own ceiling), capped by the configured maximum, which also stands in for the server's
+/// when it reports none; `DEFAULT_MAX_JOB_SIZE` when neither is known.
+fn body_bound(server: Option<usize>, configured: Option<usize>) -> usize {
+    match (server.map(|s| s.min(MAX_JOB_SIZE_CEILING)), configured) {
+        (Some(server), Some(configured)) => server.min(configured),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => DEFAULT_MAX_JOB_SIZE,
+    }
+}
+
 /// Whether an idle socket is still open: with no command in flight, readable means closed or garbage.
 fn peer_state(stream: &TcpStream) -> Result<(), String> {
     let mut probe = [0u8; 1];
@@ -730,20 +791,21 @@ fn peer_state(stream: &TcpStream) -> Result<(), String> {
     }
 }
 
-/// Writes `out` while reading `n` replies, within `limit`.
+/// Writes `out` while reading `n` replies, within `limit`; a job body in them is at most `max_body`.
 async fn exchange(
     stream: &mut TcpStream,
     rbuf: &mut Vec<u8>,
     out: &[u8],
     n: usize,
     limit: Option<Duration>,
+    max_body: usize,
 ) -> Result<Vec<Answer>, WireError> {
     let (mut reader, mut writer) = stream.split();
     let write = async {
         writer.write_all(out).await?;
         writer.flush().await.map_err(WireError::Io)
     };
-    let read = read_replies(&mut reader, rbuf, n);
+    let read = read_replies(&mut reader, rbuf, n, max_body);
     let both = async { tokio::try_join!(write, read).map(|((), answers)| answers) };
     match limit {
         None => both.await,
@@ -751,16 +813,18 @@ async fn exchange(
     }
 }
 
-/// Reads `n` whole replies.
+/// Reads `n` whole replies. The buffer grows only with bytes the server sent, and a reply
+/// announcing a body over `max_body` fails before its body is read.
 async fn read_replies<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut Vec<u8>,
     n: usize,
+    max_body: usize,
 ) -> Result<Vec<Answer>, WireError> {
     let mut answers = Vec::with_capacity(n);
     let mut start = 0;
     while answers.len() < n {
-        match decode(&rbuf[start..])? {
+        match decode(&rbuf[start..], max_body)? {
             Decoded::Frame { len, reply } => {
                 start += len;
                 answers.push(reply);

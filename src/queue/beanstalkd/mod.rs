@@ -87,14 +87,12 @@ fn queue_error(e: ClientError, id: Option<QueueJobId>) -> QueueError {
     }
 }
 
-/// One server: its producer pool and what we know of it.
+/// One server: its producer pool.
 struct Shard {
     index: u16,
     addr: String,
     pool: Vec<Mutex<Connection>>,
     next: AtomicUsize,
-    /// `max-job-size` from `stats`; 0 until read.
-    max_job_size: AtomicUsize,
 }
 
 impl Shard {
@@ -104,7 +102,6 @@ impl Shard {
             addr: addr.to_owned(),
             pool: (0..POOL_SIZE).map(|_| Mutex::new(Connection::new(addr, opts.clone()))).collect(),
             next: AtomicUsize::new(0),
-            max_job_size: AtomicUsize::new(0),
         }
     }
 
@@ -119,25 +116,20 @@ impl Shard {
         self.pool[start % self.pool.len()].lock().await
     }
 
-    /// Reads `max-job-size` (once it is known it stays).
-    async fn job_size_limit(&self) -> Result<usize, ClientError> {
-        let known = self.max_job_size.load(Ordering::Relaxed);
-        if known > 0 {
-            return Ok(known);
-        }
-        let stats = self.conn().await.stats().await?;
-        let limit = stats.get("max-job-size").and_then(|v| v.parse().ok()).unwrap_or(0);
-        self.max_job_size.store(limit, Ordering::Relaxed);
-        Ok(limit)
+    /// Opens a producer connection now, if none is open (within the backoff rules).
+    async fn open(&self) -> Result<(), ClientError> {
+        self.conn().await.ensure_open().await
     }
 
+    /// Puts the job, refusing at once a body over the bound the connection reads at
+    /// connect (the server's `max-job-size`, capped by the configured maximum).
     async fn put(&self, tube: &str, body: &[u8], opts: PutOptions) -> QueueResult<QueueJobId> {
-        let limit = self.job_size_limit().await.map_err(|e| queue_error(e, None))?;
-        if limit > 0 && body.len() > limit {
-            return Err(QueueError::JobTooBig { size: body.len(), limit });
-        }
         let mut conn = self.conn().await;
         conn.use_tube(tube).await.map_err(|e| queue_error(e, None))?;
+        let limit = conn.max_job_size();
+        if body.len() > limit {
+            return Err(QueueError::JobTooBig { size: body.len(), limit });
+        }
         match conn.put(opts.priority, delay_secs(opts.delay), ttr_secs(opts.ttr), body).await {
             Ok(id) => Ok(QueueJobId::new(self.index, id)),
             Err(e) if e.server_error() == Some(&ServerError::JobTooBig) => {
@@ -168,31 +160,28 @@ impl BeanstalkdQueue {
         Self::connect_with(addrs, ConnectOptions::default()).await
     }
 
-    /// `beanstalkd://h1:p1,h2:p2` (port 11300 where none is given).
+    /// `beanstalkd://h1:p1,h2:p2[?max-job-size=BYTES]` (port 11300 where none is given).
     pub async fn from_url(url: &str) -> QueueResult<Self> {
-        Self::connect(&parse_url(url)?).await
+        let (addrs, opts) = parse_url_with_options(url)?;
+        Self::connect_with(&addrs, opts).await
     }
 
+    /// Connects to every server. When none answers, that is the one error (naming each
+    /// server); when some do, the queue opens and one warning names those that did not:
+    /// their jobs wait until they come back, and every use tries them again.
     pub async fn connect_with(addrs: &[String], opts: ConnectOptions) -> QueueResult<Self> {
         if addrs.is_empty() || addrs.len() > usize::from(u16::MAX) {
             return Err(QueueError::Protocol(format!("beanstalkd needs 1 to 65535 servers, got {}", addrs.len())));
         }
         let shards: Vec<Shard> = addrs.iter().enumerate().map(|(i, a)| Shard::new(i as u16, a, &opts)).collect();
-        let mut first_error = None;
-        let mut up = 0;
+        let mut down = Vec::new();
         for shard in &shards {
-            match shard.job_size_limit().await {
-                Ok(_) => up += 1,
-                Err(e) => {
-                    log::warn!("beanstalkd shard {} down at start: {e}", shard.index);
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = shard.open().await {
+                down.push((shard.index, e));
             }
         }
-        match first_error {
-            Some(e) if up == 0 => Err(queue_error(e, None)),
-            _ => Ok(Self { shards, counter: AtomicU64::new(0), opts }),
-        }
+        check_servers_up("queue", addrs, down)?;
+        Ok(Self { shards, counter: AtomicU64::new(0), opts })
     }
 
     /// The server addresses, in shard order.
@@ -233,11 +222,57 @@ impl BeanstalkdQueue {
     }
 }
 
-/// The server list of a `beanstalkd://` URL.
+/// Whether opening may go on with the servers that answered: an error when none did
+/// (one error naming every server), else one warning naming those down (or nothing).
+fn check_servers_up(what: &str, addrs: &[String], down: Vec<(u16, ClientError)>) -> QueueResult<()> {
+    let servers = addrs.len();
+    let list = down.iter().map(|(i, e)| format!("shard {i}: {e}")).collect::<Vec<_>>().join("; ");
+    if down.len() < servers {
+        if !down.is_empty() {
+            log::warn!(
+                "beanstalkd {what}: opened with {} of {servers} servers down; their jobs wait until they \
+                 come back, and they are tried again on use ({})",
+                down.len(),
+                list
+            );
+        }
+        return Ok(());
+    }
+    if servers == 1 {
+        if let Some((_, e)) = down.into_iter().next() {
+            return Err(queue_error(e, None));
+        }
+    }
+    Err(QueueError::Unavailable { addr: addrs.join(","), reason: format!("no beanstalkd server answered ({list})") })
+}
+
+/// The server list of a `beanstalkd://` URL (which must have no options).
 pub fn parse_url(url: &str) -> QueueResult<Vec<String>> {
+    let (addrs, opts) = parse_url_with_options(url)?;
+    if opts.max_job_size.is_some() {
+        return Err(QueueError::Protocol(format!("bad beanstalkd URL {url:?}: options are not expected here")));
+    }
+    Ok(addrs)
+}
+
+/// The server list and connection options of `beanstalkd://h1:p1,h2:p2[?max-job-size=BYTES]`.
+/// `max-job-size` caps the reply body bound (docs/beanstalkd-protocol.md §Reply size).
+pub fn parse_url_with_options(url: &str) -> QueueResult<(Vec<String>, ConnectOptions)> {
     let bad = |why: &str| QueueError::Protocol(format!("bad beanstalkd URL {url:?}: {why}"));
-    let rest =
-        url.strip_prefix("beanstalkd://").ok_or_else(|| bad("expected beanstalkd://host:port[,host:port...]"))?;
+    let rest = url
+        .strip_prefix("beanstalkd://")
+        .ok_or_else(|| bad("expected beanstalkd://host:port[,host:port...][?max-job-size=BYTES]"))?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut opts = ConnectOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("max-job-size", v)) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => opts.max_job_size = Some(n),
+                _ => return Err(bad("max-job-size must be a whole number of bytes above 0")),
+            },
+            _ => return Err(bad(&format!("unknown option {pair:?} (known: max-job-size=BYTES)"))),
+        }
+    }
     let rest = rest.trim_end_matches('/');
     let mut addrs = Vec::new();
     for part in rest.split(',') {
@@ -252,7 +287,7 @@ pub fn parse_url(url: &str) -> QueueResult<Vec<String>> {
         };
         addrs.push(addr);
     }
-    Ok(addrs)
+    Ok((addrs, opts))
 }
 
 fn parse_count(map: &std::collections::HashMap<String, String>, key: &str) -> u64 {
@@ -421,21 +456,16 @@ impl BeanstalkdConsumer {
             check_tube(t)?;
         }
         let mut conns = Vec::with_capacity(addrs.len());
-        let mut last_error = None;
-        for addr in addrs {
+        let mut down = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
             let mut conn = Connection::new(addr, opts.clone());
             conn.set_watch_list(tubes);
             if let Err(e) = conn.ensure_open().await {
-                log::warn!("beanstalkd consumer: {e}");
-                last_error = Some(e);
+                down.push((i as u16, e));
             }
             conns.push(conn);
         }
-        if conns.iter().all(|c| !c.is_connected()) {
-            if let Some(e) = last_error {
-                return Err(queue_error(e, None));
-            }
-        }
+        check_servers_up("consumer", addrs, down)?;
         Ok(Self { conns, tubes: tubes.to_vec(), cursor: 0 })
     }
 
@@ -605,5 +635,16 @@ mod tests {
         assert!(parse_url("redis://a:1").is_err());
         assert!(parse_url("beanstalkd://a:x").is_err());
         assert!(parse_url("beanstalkd://a:1,").is_err());
+    }
+
+    #[test]
+    fn urls_may_cap_the_job_size() {
+        let (addrs, opts) = parse_url_with_options("beanstalkd://a:1,b:2?max-job-size=1000").unwrap();
+        assert_eq!((addrs, opts.max_job_size), (vec!["a:1".to_owned(), "b:2".to_owned()], Some(1000)));
+        assert_eq!(parse_url_with_options("beanstalkd://a:1").unwrap().1.max_job_size, None);
+        for bad in ["beanstalkd://a:1?max-job-size=0", "beanstalkd://a:1?max-job-size=x", "beanstalkd://a:1?ttr=3"] {
+            let err = parse_url_with_options(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("max-job-size"), "{err}");
+        }
     }
 }

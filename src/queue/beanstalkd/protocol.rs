@@ -1,13 +1,42 @@
 //! beanstalkd wire format (docs/beanstalkd-protocol.md): command encoding and
-//! an incremental reply decoder over a byte buffer, plus the stats YAML subset.
+//! an incremental reply decoder over a byte buffer, plus the stats YAML subset,
+//! and `excerpt`, the one way a payload is quoted in an error or log line.
 //! Pure functions on bytes: no I/O, no sockets, no queue semantics.
 
 use std::collections::HashMap;
 
 /// Longest reply line we accept, `\r\n` included (§Framing).
 pub const MAX_LINE: usize = 512;
-/// Longest chunk we accept: beanstalkd's own ceiling for `-z` is 1 GiB; stats are far smaller.
-pub const MAX_CHUNK: usize = 1 << 30;
+/// beanstalkd's default `max-job-size` (`-z`), the body bound when neither the server's
+/// `stats` nor the configuration names one (§Reply size).
+pub const DEFAULT_MAX_JOB_SIZE: usize = 65_535;
+/// beanstalkd's own ceiling for `-z`: a larger `max-job-size` in `stats` is not believed (§Reply size).
+pub const MAX_JOB_SIZE_CEILING: usize = 1 << 30;
+/// Longest `OK` chunk (stats YAML, tube lists) we accept (§Reply size).
+pub const MAX_YAML_CHUNK: usize = 4 << 20;
+/// How many characters of a payload an error or log line quotes (`excerpt`).
+pub const EXCERPT_LEN: usize = 200;
+
+/// A payload as an error or log line may quote it: escaped to printable ASCII (no line
+/// break or control byte reaches a log), cut to at most `EXCERPT_LEN` characters, and,
+/// when cut, followed by the payload's full length.
+pub fn excerpt(payload: &[u8]) -> String {
+    let mut shown = String::new();
+    let mut used = 0;
+    for byte in payload {
+        let escaped = byte.escape_ascii().to_string();
+        if shown.len() + escaped.len() > EXCERPT_LEN {
+            break;
+        }
+        shown.push_str(&escaped);
+        used += 1;
+    }
+    if used < payload.len() {
+        format!("\"{shown}\"... ({} bytes in all)", payload.len())
+    } else {
+        format!("\"{shown}\"")
+    }
+}
 
 /// One command, as §Producer, §Worker and §Other list them.
 /// Tube names are checked by the caller (`queue::check_tube`) before they get here.
@@ -157,6 +186,19 @@ pub enum Reply {
     Paused,
 }
 
+impl Reply {
+    /// The reply for an error or log line: its kind and an `excerpt` of any chunk.
+    pub fn describe(&self) -> String {
+        match self {
+            Reply::Reserved { id, body } => format!("RESERVED {id} {}", excerpt(body)),
+            Reply::Found { id, body } => format!("FOUND {id} {}", excerpt(body)),
+            Reply::Ok(data) => format!("OK {}", excerpt(data)),
+            Reply::Using(tube) => format!("USING {}", excerpt(tube.as_bytes())),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// Error replies, typed (§Errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerError {
@@ -190,15 +232,19 @@ pub enum ServerError {
 /// The stream is not beanstalkd's protocol (or is out of step): drop the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    #[error("reply line longer than {MAX_LINE} bytes")]
-    LineTooLong,
-    #[error("reply chunk of {0} bytes is over the {MAX_CHUNK}-byte cap")]
-    ChunkTooBig(u64),
+    #[error("reply line longer than {MAX_LINE} bytes, starting {0}")]
+    LineTooLong(String),
+    /// The line announces a chunk over the bound: it was not read (§Reply size).
+    #[error(
+        "{reply} reply announces a body of {size} bytes, over the bound of {limit} bytes \
+         (the server's max-job-size, or the configured maximum); not read"
+    )]
+    ChunkTooBig { reply: &'static str, size: u64, limit: usize },
     #[error("chunk not followed by \\r\\n")]
     MissingChunkEnd,
-    #[error("malformed reply line {0:?}")]
+    #[error("malformed reply line {0}")]
     BadLine(String),
-    #[error("unknown reply {0:?}")]
+    #[error("unknown reply {0}")]
     UnknownReply(String),
     #[error("malformed YAML: {0}")]
     BadYaml(String),
@@ -215,11 +261,13 @@ pub enum Decoded {
 
 /// Decodes the reply at the front of `buf` (§Framing). Never panics; a prefix
 /// of a valid reply is `NeedMore`, anything else that is not a reply is an error.
-pub fn decode(buf: &[u8]) -> Result<Decoded, ProtocolError> {
+/// `max_body` bounds the chunk of `RESERVED` and `FOUND` (a job body), `MAX_YAML_CHUNK`
+/// that of `OK`; a line announcing more is an error at once, before any of it is read.
+pub fn decode(buf: &[u8], max_body: usize) -> Result<Decoded, ProtocolError> {
     let Some(line_end) = find_crlf(buf) else {
         // No `\r\n` yet: too long already, or a bare `\r`/`\n` where text belongs?
         if buf.len() >= MAX_LINE {
-            return Err(ProtocolError::LineTooLong);
+            return Err(ProtocolError::LineTooLong(excerpt(&buf[..80])));
         }
         let (last, body) = match buf.split_last() {
             Some((last, body)) => (*last, body),
@@ -232,7 +280,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, ProtocolError> {
         return Ok(Decoded::NeedMore);
     };
     if line_end + 2 > MAX_LINE {
-        return Err(ProtocolError::LineTooLong);
+        return Err(ProtocolError::LineTooLong(excerpt(&buf[..80])));
     }
     let line = &buf[..line_end];
     check_line_bytes(line)?;
@@ -242,13 +290,15 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, ProtocolError> {
     match words.as_slice() {
         ["RESERVED", id, n] => {
             let id = num(id, line)?;
-            chunk(buf, head, n, line, |body| Reply::Reserved { id, body })
+            let at = Chunk { reply: "RESERVED", head, limit: max_body };
+            at.decode(buf, n, line, |body| Reply::Reserved { id, body })
         }
         ["FOUND", id, n] => {
             let id = num(id, line)?;
-            chunk(buf, head, n, line, |body| Reply::Found { id, body })
+            let at = Chunk { reply: "FOUND", head, limit: max_body };
+            at.decode(buf, n, line, |body| Reply::Found { id, body })
         }
-        ["OK", n] => chunk(buf, head, n, line, Reply::Ok),
+        ["OK", n] => Chunk { reply: "OK", head, limit: MAX_YAML_CHUNK }.decode(buf, n, line, Reply::Ok),
         _ => Ok(Decoded::Frame { len: head, reply: line_reply(&words, line)? }),
     }
 }
@@ -268,7 +318,7 @@ fn check_line_bytes(line: &[u8]) -> Result<(), ProtocolError> {
 }
 
 fn bad_line(line: &[u8]) -> ProtocolError {
-    ProtocolError::BadLine(String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned())
+    ProtocolError::BadLine(excerpt(line))
 }
 
 /// Strict unsigned decimal: digits only, no sign, fits in u64.
@@ -279,34 +329,45 @@ fn num(word: &str, line: &[u8]) -> Result<u64, ProtocolError> {
     word.parse().map_err(|_| bad_line(line))
 }
 
-/// A line followed by a chunk of `n` bytes and `\r\n` (§Framing).
-fn chunk(
-    buf: &[u8],
+/// Where a reply's chunk starts and how long it may be.
+struct Chunk {
+    reply: &'static str,
+    /// Offset of the chunk in the buffer (just past the line's `\r\n`).
     head: usize,
-    n: &str,
-    line: &[u8],
-    make: impl FnOnce(Vec<u8>) -> Reply,
-) -> Result<Decoded, ProtocolError> {
-    let n = num(n, line)?;
-    if n > MAX_CHUNK as u64 {
-        return Err(ProtocolError::ChunkTooBig(n));
-    }
-    let n = n as usize;
-    let end = head + n;
-    let rest = &buf[head.min(buf.len())..];
-    if rest.len() < n + 2 {
-        // Whatever of the `\r\n` already arrived must be right.
-        let tail = rest.get(n..).unwrap_or(&[]);
-        if !b"\r\n".starts_with(tail) {
+    limit: usize,
+}
+
+impl Chunk {
+    /// The line's chunk of `n` bytes and its `\r\n` (§Framing), checked against the
+    /// bound before anything else (§Reply size).
+    fn decode(
+        &self,
+        buf: &[u8],
+        n: &str,
+        line: &[u8],
+        make: impl FnOnce(Vec<u8>) -> Reply,
+    ) -> Result<Decoded, ProtocolError> {
+        let n = num(n, line)?;
+        if n > self.limit as u64 {
+            return Err(ProtocolError::ChunkTooBig { reply: self.reply, size: n, limit: self.limit });
+        }
+        let n = n as usize;
+        let (head, end) = (self.head, self.head + n);
+        let rest = &buf[head.min(buf.len())..];
+        if rest.len() < n + 2 {
+            // Whatever of the `\r\n` already arrived must be right.
+            let tail = rest.get(n..).unwrap_or(&[]);
+            if !b"\r\n".starts_with(tail) {
+                return Err(ProtocolError::MissingChunkEnd);
+            }
+            return Ok(Decoded::NeedMore);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
             return Err(ProtocolError::MissingChunkEnd);
         }
-        return Ok(Decoded::NeedMore);
+        let reply = make(buf[head..end].to_vec());
+        Ok(Decoded::Frame { len: end + 2, reply: Ok(reply) })
     }
-    if &buf[end..end + 2] != b"\r\n" {
-        return Err(ProtocolError::MissingChunkEnd);
-    }
-    let reply = make(buf[head..end].to_vec());
-    Ok(Decoded::Frame { len: end + 2, reply: Ok(reply) })
 }
 
 /// Replies that are one line (§Errors, §Producer, §Worker, §Other).
@@ -335,7 +396,7 @@ fn line_reply(words: &[&str], line: &[u8]) -> Result<Result<Reply, ServerError>,
         ["DEADLINE_SOON"] => Err(E::DeadlineSoon),
         ["TIMED_OUT"] => Err(E::TimedOut),
         ["NOT_IGNORED"] => Err(E::NotIgnored),
-        _ => return Err(ProtocolError::UnknownReply(String::from_utf8_lossy(line).into_owned())),
+        _ => return Err(ProtocolError::UnknownReply(excerpt(line))),
     };
     Ok(r)
 }
@@ -356,10 +417,12 @@ fn unquote(v: &str) -> &str {
 pub fn parse_yaml_map(chunk: &[u8]) -> Result<HashMap<String, String>, ProtocolError> {
     let mut map = HashMap::new();
     for line in yaml_lines(chunk)? {
-        let (k, v) = line.split_once(':').ok_or_else(|| ProtocolError::BadYaml(format!("no `key:` in {line:?}")))?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| ProtocolError::BadYaml(format!("no `key:` in {}", excerpt(line.as_bytes()))))?;
         let k = k.trim();
         if k.is_empty() || k.starts_with('-') && k.len() == 1 {
-            return Err(ProtocolError::BadYaml(format!("bad key in {line:?}")));
+            return Err(ProtocolError::BadYaml(format!("bad key in {}", excerpt(line.as_bytes()))));
         }
         map.insert(k.to_owned(), unquote(v).to_owned());
     }
@@ -372,7 +435,7 @@ pub fn parse_yaml_list(chunk: &[u8]) -> Result<Vec<String>, ProtocolError> {
         .map(|line| {
             line.strip_prefix("- ")
                 .map(|item| unquote(item).to_owned())
-                .ok_or_else(|| ProtocolError::BadYaml(format!("not a `- item` line: {line:?}")))
+                .ok_or_else(|| ProtocolError::BadYaml(format!("not a `- item` line: {}", excerpt(line.as_bytes()))))
         })
         .collect()
 }
@@ -381,8 +444,15 @@ pub fn parse_yaml_list(chunk: &[u8]) -> Result<Vec<String>, ProtocolError> {
 mod tests {
     use super::*;
 
+    /// The bound the unit tests decode with.
+    const BOUND: usize = 100;
+
+    fn dec(buf: &[u8]) -> Result<Decoded, ProtocolError> {
+        decode(buf, BOUND)
+    }
+
     fn frame(buf: &[u8]) -> (usize, Result<Reply, ServerError>) {
-        match decode(buf).unwrap() {
+        match dec(buf).unwrap() {
             Decoded::Frame { len, reply } => (len, reply),
             Decoded::NeedMore => panic!("need more for {buf:?}"),
         }
@@ -420,23 +490,49 @@ mod tests {
     fn decodes_binary_chunks_by_length() {
         let buf = b"RESERVED 3 6\r\n\r\n  \r\n\r\nNEXT";
         assert_eq!(frame(buf), (22, Ok(Reply::Reserved { id: 3, body: b"\r\n  \r\n".to_vec() })));
-        assert_eq!(decode(b"FOUND 1 4\r\nab").unwrap(), Decoded::NeedMore);
-        assert_eq!(decode(b"FOUND 1 2\r\nab\r").unwrap(), Decoded::NeedMore);
-        assert_eq!(decode(b"FOUND 1 2\r\nabX"), Err(ProtocolError::MissingChunkEnd));
-        assert_eq!(decode(b"FOUND 1 2\r\nab\rX"), Err(ProtocolError::MissingChunkEnd));
+        assert_eq!(dec(b"FOUND 1 4\r\nab").unwrap(), Decoded::NeedMore);
+        assert_eq!(dec(b"FOUND 1 2\r\nab\r").unwrap(), Decoded::NeedMore);
+        assert_eq!(dec(b"FOUND 1 2\r\nabX"), Err(ProtocolError::MissingChunkEnd));
+        assert_eq!(dec(b"FOUND 1 2\r\nab\rX"), Err(ProtocolError::MissingChunkEnd));
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(decode(b"HELLO\r\n").is_err());
-        assert!(decode(b"INSERTED -1\r\n").is_err());
-        assert!(decode(b"INSERTED  1\r\n").is_err());
-        assert!(decode(b"INSERTED 99999999999999999999999\r\n").is_err());
-        assert!(decode(b"OK 2000000000\r\n").is_err());
-        assert!(decode(b"INSER\nTED").is_err());
-        assert_eq!(decode(&[b'A'; MAX_LINE]), Err(ProtocolError::LineTooLong));
-        assert_eq!(decode(b"").unwrap(), Decoded::NeedMore);
-        assert_eq!(decode(b"INSERTED 1\r").unwrap(), Decoded::NeedMore);
+        assert!(dec(b"HELLO\r\n").is_err());
+        assert!(dec(b"INSERTED -1\r\n").is_err());
+        assert!(dec(b"INSERTED  1\r\n").is_err());
+        assert!(dec(b"INSERTED 99999999999999999999999\r\n").is_err());
+        assert!(dec(b"OK 2000000000\r\n").is_err());
+        assert!(dec(b"INSER\nTED").is_err());
+        assert!(matches!(dec(&[b'A'; MAX_LINE]), Err(ProtocolError::LineTooLong(_))));
+        assert_eq!(dec(b"").unwrap(), Decoded::NeedMore);
+        assert_eq!(dec(b"INSERTED 1\r").unwrap(), Decoded::NeedMore);
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_refused_from_its_line_alone() {
+        let line = format!("RESERVED 1 {}\r\n", BOUND + 1);
+        let refused = ProtocolError::ChunkTooBig { reply: "RESERVED", size: BOUND as u64 + 1, limit: BOUND };
+        assert_eq!(dec(line.as_bytes()), Err(refused));
+        let err = dec(b"FOUND 1 1073741824\r\nab").unwrap_err().to_string();
+        assert!(err.contains("1073741824") && err.contains(&format!("bound of {BOUND} bytes")), "{err}");
+        assert!(dec(format!("RESERVED 1 {BOUND}\r\n").as_bytes()).is_ok(), "the bound itself is allowed");
+        // OK chunks (stats, tube lists) have their own bound.
+        assert!(dec(format!("OK {}\r\n", BOUND + 1).as_bytes()).is_ok());
+        assert!(matches!(
+            dec(format!("OK {}\r\n", MAX_YAML_CHUNK + 1).as_bytes()),
+            Err(ProtocolError::ChunkTooBig { reply: "OK", .. })
+        ));
+    }
+
+    #[test]
+    fn excerpts_are_short_printable_and_say_the_full_length() {
+        assert_eq!(excerpt(b"abc"), "\"abc\"");
+        assert_eq!(excerpt(b"a\r\nb\x00"), "\"a\\r\\nb\\x00\"");
+        let long = excerpt(&[b'x'; 100_000]);
+        assert!(long.len() < EXCERPT_LEN + 40 && long.ends_with("(100000 bytes in all)"), "{long}");
+        let reply = Reply::Reserved { id: 7, body: vec![0xff; 1 << 20] };
+        assert!(reply.describe().len() < EXCERPT_LEN + 60, "{}", reply.describe());
     }
 
     #[test]
