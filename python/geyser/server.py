@@ -1,6 +1,7 @@
 """``python -m geyser.server``: serve ``geyser.web.make_app()`` on one Tornado process.
 
     python -m geyser.server [--port 8000] [--address 127.0.0.1] [-m jobs.my_job ...]
+                            [--max-body-size BYTES] [--header-timeout SECONDS]
 
 Imports the ``-m/--module`` job modules and then ``geyser.registry.JOB_MODULES`` so
 POST knows the job types. ``GEYSER_API_TOKEN``, when set, is the bearer token
@@ -19,7 +20,7 @@ import sys
 
 from geyser import registry
 from geyser.config import client
-from geyser.web import DEFAULT_MAX_BODY_SIZE, make_app
+from geyser.web import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY_SIZE, make_app
 
 __all__ = ["main", "serve"]
 
@@ -35,14 +36,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-m", "--module", action="append", default=[], help="import this job module first (repeatable)")
     p.add_argument("--max-body-size", type=int, default=DEFAULT_MAX_BODY_SIZE,
                    help=f"largest POST body in bytes (default {DEFAULT_MAX_BODY_SIZE})")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                   help="seconds a client may take to send a request's line and headers, and a "
+                        f"keep-alive connection may stay idle, before it is closed (default {DEFAULT_HEADER_TIMEOUT:g})")
     p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.header_timeout > 0:
+        p.error(f"--header-timeout must be a positive number of seconds, not {args.header_timeout}")
+    return args
 
 
-async def serve(address: str, port: int, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
+async def serve(
+    address: str,
+    port: int,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+) -> None:
     """Listen on ``address:port`` until SIGINT or SIGTERM, then close the listener."""
     client()  # open the backends now: a bad URL fails at start, not on the first request
-    app = make_app(max_body_size=max_body_size)
+    app = make_app(max_body_size=max_body_size, header_timeout=header_timeout)
     server = app.listen(port, address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     registry.import_job_modules(args.module)
-    asyncio.run(serve(args.address, args.port, args.max_body_size))
+    asyncio.run(serve(args.address, args.port, args.max_body_size, args.header_timeout))
     return 0
 
 

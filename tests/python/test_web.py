@@ -24,7 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 import geyser
 import geyser.web
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import HERE, free_port, start_worker, worker_env
+from conftest import HERE, free_port, run_worker, start_worker, worker_env
 from geyser.watch import PUBLIC_FIELDS
 
 ROOT = HERE.parents[1]
@@ -123,6 +123,74 @@ async def test_post_refuses_internal_fields(api: Api, field: str) -> None:
     assert field in body(response)["errors"]
 
 
+async def test_options_on_every_route_is_405_naming_the_allowed_methods(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "hi"})
+    routes = {"/jobs/echo": "GET, POST, DELETE", f"/jobs/{uuid}": "GET, POST, DELETE",
+              f"/jobs/{uuid}/events": "GET", "/healthz": "GET", "/metrics": "GET"}
+    for path, allowed in routes.items():
+        response = await api.fetch("OPTIONS", path)
+        assert response.code == 405, (path, response.body)
+        assert response.headers["Allow"] == allowed, path
+        assert "OPTIONS" in body(response)["error"] and allowed in body(response)["error"]
+    response = await api.fetch("OPTIONS", "/nowhere")
+    assert response.code == 404 and "/nowhere" in body(response)["error"]
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+async def test_post_of_deeply_nested_values_is_400_naming_the_field(api: Api, depth: int) -> None:
+    # 40 levels parse but go past the documented limit; 100,000 go past the parser's recursion.
+    response = await api.fetch("POST", "/jobs/echo", f'{{"message": "x", "count": {nested(depth)}}}')
+    assert response.code == 400, response.body
+    assert body(response)["errors"] == {"count": [f"objects and arrays nest deeper than {geyser.web.MAX_NESTING} levels"]}
+    response = await api.fetch("POST", "/jobs/echo", nested(depth))  # not an object, whatever its depth
+    assert response.code == 400, response.body
+    too_deep = f"request body: objects and arrays nest deeper than {geyser.web.MAX_NESTING} levels"
+    assert body(response)["error"] == (too_deep if depth > 1000 else "request body must be a JSON object, not list")
+
+
+BIG = "9" * 4000
+UNSTORABLE = {
+    "lone surrogate": ('{"message": "a\\ud800b"}', "message", "lone surrogate U+D800"),
+    "lone low surrogate in a list": ('{"message": ["ok", "\\udfff"]}', "message", "string at message[1] has a lone surrogate U+DFFF"),
+    "surrogate key": ('{"message": {"\\ud800": 1}}', "message", "a key has a lone surrogate"),
+    "4,000 digits": (f'{{"message": "x", "count": {BIG}}}', "count", "outside the signed 64-bit range"),
+    "5,000 digits": (f'{{"message": "x", "count": -{BIG}{BIG[:1000]}}}', "count", "(5001 characters)"),
+    "301 digits": (f'{{"message": "x", "count": 1{"0" * 300}}}', "count", "outside the signed 64-bit range"),
+    "2**63": (f'{{"message": "x", "count": {2**63}}}', "count", "outside the signed 64-bit range"),
+    "past a double": ('{"message": "x", "count": 1e400}', "count", "too large for a 64-bit float"),
+    "NaN": ('{"seconds": NaN}', "seconds", "NaN is not a JSON number"),
+    "-Infinity": ('{"seconds": -Infinity}', "seconds", "-Infinity is not a JSON number"),
+}
+
+
+@pytest.mark.parametrize("case", UNSTORABLE, ids=list(UNSTORABLE))
+async def test_post_of_a_value_a_document_cannot_hold_exactly_is_400_naming_the_field(api: Api, case: str) -> None:
+    raw, field, message = UNSTORABLE[case]
+    job_type = "slow" if field == "seconds" else "echo"
+    response = await api.fetch("POST", f"/jobs/{job_type}", raw)
+    assert response.code == 400, response.body
+    answer = body(response)
+    assert answer["error"] == f"invalid values for job type {job_type!r}"
+    assert list(answer["errors"]) == [field] and message in answer["errors"][field][0], answer
+    assert len(response.body) < 1000  # a huge value is quoted, not echoed
+    stats = await geyser.config.client().stats_tube_async(geyser.registry.job_class(job_type).QUEUE_NAME)
+    assert stats["ready"] == 0
+
+
+async def test_post_stores_the_extremes_it_accepts_exactly(api: Api) -> None:
+    for count in (2**63 - 1, -(2**63)):
+        uuid = await enqueue(api, "echo", {"message": "\U0001F600 \u00e9", "count": count})
+        job = await geyser.get_base_job_async(uuid)
+        assert job is not None and (job.count, job.message) == (count, "\U0001F600 \u00e9")
+    for seconds in (1.7976931348623157e308, 5e-324, 0.1 + 0.2):
+        job = await geyser.get_base_job_async(await enqueue(api, "slow", {"seconds": seconds}))
+        assert job is not None and job.seconds == seconds
+
+
 async def test_post_of_an_unknown_job_type_is_404(api: Api) -> None:
     response = await api.fetch("POST", "/jobs/no_such_type", "{}")
     assert response.code == 404
@@ -188,7 +256,21 @@ async def test_delete_requests_cancellation_and_answers_202(api: Api) -> None:
     assert response.code == 202
     assert body(response)["status"] == "cancelled"
     assert body(await api.fetch("GET", f"/jobs/{uuid}"))["status"] == "cancelled"
-    assert (await api.fetch("DELETE", f"/jobs/{uuid}")).code == 202  # again: nothing changes
+
+
+async def test_delete_of_a_finished_job_is_409_with_its_status(api: Api) -> None:
+    cancelled = await enqueue(api, "echo", {"message": "hi"})
+    assert (await api.fetch("DELETE", f"/jobs/{cancelled}")).code == 202
+    succeeded = await enqueue(api, "echo", {"message": "hi"})
+    failed = await enqueue(api, "fail", {"mode": "finish"})
+    done = await asyncio.to_thread(run_worker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for uuid, status in ((cancelled, "cancelled"), (succeeded, "succeeded"), (failed, "failed")):
+        response = await api.fetch("DELETE", f"/jobs/{uuid}")
+        assert response.code == 409, (status, response.body)
+        answer = body(response)
+        assert answer["status"] == status and status in answer["error"], answer
+        assert body(await api.fetch("GET", f"/jobs/{uuid}"))["status"] == status
 
 
 async def test_unknown_routes_and_methods_answer_json_errors(api: Api) -> None:
@@ -227,6 +309,41 @@ async def test_healthz_is_503_when_the_queue_is_gone(embedded: str, monkeypatch:
         assert "unreachable" in body(response)["error"]
     finally:
         await server.close()
+
+
+# -- slow clients ---------------------------------------------------------------------------
+
+
+async def closed_after(port: int, head: bytes, limit: float = 10) -> float:
+    """Connect, send ``head`` (an unfinished request) and wait: the seconds until the server
+    closes the connection, failing if it is still open after ``limit`` seconds."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.monotonic()
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), limit)
+    except asyncio.TimeoutError:
+        pytest.fail(f"the server kept a connection open {limit} s with only {head!r} sent")
+    finally:
+        writer.close()
+    assert answer == b"", answer  # closed without an answer: there is no request to answer
+    return time.monotonic() - start
+
+
+async def test_a_client_slower_than_the_header_timeout_is_disconnected(embedded: str) -> None:
+    app = geyser.web.make_app(token="", header_timeout=0.5)
+    port = free_port()
+    server = app.listen(port, "127.0.0.1")
+    try:
+        assert 0.4 < await closed_after(port, b"GET /hea") < 5
+        assert 0.4 < await closed_after(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") < 5
+        # A client that sends its request in time is answered as usual.
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False)
+        assert response.code == 200
+    finally:
+        server.stop()
+        await server.close_all_connections()
 
 
 # -- bearer token ---------------------------------------------------------------------------
@@ -381,6 +498,19 @@ def test_server_module_serves_with_a_token_and_stops_on_sigterm(backend: dict[st
         log = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, log
     assert "job types: echo, fail, slow, step" in log
+
+
+def test_server_module_closes_a_client_slower_than_header_timeout(embedded: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "geyser.server", "--port", str(port), "--header-timeout", "0.5"],
+                            env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port(port, proc)
+        assert 0.4 < asyncio.run(closed_after(port, b"POST /jobs/echo HT")) < 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=20)[0]
+    assert proc.returncode == 0, log
 
 
 def test_tornado_example_enqueues_without_blocking(embedded: str) -> None:
