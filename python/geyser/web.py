@@ -36,7 +36,7 @@ from marshmallow import ValidationError
 
 from geyser import registry
 from geyser.config import client
-from geyser.errors import BackendError, GeyserError, InvalidDocument, JobNotFound, UnknownJobType
+from geyser.errors import BackendError, GeyserError, InvalidDocument, InvalidTransition, JobNotFound, UnknownJobType
 from geyser.jobs import make_base_job
 from geyser.watch import TERMINAL_STATUSES, get_progress_async, public_document, watch_async
 
@@ -339,13 +339,38 @@ class EnqueueAndJobHandler(GeyserHandler):
             doc = public_document(json.loads(await client().cancel_async(uuid)))
         except JobNotFound:
             raise ApiError(404, f"job {uuid} not found") from None
-        if doc["status"] in TERMINAL_STATUSES - {"cancelled"}:  # it finished between the read and the cancel
+        except InvalidTransition as e:  # it finished between the read and the cancel
+            raise await _conflict(uuid, str(e)) from None
+        if doc["status"] in TERMINAL_STATUSES - {"cancelled"}:  # likewise
             raise _finished(uuid, doc["status"])
         self.write_json(202, doc)
 
 
 def _finished(uuid: str, status: str) -> ApiError:
     return ApiError(409, f"job {uuid} has already finished ({status}); there is nothing to cancel", status=status)
+
+
+async def _conflict(uuid: str, message: str) -> ApiError:
+    """409 for an operation the job's status does not allow, with that status as stored now."""
+    doc = await get_progress_async(uuid)
+    if doc is None:
+        return ApiError(404, f"job {uuid} not found")
+    return ApiError(409, message, status=doc["status"])
+
+
+class RetryHandler(GeyserHandler):
+    """``POST /jobs/<uuid>/retry``: queue a failed (or buried) or cancelled job again, its
+    retry budget renewed and its history kept → 202 with the progress document; 409 with
+    ``"status"`` for a job in any other status."""
+
+    async def post(self, uuid: str) -> None:
+        try:
+            doc = await client().retry_async(uuid)
+        except JobNotFound:
+            raise ApiError(404, f"job {uuid} not found") from None
+        except InvalidTransition as e:
+            raise await _conflict(uuid, str(e)) from None
+        self.write_json(202, public_document(json.loads(doc)))
 
 
 class EventsHandler(GeyserHandler):
@@ -456,6 +481,7 @@ def routes(
     p = prefix.rstrip("/")
     return [
         tornado.web.url(rf"{p}/jobs/([^/]+)/events", EventsHandler, opts),
+        tornado.web.url(rf"{p}/jobs/([^/]+)/retry", RetryHandler, opts),
         tornado.web.url(rf"{p}/jobs/([^/]+)", EnqueueAndJobHandler, opts),
         tornado.web.url(rf"{p}/healthz", HealthHandler, opts),
         tornado.web.url(rf"{p}/metrics", MetricsHandler, opts),

@@ -273,6 +273,49 @@ async def test_delete_of_a_finished_job_is_409_with_its_status(api: Api) -> None
         assert body(await api.fetch("GET", f"/jobs/{uuid}"))["status"] == status
 
 
+async def test_retry_queues_a_failed_or_buried_job_again_with_its_history(api: Api) -> None:
+    finished = await enqueue(api, "fail", {"mode": "finish", "succeed_on": 2})  # failed at once
+    buried = await enqueue(api, "fail", {"mode": "crash", "succeed_on": 4})  # failed after 1 + 2 retries
+    done = await asyncio.to_thread(run_worker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    before = {uuid: body(await api.fetch("GET", f"/jobs/{uuid}")) for uuid in (finished, buried)}
+    assert [(d["status"], d["attempts"]) for d in before.values()] == [("failed", 1), ("failed", 3)]
+    for uuid in (finished, buried):
+        response = await api.fetch("POST", f"/jobs/{uuid}/retry")
+        assert response.code == 202, response.body
+        doc = body(response)
+        assert tuple(doc) == PUBLIC_FIELDS
+        assert (doc["status"], doc["attempts"], doc["errors"]) == ("queued", before[uuid]["attempts"],
+                                                                  before[uuid]["errors"])
+    done = await asyncio.to_thread(run_worker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = [body(await api.fetch("GET", f"/jobs/{uuid}")) for uuid in (finished, buried)]
+    assert [(d["status"], d["attempts"]) for d in after] == [("succeeded", 2), ("succeeded", 4)]
+
+
+async def test_retry_of_a_job_that_has_not_failed_is_409_with_its_status(api: Api) -> None:
+    queued = await enqueue(api, "echo", {"message": "hi"})
+    response = await api.fetch("POST", f"/jobs/{queued}/retry")
+    assert response.code == 409, response.body
+    assert body(response)["status"] == "queued" and "queued" in body(response)["error"]
+    done = await asyncio.to_thread(run_worker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    response = await api.fetch("POST", f"/jobs/{queued}/retry")
+    assert response.code == 409 and body(response)["status"] == "succeeded", response.body
+    response = await api.fetch("POST", "/jobs/00000000-0000-0000-0000-000000000000/retry")
+    assert response.code == 404 and "not found" in body(response)["error"]
+
+
+async def test_retry_queues_a_cancelled_job_again(api: Api) -> None:
+    uuid = await enqueue(api, "echo", {"message": "hi"})
+    assert (await api.fetch("DELETE", f"/jobs/{uuid}")).code == 202
+    response = await api.fetch("POST", f"/jobs/{uuid}/retry")
+    assert response.code == 202 and body(response)["status"] == "queued", response.body
+    done = await asyncio.to_thread(run_worker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert body(await api.fetch("GET", f"/jobs/{uuid}"))["status"] == "succeeded"
+
+
 async def test_unknown_routes_and_methods_answer_json_errors(api: Api) -> None:
     response = await api.fetch("GET", "/nowhere")
     assert response.code == 404 and "/nowhere" in body(response)["error"]
@@ -357,6 +400,7 @@ async def test_every_route_requires_the_token_when_one_is_set(embedded: str, mon
         uuid = geyser.make_base_job({"message": "x"}, "echo").enqueue()
         calls = [("POST", "/jobs/echo", '{"message": "x"}'), ("GET", f"/jobs/{uuid}", None),
                  ("GET", f"/jobs/{uuid}/events", None), ("DELETE", f"/jobs/{uuid}", None),
+                 ("POST", f"/jobs/{uuid}/retry", ""),
                  ("GET", "/healthz", None), ("GET", "/metrics", None), ("GET", "/nowhere", None)]
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                         {"Authorization": f"Basic {TOKEN}"}):
