@@ -8,13 +8,24 @@ from geyser.config import configure
 from geyser.errors import (
     ConflictError,
     GeyserError,
+    InvalidDocument,
+    InvalidTransition,
     JobCancelled,
     JobNotFound,
     UnknownJobType,
+    WaitTimeout,
     WFErrorContinue,
     WFErrorFinish,
 )
-from geyser.jobs import BaseJob, BaseJobSchema, get_base_job, get_base_job_async, make_base_job
+from geyser.jobs import (
+    BaseJob,
+    BaseJobSchema,
+    get_base_job,
+    get_base_job_async,
+    kick,
+    kick_async,
+    make_base_job,
+)
 from geyser.watch import get_progress_async, watch_async
 
 from geyser import jobs, registry  # noqa: E402  (geyser.jobs / geyser.registry as attributes)
@@ -24,9 +35,12 @@ __all__ = [
     "BaseJobSchema",
     "ConflictError",
     "GeyserError",
+    "InvalidDocument",
+    "InvalidTransition",
     "JobCancelled",
     "JobNotFound",
     "UnknownJobType",
+    "WaitTimeout",
     "WFErrorContinue",
     "WFErrorFinish",
     "configure",
@@ -34,6 +48,8 @@ __all__ = [
     "get_base_job_async",
     "get_progress_async",
     "jobs",
+    "kick",
+    "kick_async",
     "make_base_job",
     "registry",
     "watch_async",

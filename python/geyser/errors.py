@@ -14,6 +14,7 @@ from geyser._core import (
     ConflictError,
     GeyserError,
     InvalidDocument,
+    InvalidTransition,
     JobNotFound,
 )
 
@@ -23,9 +24,11 @@ __all__ = [
     "ConflictError",
     "GeyserError",
     "InvalidDocument",
+    "InvalidTransition",
     "JobCancelled",
     "JobNotFound",
     "UnknownJobType",
+    "WaitTimeout",
     "WFError",
     "WFErrorContinue",
     "WFErrorFinish",
@@ -55,6 +58,10 @@ class WFErrorContinue(WFError):
 
 class JobCancelled(GeyserError):
     """Raised inside ``run()`` at the next progress call after ``cancel()`` was requested."""
+
+
+class WaitTimeout(GeyserError, TimeoutError):
+    """``job.wait(timeout)`` ran out of time before the job finished."""
 
 
 class UnknownJobType(GeyserError, KeyError):

@@ -8,6 +8,7 @@ subclass sets them. Storage and queueing go through the native client.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid as uuid_module
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ from marshmallow import Schema, ValidationError
 
 from geyser import _core, registry
 from geyser.config import client
-from geyser.errors import JobCancelled
+from geyser.errors import JobCancelled, WaitTimeout
 from geyser.watch import get_progress_async, watch_async
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "get_base_job",
     "get_base_job_async",
     "get_progress_async",
+    "kick",
+    "kick_async",
     "make_base_job",
     "watch_async",
 ]
@@ -35,9 +38,13 @@ __all__ = [
 INTERNAL_FIELDS: frozenset[str] = frozenset(
     """documentType jobType schemaVersion createdAt updatedAt uuid logId queueKwargs
     queueJobId events errors completeness resultCode resultString status attempts failures
-    maxRetries startedAt finishedAt nextRunAt worker version fence cancelRequested
+    maxRetries startedAt heartbeatAt finishedAt nextRunAt worker version fence cancelRequested
     expiresAt""".split()
 )
+
+#: ``wait()`` asks the engine for at most this many seconds at a time, so Ctrl-C is seen.
+_WAIT_SLICE = 1.0
+_WAIT_FIRST_POLL = 0.05
 
 _DEFAULTS: dict[str, Any] = {
     "documentType": "job",
@@ -51,6 +58,7 @@ _DEFAULTS: dict[str, Any] = {
     "attempts": 0,
     "failures": 0,
     "startedAt": None,
+    "heartbeatAt": None,
     "finishedAt": None,
     "nextRunAt": None,
     "worker": None,
@@ -59,6 +67,63 @@ _DEFAULTS: dict[str, Any] = {
     "cancelRequested": False,
     "expiresAt": None,
 }
+
+
+#: Integers the engine stores exactly (as 64-bit integers); others are refused, never rounded.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+#: A run of digits long enough that it may be an integer outside that range.
+_LONG_DIGITS = re.compile(r"\d{19,}")
+#: Characters that may start a valid queue (beanstalkd tube) name, and the rest.
+_TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}")
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored exactly as JSON in a job document, or None."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        return "nested too deeply to store"
+    except ValueError as e:  # NaN or infinity
+        return f"{e}; NaN and infinity cannot be stored in a job document"
+    except TypeError as e:
+        return f"{e}; a job document holds only JSON values (dict, list, str, int, float, bool, None)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end].encode("unicode_escape").decode()
+        return f"contains {bad}, a lone surrogate that is not valid text"
+    if _LONG_DIGITS.search(text):
+        return _int_problem(value)
+    return None
+
+
+def _int_problem(value: Any) -> str | None:
+    """Why an integer inside ``value`` cannot be stored exactly, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not _INT_MIN <= item <= _INT_MAX:
+            return (
+                f"integer with {len(str(abs(item)))} digits is out of range: a job document stores "
+                "integers from -2**63 to 2**64-1 exactly (use a string for larger ones)"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
+
+
+def document_json(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON text, or ``ValidationError`` naming each field that cannot be stored
+    exactly (not JSON, NaN or infinity, a lone surrogate, an integer out of range)."""
+    problem = _json_problem(doc)
+    if problem is None:
+        return json.dumps(doc, allow_nan=False, ensure_ascii=False)
+    errors = {name: [why] for name, value in doc.items() if (why := _json_problem(value)) is not None}
+    raise ValidationError(errors or {"_schema": [problem]})
 
 
 class BaseJobSchema(Schema):
@@ -78,7 +143,9 @@ class BaseJob:
 
     JOB_TYPE: ClassVar[str] = "base_job"
     SCHEMA: ClassVar[type[Schema]] = BaseJobSchema
-    QUEUE_NAME: ClassVar[str] = "geyser"
+    #: The queue (beanstalkd tube) of this job type; by default the class's ``JOB_TYPE``, so
+    #: a worker watches only the queues of the types it knows.
+    QUEUE_NAME: ClassVar[str] = "base_job"
     #: Re-runs allowed after the first attempt fails.
     MAX_RETRIES: ClassVar[int] = 3
     #: Seconds; base of the exponential retry backoff (with jitter). 0 retries at once.
@@ -94,6 +161,8 @@ class BaseJob:
     LIFESPAN: ClassVar[float | None] = None
 
     _schema_instance: ClassVar[Schema | None] = None
+    #: Whether ``QUEUE_NAME`` is the default (follows ``JOB_TYPE``) rather than set by a class.
+    _default_queue_name: ClassVar[bool] = True
 
     # Lifecycle attributes, mirrored from the document.
     uuid: str
@@ -107,6 +176,16 @@ class BaseJob:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._schema_instance = None
+        if "QUEUE_NAME" in cls.__dict__:
+            cls._default_queue_name = False
+        elif cls._default_queue_name:
+            cls.QUEUE_NAME = cls.JOB_TYPE
+        if not isinstance(cls.QUEUE_NAME, str) or not _TUBE_NAME.fullmatch(cls.QUEUE_NAME):
+            where = "QUEUE_NAME" if not cls._default_queue_name else "JOB_TYPE (the default QUEUE_NAME)"
+            raise ValueError(
+                f"{cls.__qualname__}: {where} {cls.QUEUE_NAME!r} is not a valid queue name: 1 to 200 "
+                "letters, digits and -+/;.$_() not starting with '-'"
+            )
         if "JOB_TYPE" in cls.__dict__:
             registry.register(cls)
 
@@ -164,9 +243,49 @@ class BaseJob:
             "timeout": None if cls.TIMEOUT is None else float(cls.TIMEOUT),
         }
 
+    @classmethod
+    def _own_fields(cls) -> dict[str, marshmallow.fields.Field]:
+        """The schema's fields by their key in the document (``data_key`` or name)."""
+        return {f.data_key or name: f for name, f in cls.schema().fields.items() if not f.load_only}
+
+    def _dump_own(self) -> dict[str, Any]:
+        """The job's schema fields as stored. An unset field (None where the schema does not
+        allow None) is left out, so it loads back as unset."""
+        own = self._own_fields()
+        schema = self.schema()
+        try:
+            dumped: dict[str, Any] = schema.dump(self)
+        except Exception as e:  # a field's serializer refused the value (e.g. int("many"))
+            errors: dict[str, list[str]] = {}
+            for name, f in schema.fields.items():
+                try:
+                    f.serialize(name, self, accessor=schema.get_attribute)
+                except Exception as field_error:
+                    errors[f.data_key or name] = [f"cannot be stored: {field_error}"]
+            raise ValidationError(errors or {"_schema": [f"cannot be stored: {e}"]}) from e
+        return {k: v for k, v in dumped.items() if v is not None or (k in own and own[k].allow_none)}
+
+    @classmethod
+    def _load_own(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        """The job's schema fields loaded from a stored document (unset ones left out)."""
+        own = cls._own_fields()
+        values = {
+            k: v for k, v in doc.items()
+            if k in own and k not in INTERNAL_FIELDS and (v is not None or own[k].allow_none)
+        }
+        return cls.schema().load(values, partial=True)
+
+    def check_own_fields(self) -> None:
+        """Refuse (``ValidationError``, field → messages) schema fields that the job's schema
+        would not load back, or that cannot be stored exactly as JSON: what is saved, a
+        worker can load."""
+        dumped = self._dump_own()
+        document_json(dumped)
+        self.schema().load({k: v for k, v in dumped.items() if k not in INTERNAL_FIELDS}, partial=True)
+
     def to_document(self) -> dict[str, Any]:
         """The job as its stored document: schema fields plus lifecycle fields."""
-        doc: dict[str, Any] = self.schema().dump(self)
+        doc = self._dump_own()
         for name in INTERNAL_FIELDS:
             doc[name] = getattr(self, name)
         return doc
@@ -174,20 +293,15 @@ class BaseJob:
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> BaseJob:
         """Rebuild a job from its stored document (schema fields are loaded again)."""
-        schema = cls.schema()
-        own = {k: v for k, v in doc.items() if k in schema.fields and k not in INTERNAL_FIELDS}
-        values = schema.load(own, partial=True)
         internal = {k: v for k, v in doc.items() if k in INTERNAL_FIELDS}
-        return cls(**internal, **values)
+        return cls(**internal, **cls._load_own(doc))
 
     def _apply_document(self, doc_json: str) -> None:
         doc = json.loads(doc_json)
         for name in INTERNAL_FIELDS:
             if name in doc:
                 setattr(self, name, doc[name])
-        schema = self.schema()
-        own = {k: v for k, v in doc.items() if k in schema.fields and k not in INTERNAL_FIELDS}
-        for name, value in schema.load(own, partial=True).items():
+        for name, value in self._load_own(doc).items():
             setattr(self, name, value)
 
     def _apply_lifecycle(self, doc_json: str) -> None:
@@ -198,11 +312,13 @@ class BaseJob:
                 setattr(self, name, doc[name])
 
     def _document_json(self) -> str:
-        return json.dumps(self.to_document())
+        """The document as JSON text; ``ValidationError`` names a field that cannot be stored."""
+        return document_json(self.to_document())
 
     # -- queueing ----------------------------------------------------------------
 
     def _prepare_enqueue(self, priority: int | None, ttr: float | None) -> str:
+        self.check_own_fields()
         self.queueKwargs = self._queue_kwargs(priority, ttr)
         self.maxRetries = self.MAX_RETRIES
         if self.LIFESPAN is not None:
@@ -226,8 +342,11 @@ class BaseJob:
         return self.uuid
 
     def save(self) -> None:
-        """Write the job's document. Inside ``run()`` the write is coalesced with progress;
-        elsewhere it is a compare-and-swap (``ConflictError`` if it changed: ``reload()``)."""
+        """Write the job's own fields and progress (never its status, attempts or other
+        lifecycle fields: those change only through enqueue, cancel, retry... and the worker).
+        Inside ``run()`` the write is coalesced with progress; elsewhere it is a
+        compare-and-swap (``ConflictError`` if it changed: ``reload()``)."""
+        self.check_own_fields()
         if self._attempt is not None:
             self._attempt.progress(self._document_json())
         else:
@@ -235,6 +354,7 @@ class BaseJob:
 
     async def save_async(self) -> None:
         """``save`` for asyncio code."""
+        self.check_own_fields()
         if self._attempt is not None:
             self._attempt.progress(self._document_json())
         else:
@@ -255,6 +375,57 @@ class BaseJob:
         """``cancel`` for asyncio code."""
         self._apply_document(await client().cancel_async(self.uuid))
 
+    def retry(self) -> None:
+        """Queue a failed (or buried) or cancelled job again, with its retry budget renewed;
+        its attempts, events and errors are kept. ``InvalidTransition`` for any other status."""
+        self._apply_document(client().retry(self.uuid))
+
+    async def retry_async(self) -> None:
+        """``retry`` for asyncio code."""
+        self._apply_document(await client().retry_async(self.uuid))
+
+    def delete(self) -> None:
+        """Forget a finished job (succeeded, failed or cancelled) and its queue entry.
+        ``InvalidTransition`` for a queued or running job: ``cancel()`` it first."""
+        self._apply_lifecycle(client().delete(self.uuid))
+
+    async def delete_async(self) -> None:
+        """``delete`` for asyncio code."""
+        self._apply_lifecycle(await client().delete_async(self.uuid))
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job is finished (succeeded, failed or cancelled); returns its final
+        document as a dict and updates this object. ``WaitTimeout`` after ``timeout`` seconds.
+
+        Polls the store every 50 ms at first, slowing down to once a second; Ctrl-C
+        interrupts it within a second."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_poll = _WAIT_FIRST_POLL
+        while True:
+            left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            doc = client().wait(self.uuid, max(left, 0.0), first_poll)
+            if doc is not None:
+                self._apply_document(doc)
+                return json.loads(doc)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {self.uuid} is still {self._status_now()} after {timeout:g} s")
+            first_poll = min(first_poll * 4, 1.0)
+
+    async def wait_async(self, timeout: float | None = None) -> dict[str, Any]:
+        """``wait`` for asyncio code."""
+        budget = float("inf") if timeout is None else timeout
+        doc = await client().wait_async(self.uuid, min(budget, 1e9), _WAIT_FIRST_POLL)
+        if doc is None:
+            now = await client().get_async(self.uuid)
+            status = "gone" if now is None else json.loads(now).get("status")
+            raise WaitTimeout(f"job {self.uuid} is still {status} after {timeout:g} s")
+        self._apply_document(doc)
+        return json.loads(doc)
+
+    def _status_now(self) -> str:
+        doc = client().get(self.uuid)
+        return "gone" if doc is None else str(json.loads(doc).get("status"))
+
     # -- progress ----------------------------------------------------------------
 
     def _progress_changed(self) -> None:
@@ -268,10 +439,13 @@ class BaseJob:
             self.save()
 
     def update_attrs(self, **kwargs: Any) -> None:
-        """Set schema fields (never internal ones) and save progress."""
+        """Set schema fields (never internal ones) and save progress. Values that cannot be
+        stored exactly as JSON are refused (``ValidationError`` naming the field) and nothing
+        is set."""
         bad = sorted(set(kwargs) & INTERNAL_FIELDS)
         if bad:
             raise ValidationError({name: ["Internal field; it cannot be set."] for name in bad})
+        document_json(kwargs)
         for name, value in kwargs.items():
             setattr(self, name, value)
         self._progress_changed()
@@ -286,16 +460,21 @@ class BaseJob:
 
     def record_event(self, msg: str, action: str = "") -> None:
         """Append an event (``msg``, ``action``) to the job's log."""
-        self.events.append({"msg": str(msg), "action": str(action), "at": time.time()})
+        event = {"msg": str(msg), "action": str(action), "at": time.time()}
+        document_json({"events": [event]})
+        self.events.append(event)
         self._progress_changed()
 
     def record_error(self, code: Any, msg: str) -> None:
         """Append an error (``errorCode``, ``msg``) without failing the job."""
-        self.errors.append({"errorCode": code, "msg": str(msg), "at": time.time(), "attempt": self.attempts})
+        error = {"errorCode": code, "msg": str(msg), "at": time.time(), "attempt": self.attempts}
+        document_json({"errors": [error]})
+        self.errors.append(error)
         self._progress_changed()
 
     def record_result(self, code: Any, string: str = "") -> None:
         """Set the job's result code and text."""
+        document_json({"resultCode": code, "resultString": str(string)})
         self.resultCode = code
         self.resultString = str(string)
         self._progress_changed()
@@ -327,7 +506,20 @@ def make_base_job(values: dict[str, Any] | None = None, job_type: str = "") -> B
         bad = sorted(set(values) & INTERNAL_FIELDS)
         if bad:
             raise ValidationError({name: ["Internal field; it cannot be set."] for name in bad})
-    return cls(**cls.schema().load(values))
+    job = cls(**cls.schema().load(values))
+    job.check_own_fields()
+    return job
+
+
+def kick(queue: str, bound: int = 1) -> int:
+    """Move up to ``bound`` buried entries of ``queue`` (or, when none is buried, delayed ones)
+    back to ready; a kicked failed job runs again with its retry budget renewed. Returns how many."""
+    return client().kick(queue, int(bound))
+
+
+async def kick_async(queue: str, bound: int = 1) -> int:
+    """``kick`` for asyncio code."""
+    return await client().kick_async(queue, int(bound))
 
 
 def _job_from_json(doc_json: str | None) -> BaseJob | None:

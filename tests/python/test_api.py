@@ -16,7 +16,6 @@ from marshmallow import ValidationError
 import geyser
 import geyser.jobs
 import geyser.registry
-from geyser.errors import InvalidDocument
 from jobs_for_tests import EchoJob
 
 pytestmark = pytest.mark.usefixtures("embedded")
@@ -110,14 +109,15 @@ def test_save_is_compare_and_swap() -> None:
     assert geyser.get_base_job(job.uuid).message == "two"  # type: ignore[union-attr]
 
 
-def test_save_refuses_a_change_of_the_fields_fixed_at_enqueue() -> None:
+def test_save_leaves_the_fields_fixed_at_enqueue_alone() -> None:
     job = geyser.make_base_job({"message": "a"}, "echo")
     job.enqueue()
     job.expiresAt = time.time() + 60
-    with pytest.raises(InvalidDocument, match="expiresAt is fixed"):
-        job.save()
+    job.message = "b"
+    job.save()
+    assert job.expiresAt is None  # the engine's value, back on the object
     job.reload()
-    assert job.expiresAt is None and job.message == "a"
+    assert job.expiresAt is None and job.message == "b"
 
 
 def test_cancel_of_a_queued_job() -> None:
