@@ -27,7 +27,7 @@ use outcome::QueueAction;
 use reservations::{Reservations, SharedConsumer};
 
 use crate::client::Geyser;
-use crate::model::{JobDocument, Status, TransitionError};
+use crate::model::{Event, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{Consumer, QueueError, QueueJobId, Reserved};
 use crate::store::{NextDocument, StoreError};
 
@@ -41,6 +41,8 @@ pub enum WorkerError {
     Fence(#[from] FenceError),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    #[error(transparent)]
+    InvalidJob(#[from] InvalidJob),
     #[error("could not start the worker's runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -57,7 +59,18 @@ pub struct WorkerConfig {
     /// How long past its TIMEOUT a job that cannot be interrupted may run before the
     /// heartbeat fails it and ends the process (see `heartbeat.rs`).
     pub hard_stop_after: Duration,
+    /// The job types this worker can run; None: every type. An entry of another type is
+    /// released with a growing delay (another worker may know it) and buried only after
+    /// `FOREIGN_RELEASES` such releases, with the reason recorded on the job.
+    pub job_types: Option<Arc<std::collections::HashSet<String>>>,
 }
+
+/// How many times workers that do not know a job's type release it before it is buried.
+pub const FOREIGN_RELEASES: usize = 10;
+/// The delay before the n-th such release is over: 2^n seconds, at most this long.
+const FOREIGN_DELAY_MAX: Duration = Duration::from_secs(300);
+/// The event action that records one such release on the job.
+const FOREIGN_ACTION: &str = "unknown-type-released";
 
 /// One reserving consumer and what it needs to run attempts.
 pub struct Worker {
@@ -164,6 +177,7 @@ impl Worker {
         let plan = Arc::new(Triage {
             id,
             worker: self.config.name.clone(),
+            job_types: self.config.job_types.clone(),
             token: rand::random(),
             jitter: rand::random(),
             chosen: std::sync::Mutex::new(None),
@@ -174,14 +188,21 @@ impl Worker {
         };
         let (stored, written) = match self.geyser.store.read_then_write(&uuid, next).await {
             Ok(both) => both,
-            Err(e @ StoreError::Corrupt { .. }) => {
-                log::error!("{e}; queue job {id} buried");
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::Inconsistent { .. })) => {
+                log::error!("{e}; queue job {id} buried (kick it once the document is repaired)");
                 self.bury(id).await;
                 return Ok(None);
             }
-            Err(e) => {
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Sqlite { .. })) => {
                 self.release_soon(id).await;
                 return Err(e.into());
+            }
+            Err(e) => {
+                // This one job could not be started (e.g. its document kept changing): the
+                // others can. It comes back after a while.
+                log::error!("job {uuid} (queue job {id}) not started: {e}; released for {FOREIGN_PAUSE:?}");
+                self.release(id, FOREIGN_PAUSE).await;
+                return Ok(None);
             }
         };
         let Some(stored) = stored else {
@@ -191,6 +212,20 @@ impl Worker {
         };
         match (plan.chosen(), written) {
             (Some(Ok(Choice::Start)), Some(started)) => Ok(Some(self.attempt(started, id))),
+            (Some(Ok(Choice::Foreign { delay })), _) => {
+                log::info!(
+                    "job {uuid} is of type {:?}, which this worker does not know; queue job {id} released for {delay:?}",
+                    stored.job_type
+                );
+                self.release(id, delay).await;
+                Ok(None)
+            }
+            (Some(Ok(Choice::Owned { delay })), _) => {
+                let owner = stored.worker.as_deref().unwrap_or("?");
+                log::info!("job {uuid} is running on live worker {owner}; queue job {id} released for {delay:?}");
+                self.release(id, delay).await;
+                Ok(None)
+            }
             (Some(Ok(Choice::GiveUp)), Some(failed)) => {
                 settle_or_log(&self.consumer, &failed, id, QueueAction::Bury).await;
                 Ok(None)
@@ -205,7 +240,11 @@ impl Worker {
                 self.delete(id).await;
                 Ok(None)
             }
-            (Some(Err(refused)), _) => Err(refused.into()),
+            (Some(Err(refused)), _) => {
+                log::error!("queue job {id}: {refused}; buried");
+                self.bury(id).await;
+                Ok(None)
+            }
             (_, _) => {
                 // A store that returned the document without asking `decide` about it.
                 self.release_soon(id).await;
@@ -240,7 +279,11 @@ impl Worker {
     }
 
     async fn release_soon(&self, id: QueueJobId) {
-        if let Err(e) = self.consumer.lock().await.release(id, 0, Duration::from_secs(1)).await {
+        self.release(id, Duration::from_secs(1)).await
+    }
+
+    async fn release(&self, id: QueueJobId, delay: Duration) {
+        if let Err(e) = self.consumer.lock().await.release(id, 0, delay).await {
             log::warn!("could not release queue job {id}: {e}");
         }
     }
@@ -252,6 +295,7 @@ impl Worker {
 struct Triage {
     id: QueueJobId,
     worker: String,
+    job_types: Option<Arc<std::collections::HashSet<String>>>,
     /// The random half of the new attempt's fence.
     token: u128,
     /// The retry delay's jitter, should a lost attempt be recorded.
@@ -270,7 +314,15 @@ enum Choice {
     Finished,
     /// The document belongs to another queue entry: delete this stale one.
     Duplicate,
+    /// This worker does not know the job's type: release the entry for `delay`.
+    Foreign { delay: Duration },
+    /// The job is running under a live worker (its heartbeat is fresher than the TTR) whose
+    /// reservation the queue lost: release the entry until that heartbeat could be stale.
+    Owned { delay: Duration },
 }
+
+/// How long an entry that could not be started (not for lack of a store) stays released.
+const FOREIGN_PAUSE: Duration = Duration::from_secs(5);
 
 impl Triage {
     /// The document to write for the stored one (None for Finished and Duplicate).
@@ -290,14 +342,27 @@ impl Triage {
     }
 
     fn choose(&self, stored: &JobDocument) -> Result<(Choice, Option<JobDocument>), TransitionError> {
-        if stored.status.is_terminal() {
+        let id = self.id.to_string();
+        let kicked = stored.status == Status::Failed && stored.queue_job_id.as_deref() == Some(id.as_str());
+        if stored.status.is_terminal() && !kicked {
             return Ok((Choice::Finished, None));
         }
-        let id = self.id.to_string();
         if stored.queue_job_id.as_deref().is_some_and(|q| q != id) {
             return Ok((Choice::Duplicate, None));
         }
+        if let Some(delay) = heartbeat::owner_alive_for(stored, crate::model::now()) {
+            // Its worker is alive though the queue gave the entry back (a beanstalkd restart):
+            // not lost. Look again once its heartbeat could be stale.
+            return Ok((Choice::Owned { delay }, None));
+        }
         let mut doc = stored.clone();
+        if kicked {
+            // A failed job's entry is kept only when it was buried: an operator kicked it.
+            doc.retry()?;
+        }
+        if let Some(foreign) = self.foreign(&doc)? {
+            return Ok(foreign);
+        }
         if doc.status == Status::Running {
             // The previous attempt's worker died or lost its reservation: that attempt failed.
             let lost = Outcome::worker_lost(doc.attempts, "its worker stopped");
@@ -309,6 +374,37 @@ impl Triage {
         doc.queue_job_id = Some(id);
         doc.start_attempt(&self.worker, &fence)?;
         Ok((Choice::Start, Some(doc)))
+    }
+}
+
+impl Triage {
+    /// For a job type this worker does not know: record the release on the job and pick
+    /// its delay, or, after `FOREIGN_RELEASES` of them, fail the job so its entry is buried.
+    fn foreign(&self, stored: &JobDocument) -> Result<Option<(Choice, Option<JobDocument>)>, TransitionError> {
+        let Some(known) = &self.job_types else { return Ok(None) };
+        if known.contains(&stored.job_type) || stored.status != Status::Queued {
+            return Ok(None);
+        }
+        let released = stored.events.iter().filter(|e| e.action == FOREIGN_ACTION).count();
+        let mut doc = stored.clone();
+        doc.queue_job_id = Some(self.id.to_string());
+        if released >= FOREIGN_RELEASES {
+            let msg = format!(
+                "no worker watching queue {:?} knows job type {:?} (released {released} times; last by {}); \
+                 start a worker with its module, then retry the job",
+                doc.queue_kwargs.queue, doc.job_type, self.worker
+            );
+            doc.give_up(serde_json::Value::from("unknown-job-type"), &msg)?;
+            return Ok(Some((Choice::GiveUp, Some(doc))));
+        }
+        let delay = Duration::from_secs(1u64 << released.min(16)).min(FOREIGN_DELAY_MAX);
+        doc.updated_at = crate::model::now();
+        doc.events.push(Event {
+            msg: format!("worker {} does not know job type {:?}; released for {delay:?}", self.worker, doc.job_type),
+            action: FOREIGN_ACTION.into(),
+            at: doc.updated_at,
+        });
+        Ok(Some((Choice::Foreign { delay }, Some(doc))))
     }
 }
 
@@ -343,11 +439,13 @@ async fn settle_or_log(consumer: &Mutex<Box<dyn Consumer>>, doc: &JobDocument, i
 }
 
 impl Attempt {
-    /// The job's latest state, saved within one progress interval.
-    pub fn progress(&self, job: JobDocument) {
+    /// The job's latest state, saved within one progress interval. A state that breaks
+    /// the document's rules is refused (nothing is saved) and the error names the field.
+    pub fn progress(&self, job: JobDocument) -> Result<(), InvalidJob> {
         let mut doc = self.doc.clone();
-        doc.take_progress_from(job);
+        doc.take_progress_from(job)?;
         self.heartbeat.progress(&self.writer, doc);
+        Ok(())
     }
 
     pub fn cancel_requested(&self) -> bool {
@@ -363,8 +461,23 @@ impl Attempt {
     pub async fn finish(self, job: JobDocument, outcome: Outcome) -> WorkerResult<JobDocument> {
         let Attempt { mut doc, queue_id, consumer, writer, heartbeat, finished } = self;
         heartbeat.forget(&writer).await;
-        doc.take_progress_from(job);
+        let outcome = match doc.take_progress_from(job) {
+            Ok(()) => outcome,
+            // What the job did to its document is this attempt's error; its state at the
+            // start of the attempt is kept.
+            Err(invalid) => Outcome::Continue {
+                code: serde_json::Value::from("invalid-document"),
+                msg: invalid.to_string(),
+                traceback: None,
+            },
+        };
         let action = outcome::apply(&mut doc, outcome, rand::random())?;
+        if action == QueueAction::Delete {
+            // The entry is on its way out; a failed document keeps its id only while the
+            // entry is buried, so that a kicked entry is told from one that came back.
+            doc.queue_job_id = None;
+        }
+
         let saved = match writer.write(doc).await {
             Ok(saved) => saved,
             Err(e @ FenceError::Lost { .. }) => {
@@ -394,4 +507,67 @@ impl Attempt {
 
 fn take(finished: &FinishedEntry) -> Option<(QueueJobId, String)> {
     finished.lock().ok().and_then(|mut f| f.take())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn triage(job_types: &[&str]) -> Triage {
+        Triage {
+            id: QueueJobId::new(0, 7),
+            worker: "w".into(),
+            job_types: Some(Arc::new(job_types.iter().map(|t| t.to_string()).collect())),
+            token: 1,
+            jitter: 0.0,
+            chosen: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn queued(job_type: &str) -> JobDocument {
+        serde_json::from_value(serde_json::json!({
+            "jobType": job_type, "createdAt": 1.0, "updatedAt": 1.0, "uuid": "u",
+            "queueKwargs": {"queue": "shared", "priority": 1, "ttr": 5.0},
+            "status": "queued", "maxRetries": 0, "queueJobId": "0:7"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unknown_type_is_released_with_growing_delays_then_given_up() {
+        let t = triage(&["alpha"]);
+        let mut doc = queued("beta");
+        let mut delays = Vec::new();
+        for _ in 0..FOREIGN_RELEASES {
+            let (choice, written) = t.choose(&doc).unwrap();
+            let Choice::Foreign { delay } = choice else { panic!("{choice:?}") };
+            delays.push(delay.as_secs());
+            doc = written.unwrap();
+            assert_eq!((doc.status, doc.attempts), (Status::Queued, 0));
+        }
+        assert_eq!(&delays[..4], &[1, 2, 4, 8]);
+        assert!(delays.iter().all(|d| *d <= FOREIGN_DELAY_MAX.as_secs()));
+        let (choice, written) = t.choose(&doc).unwrap();
+        assert!(matches!(choice, Choice::GiveUp), "{choice:?}");
+        let failed = written.unwrap();
+        assert_eq!((failed.status, failed.attempts), (Status::Failed, 0));
+        assert!(failed.errors[0].msg.contains("beta"), "{:?}", failed.errors);
+    }
+
+    #[test]
+    fn a_known_type_starts_and_a_kicked_failed_job_runs_again() {
+        let t = triage(&["alpha"]);
+        let (choice, started) = t.choose(&queued("alpha")).unwrap();
+        assert!(matches!(choice, Choice::Start), "{choice:?}");
+        let mut failed = started.unwrap();
+        failed.failures = 1;
+        failed.fail().unwrap();
+        let (choice, again) = t.choose(&failed).unwrap();
+        assert!(matches!(choice, Choice::Start), "{choice:?}");
+        let again = again.unwrap();
+        assert_eq!((again.status, again.attempts, again.failures), (Status::Running, 2, 0));
+        // A failed job whose entry was deleted (WFErrorFinish) never runs from a stray entry.
+        failed.queue_job_id = None;
+        assert!(matches!(t.choose(&failed).unwrap().0, Choice::Finished));
+    }
 }
