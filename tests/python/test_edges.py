@@ -281,3 +281,20 @@ def test_wait_async(embedded: str) -> None:
             await worker.wait()
 
     assert asyncio.run(main())["status"] == "succeeded"
+
+
+# -- 13. one malformed document never wedges a worker ---------------------------------------------
+
+
+def test_a_row_that_contradicts_its_json_is_buried_not_spun_on(embedded: str) -> None:
+    import sqlite3
+
+    bad = geyser.make_base_job({"message": "hand-edited"}, "echo").enqueue()
+    good = geyser.make_base_job({"message": "fine"}, "echo").enqueue()
+    with sqlite3.connect(embedded.removeprefix("sqlite://")) as conn:
+        conn.execute("UPDATE geyser_documents SET job_type = 'migrated' WHERE uuid = ?", (bad,))
+    done = run_worker(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "inconsistent" in done.stderr and bad in done.stderr, done.stderr
+    assert client().stats_tube("echo")["buried"] == 1
+    assert stored(good)["status"] == "succeeded"
