@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,26 @@ def test_demo_runs_every_job_to_success() -> None:
     assert "processed file-" in out.stdout
 
 
+def live_members(group: int) -> list[str]:
+    """Command names of the processes of process group ``group`` that have not exited
+    (zombies left for a parent to reap do not count)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().rsplit(")", 1)
+        except OSError:  # gone meanwhile
+            continue
+        state, _parent, pgrp = fields.split()[:3]
+        if int(pgrp) == group and state != "Z":
+            alive.append(name.split("(", 1)[1])
+    return alive
+
+
 @pytest.mark.usefixtures("embedded")
 def test_readme_http_walkthrough_runs_as_written(tmp_path: Path) -> None:
     """The README's server + worker + curl block, run by bash from the repository root.
-    Only the port changes (the default 8000 to a free one); the background processes
-    are stopped after."""
+    Only the port changes (the default 8000 to a free one). The block's last line stops
+    its background processes; anything it leaves running is a failure (and is stopped)."""
     from conftest import free_port
 
     port, script = free_port(), readme_block("## HTTP API")
@@ -48,16 +65,23 @@ def test_readme_http_walkthrough_runs_as_written(tmp_path: Path) -> None:
         shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
         try:
             shell.wait(timeout=90)
+            deadline = time.monotonic() + 30
+            while (left := live_members(shell.pid)) and time.monotonic() < deadline:
+                time.sleep(0.1)  # poll: the worker finishes its running job before it exits
         finally:
-            os.killpg(shell.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # nothing left to stop
+                os.killpg(shell.pid, signal.SIGKILL)
     out, err = out_file.read_text(), err_file.read_text()
+    assert shell.returncode == 0, out + err
+    assert left == [], f"the walkthrough left {left} running\n{out}{err}"
     answers, events, rest = split_curl_output(out)
     assert len(answers) >= 2 and len(answers[0]["uuid"]) == 36, out + err
     assert answers[1]["jobType"] == "my_job_type" and answers[1]["status"] in ("queued", "running"), out
     assert len(events) >= 2 and events[-1]["status"] == "succeeded", out + err
     assert [e["completeness"] for e in events] == sorted(e["completeness"] for e in events), out
-    assert answers[2]["status"] == "succeeded", out  # DELETE of a finished job: nothing to cancel
-    assert answers[3]["status"] == "ok", out  # healthz
+    assert answers[2]["status"] == "succeeded" and "finished" in answers[2]["error"], out  # DELETE: 409
+    assert answers[3]["status"] == "succeeded", out  # retry of a job that did not fail: 409
+    assert answers[4]["status"] == "ok", out  # healthz
     assert "geyser_queue_jobs" in rest, out  # metrics
 
 

@@ -27,17 +27,28 @@ async def test_watch_yields_each_change_in_order_and_ends_at_a_terminal_status(b
     job = geyser.make_base_job({"message": "hi"}, "echo")
     await job.enqueue_async()
     seen: list[tuple[str, float]] = []
+    changed = asyncio.Event()
 
     async def follow() -> None:
         async for doc in geyser.jobs.watch_async(job.uuid, interval=0.02):
             seen.append((doc["status"], doc["completeness"]))
+            changed.set()
+
+    async def until_seen(count: int) -> None:
+        """Wait (5 s at most) until the follower has yielded ``count`` documents."""
+        async with asyncio.timeout(5):
+            while len(seen) < count:
+                changed.clear()
+                await changed.wait()
 
     follower = asyncio.create_task(follow())
-    for completeness in (0.25, 0.5, 0.75):
-        await asyncio.sleep(0.15)
+    # Each change is made once the follower has yielded the one before, so none can be
+    # skipped by a poll that reads two changes at once.
+    for n, completeness in enumerate((0.25, 0.5, 0.75), start=1):
+        await until_seen(n)
         job.completeness = completeness
         await job.save_async()
-    await asyncio.sleep(0.15)
+    await until_seen(4)
     await job.cancel_async()
     await asyncio.wait_for(follower, 5)
     assert seen == [("queued", 0.0), ("queued", 0.25), ("queued", 0.5), ("queued", 0.75), ("cancelled", 0.75)]
