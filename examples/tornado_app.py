@@ -54,7 +54,8 @@ def make_app() -> tornado.web.Application:
 
 
 async def main(port: int) -> None:
-    make_app().listen(port, "127.0.0.1")
+    # Stalled clients are disconnected as in python -m geyser.server (docs/web.md, Slow clients).
+    make_app().listen(port, "127.0.0.1", idle_connection_timeout=geyser.web.DEFAULT_HEADER_TIMEOUT)
     print(f"listening on http://127.0.0.1:{port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
