@@ -187,17 +187,44 @@ impl PyAttempt {
     }
 }
 
-/// Run the maintenance sweep once over documents untouched for `min_age` seconds;
-/// returns how many were put on their queue again (`requeued`) or recovered from a
-/// lost attempt (`recovered`), and how many expired documents were forgotten (`purged`).
+/// Run the maintenance sweep once, as `holder` of the maintenance lease (taken or renewed
+/// for `lease_ttl` seconds; given up afterwards with `release`), or without the lease with
+/// `force`. Returns the report: `leader` (false: another process, `holder`, leads and
+/// nothing was done), `lease_lost`, the counts `requeued`, `recovered`, `purged`,
+/// `unreadable`, `skipped`, `errors`, and the first `problems` as logged.
 #[pyfunction]
-#[pyo3(signature = (client, min_age=crate::maintenance::DEFAULT_MIN_AGE))]
-pub fn sweep<'py>(py: Python<'py>, client: &PyClient, min_age: f64) -> PyResult<Bound<'py, PyDict>> {
-    let report = wait(py, crate::maintenance::sweep(&client.geyser, min_age)).map_err(sweep_err)?;
+#[pyo3(signature = (
+    client,
+    holder,
+    min_age=crate::maintenance::DEFAULT_MIN_AGE,
+    lease_ttl=crate::maintenance::DEFAULT_LEASE_TTL,
+    force=false,
+    release=false,
+))]
+pub fn sweep<'py>(
+    py: Python<'py>,
+    client: &PyClient,
+    holder: String,
+    min_age: f64,
+    lease_ttl: f64,
+    force: bool,
+    release: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    use crate::maintenance::{LeaseTerms, Service};
+    let terms = LeaseTerms { holder, ttl: lease_ttl, release_after: release };
+    let lease = (!force).then_some(&terms);
+    let report = wait(py, Service::sweep(min_age).run(&client.geyser, lease)).map_err(sweep_err)?;
     let d = PyDict::new(py);
+    d.set_item("leader", report.leader)?;
+    d.set_item("holder", report.holder)?;
+    d.set_item("lease_lost", report.lease_lost)?;
     d.set_item("requeued", report.requeued)?;
     d.set_item("recovered", report.recovered)?;
     d.set_item("purged", report.purged)?;
+    d.set_item("unreadable", report.unreadable)?;
+    d.set_item("skipped", report.skipped)?;
+    d.set_item("errors", report.errors)?;
+    d.set_item("problems", report.problems)?;
     Ok(d)
 }
 

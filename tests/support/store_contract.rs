@@ -7,7 +7,7 @@
 use geyser::model::{JobDocument, Status};
 use std::sync::Arc;
 
-use geyser::store::{ListFilter, Page, Store, StoreError};
+use geyser::store::{ListFilter, Page, StaleKey, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per contract test in a `store_contract` module.
 #[macro_export]
@@ -19,7 +19,8 @@ macro_rules! store_contract_tests {
             $crate::store_contract_tests!(@each $make;
                 create_then_get, create_twice_is_already_exists, update_bumps_version,
                 stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
-                list_pages_by_uuid, purge_expired, read_then_write);
+                list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
+                lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -213,4 +214,71 @@ pub async fn read_then_write(s: &dyn Store) {
 
     let (stored, written) = s.read_then_write("no-such-uuid", next).await.expect("missing");
     assert!(stored.is_none() && written.is_none());
+}
+
+/// `list_stale` returns only documents of the status asked, written before the cutoff,
+/// oldest write first (ties by uuid), every one once across pages.
+pub async fn list_stale_pages_oldest_first(s: &dyn Store) {
+    let jt = job_type("stale");
+    let at = |status, updated_at| JobDocument { status, updated_at, ..document(&jt) };
+    let mut tied = vec![create(s, &at(Status::Queued, 1000.25)).await, create(s, &at(Status::Queued, 1000.25)).await];
+    tied.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    let oldest = create(s, &at(Status::Queued, 1000.125)).await;
+    let newest = create(s, &at(Status::Queued, 1000.5)).await;
+    let young = create(s, &at(Status::Queued, 1002.0)).await;
+    let running = create(s, &at(Status::Running, 1000.0)).await;
+
+    let mut after: Option<StaleKey> = None;
+    let mut keys = Vec::new();
+    loop {
+        let rows = s.list_stale(Status::Queued, 1001.0, after.as_ref(), 2).await.expect("list stale");
+        assert!(rows.len() <= 2, "a page holds at most its limit");
+        let Some(last) = rows.last() else { break };
+        after = Some(last.key.clone());
+        for row in rows {
+            let doc = row.doc.expect("a readable document");
+            assert_eq!((doc.status, &doc.uuid), (Status::Queued, &row.key.uuid));
+            assert!(doc.updated_at < 1001.0 && doc.updated_at == row.key.updated_at, "{doc:?}");
+            keys.push(row.key);
+        }
+    }
+    let in_order = keys.windows(2).all(|w| (w[0].updated_at, &w[0].uuid) < (w[1].updated_at, &w[1].uuid));
+    assert!(in_order, "oldest first, each once: {keys:?}");
+    let mine = [&oldest.uuid, &tied[0].uuid, &tied[1].uuid, &newest.uuid];
+    let found: Vec<&String> = keys.iter().map(|k| &k.uuid).filter(|u| mine.contains(u)).collect();
+    assert_eq!(found, mine.to_vec(), "this test's documents, oldest first");
+    assert!(keys.iter().all(|k| k.uuid != young.uuid && k.uuid != running.uuid), "young or running listed");
+    let rows = s.list_stale(Status::Running, 1001.0, None, 1000).await.expect("list stale running");
+    assert!(rows.iter().any(|r| r.key.uuid == running.uuid));
+}
+
+/// A lease is granted to one holder at a time: renewed by its holder, refused to others
+/// until it runs out, then taken over with a higher version.
+pub async fn lease_has_one_holder_until_it_runs_out(s: &dyn Store) {
+    let name = job_type("lease");
+    let a = s.try_acquire_lease(&name, "a", 10.0, 100.0).await.expect("a takes");
+    assert!(a.is_held_by("a") && a.name == name && a.expires_at == 110.0, "{a:?}");
+    let b = s.try_acquire_lease(&name, "b", 10.0, 105.0).await.expect("b asks");
+    assert_eq!(b, a, "refused while a holds it; the answer names a");
+    let renewed = s.try_acquire_lease(&name, "a", 10.0, 105.0).await.expect("a renews");
+    assert!(renewed.is_held_by("a") && renewed.expires_at == 115.0 && renewed.version > a.version, "{renewed:?}");
+    let early = s.try_acquire_lease(&name, "b", 10.0, 114.9).await.expect("b asks again");
+    assert!(early.is_held_by("a"), "{early:?}");
+    let taken = s.try_acquire_lease(&name, "b", 10.0, 115.0).await.expect("b takes over");
+    assert!(taken.is_held_by("b") && taken.expires_at == 125.0 && taken.version > renewed.version, "{taken:?}");
+    let late = s.try_acquire_lease(&name, "a", 10.0, 116.0).await.expect("a comes back");
+    assert!(late.is_held_by("b"), "a lost it: {late:?}");
+    let other = s.try_acquire_lease(&job_type("lease"), "a", 10.0, 116.0).await.expect("another lease");
+    assert!(other.is_held_by("a"), "leases are independent by name");
+}
+
+/// Only the holder can give a lease up, and then anyone can take it at once.
+pub async fn lease_given_up_is_free_at_once(s: &dyn Store) {
+    let name = job_type("release");
+    s.try_acquire_lease(&name, "a", 60.0, 100.0).await.expect("a takes");
+    assert!(!s.release_lease(&name, "b").await.expect("b releases"), "b does not hold it");
+    assert!(s.try_acquire_lease(&name, "b", 60.0, 101.0).await.expect("b asks").is_held_by("a"));
+    assert!(s.release_lease(&name, "a").await.expect("a releases"));
+    assert!(s.try_acquire_lease(&name, "b", 60.0, 101.0).await.expect("b takes").is_held_by("b"));
+    assert!(!s.release_lease(&job_type("never"), "a").await.expect("release an unknown lease"));
 }
