@@ -1,32 +1,80 @@
 #!/usr/bin/env bash
-# Every test of Geyser, on a fresh Debian machine: installs what is missing
-# (beanstalkd, the Python package and its test tools), then runs the Rust and
-# Python suites against real servers. Usage: bash scripts/test.sh
+# Every test of Geyser: installs what is missing (beanstalkd, curl, a C compiler,
+# cargo-nextest, the Python package and its test tools), then runs the Rust and
+# Python suites against real servers, and the Python API suites again under
+# marshmallow 3. Runs every suite even when one fails; exits non-zero if any did.
+# Usage: bash scripts/test.sh   (inside a virtualenv or not; Rust 1.85+ must be installed)
+# Touches: apt packages (as root), ~/.cargo/bin (cargo-nextest), the active virtualenv
+# or, for a system Python that refuses pip installs, ~/.cache/geyser-test-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore  # root in CI containers: pip's warning is noise there
 
+# -- system packages ------------------------------------------------------------------------
 missing=()
 command -v beanstalkd >/dev/null 2>&1 || missing+=(beanstalkd)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)  # links the crate and builds its bundled SQLite
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing: ${missing[*]}; install them (e.g. sudo apt-get install ${missing[*]}) and run again" >&2
+    exit 1
+  fi
   echo "installing ${missing[*]}"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install Rust 1.85 or newer (https://rustup.rs) and run again" >&2
+  exit 1
 fi
 
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python3 -m pip install -q -e '.[test]'
+# -- Python: the active virtualenv, else python3 itself, unless it is a system Python that
+# refuses pip installs (PEP 668, e.g. Debian's): then a virtualenv of our own.
+py=python3
+if python3 -c 'import os, sys, sysconfig
+in_venv = sys.prefix != sys.base_prefix
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and not in_venv else 1)'; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/geyser-test-venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  py="$venv/bin/python"
+  echo "python3 is the system's; installing into $venv"
+fi
+"$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+echo "building and installing the package (the first build compiles the Rust crate: minutes)"
+"$py" -m pip install -q -e '.[test]'
 
-if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast
+failed=()
+
+# -- Rust: nextest runs each test in its own process, which the beanstalkd contract suites
+# need; without it the tests run one at a time.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install cargo-nextest --locked --quiet || echo "could not install cargo-nextest" >&2
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast || failed+=("rust")
 else
-  cargo test --no-fail-fast
+  echo "cargo-nextest unavailable: running the Rust tests one at a time"
+  cargo test --no-fail-fast -- --test-threads=1 || failed+=("rust")
 fi
-python3 -m pytest -q tests/python
 
-# marshmallow 3 as well as 4: the API and lifecycle tests again, in a virtualenv that
-# sees this installation but pins marshmallow 3.
-venv=$(mktemp -d)/mm3
-python3 -m venv --system-site-packages "$venv"
-"$venv/bin/python" -m pip install -q 'marshmallow>=3.13,<4'
-"$venv/bin/python" -c 'import importlib.metadata as m, sys; v = m.version("marshmallow"); print("marshmallow", v); sys.exit(not v.startswith("3."))'
-"$venv/bin/python" -m pytest -q tests/python/test_api.py tests/python/test_lifecycle.py -k "not beanstalkd"
+# -- Python --------------------------------------------------------------------------------
+"$py" -m pytest -q tests/python || failed+=("python")
+
+# -- marshmallow 3 as well as 4: the API and lifecycle suites again, with marshmallow 3
+# installed into a directory put first on the path of this same interpreter (and of the
+# worker processes the tests start), so it works inside a virtualenv or not.
+mm3=$(mktemp -d)
+trap 'rm -rf "$mm3"' EXIT
+"$py" -m pip install -q --no-deps --target "$mm3" 'marshmallow>=3.13,<4'
+export PYTHONPATH="$mm3${PYTHONPATH:+:$PYTHONPATH}"
+"$py" -c 'import importlib.metadata as m, sys; v = m.version("marshmallow"); print("marshmallow", v); sys.exit(not v.startswith("3."))'
+"$py" -m pytest -q tests/python/test_api.py tests/python/test_lifecycle.py -k "not beanstalkd" || failed+=("python, marshmallow 3")
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "all suites passed"
