@@ -77,6 +77,7 @@ pub const INTERNAL_FIELDS: &[&str] = &[
     "failures",
     "maxRetries",
     "startedAt",
+    "heartbeatAt",
     "finishedAt",
     "nextRunAt",
     "worker",
@@ -124,6 +125,10 @@ pub struct JobDocument {
     pub max_retries: u32,
     #[serde(default)]
     pub started_at: Option<f64>,
+    /// The running attempt's last sign of life: its worker's heartbeat stamps it at most
+    /// every TTR/3. A `running` job stamped within its TTR still has a live owner.
+    #[serde(default)]
+    pub heartbeat_at: Option<f64>,
     #[serde(default)]
     pub finished_at: Option<f64>,
     #[serde(default)]
@@ -229,6 +234,7 @@ impl JobDocument {
         self.set_status(Status::Running)?;
         self.attempts += 1;
         self.started_at = Some(self.updated_at);
+        self.heartbeat_at = self.started_at;
         self.finished_at = None;
         self.next_run_at = None;
         self.worker = Some(worker.to_owned());
@@ -342,6 +348,7 @@ impl JobDocument {
         self.attempts = 0;
         self.failures = 0;
         self.started_at = None;
+        self.heartbeat_at = None;
         self.finished_at = None;
         self.next_run_at = (delay > 0.0).then(|| at + delay);
         self.worker = None;

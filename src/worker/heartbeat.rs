@@ -1,7 +1,12 @@
 //! The heartbeat of a worker: one tokio task for the worker's whole life that keeps its
-//! running attempt alive. It touches the reservation every TTR/3 so a job may run far
-//! longer than its TTR, re-reads the document every second to see a cancel request or a
-//! lost fence, and writes the attempt's coalesced progress. It never needs the GIL.
+//! running attempt alive. Every TTR/3 it stamps the document's `heartbeatAt` (through the
+//! attempt's fenced writer) and touches the reservation, so a job may run far longer than
+//! its TTR; it re-reads the document every second to see a cancel request or a lost fence,
+//! and writes the attempt's coalesced progress. It never needs the GIL.
+//!
+//! `heartbeatAt` is what lets a worker that reserves a `running` job tell a dead owner
+//! from a live one whose reservation the queue lost (a beanstalkd restart gives reserved
+//! jobs back): `owner_alive_for` (docs/lifecycle.md, "A running job's owner").
 //!
 //! Starting or ending an attempt only swaps shared state: the task wakes on its own
 //! schedule, at least every `TICK`, so a short job costs it no wake-up at all.
@@ -25,7 +30,7 @@ use super::progress::Coalescer;
 use super::reservations::Reservations;
 use super::settle;
 use crate::client::secs;
-use crate::model::JobDocument;
+use crate::model::{now, JobDocument, Status};
 use crate::queue::QueueJobId;
 
 /// How often a running attempt re-reads its document (cancel requests, lost fence).
@@ -54,12 +59,31 @@ struct Shared {
     hard_stop_after: Duration,
 }
 
+/// How much longer the attempt of a `running` document counts as alive: its last sign of
+/// life (`heartbeatAt`, else `startedAt`) plus its TTR, less `now`; at most one TTR (a clock
+/// ahead of ours gains nothing). None when the document is not running or that time is over.
+pub fn owner_alive_for(doc: &JobDocument, now: f64) -> Option<Duration> {
+    if doc.status != Status::Running {
+        return None;
+    }
+    let ttr = doc.queue_kwargs.ttr;
+    let last = doc.heartbeat_at.or(doc.started_at)?;
+    let left = (last + ttr - now).min(ttr);
+    if left > 0.0 {
+        Duration::try_from_secs_f64(left).ok()
+    } else {
+        None
+    }
+}
+
 /// The running attempt, as the heartbeat keeps it.
 struct Beat {
     id: QueueJobId,
     writer: Arc<FencedWriter>,
     /// The document as the attempt started, for the timeout failure of last resort.
     started: JobDocument,
+    /// The document as this attempt last wrote it (or started it): what a heartbeat stamps.
+    latest: JobDocument,
     touch_every: Duration,
     next_touch: Instant,
     next_check: Instant,
@@ -71,9 +95,12 @@ struct Beat {
 struct Due {
     id: QueueJobId,
     writer: Arc<FencedWriter>,
+    /// Stamp `heartbeatAt` and touch the reservation.
     touch: bool,
     check: bool,
     progress: Option<JobDocument>,
+    /// What to stamp when no progress is due: the attempt's latest written document.
+    latest: JobDocument,
     stuck: Option<JobDocument>,
 }
 
@@ -99,6 +126,7 @@ impl Heartbeat {
             id,
             writer,
             started: started.clone(),
+            latest: started.clone(),
             touch_every,
             next_touch: now + touch_every,
             next_check: now + CHECK_EVERY,
@@ -149,6 +177,13 @@ impl Shared {
         }
     }
 
+    /// The attempt `writer` writes for saved `doc`: the next heartbeat stamps that.
+    fn wrote(&self, writer: &Arc<FencedWriter>, doc: JobDocument) {
+        if let Some(beat) = self.current().as_mut().filter(|beat| Arc::ptr_eq(&beat.writer, writer)) {
+            beat.latest = doc;
+        }
+    }
+
     /// Take what is due at `now` and move its next times on; also say when to wake next.
     fn take_due(&self, now: Instant) -> (Option<Due>, Instant) {
         let mut current = self.current();
@@ -169,7 +204,8 @@ impl Shared {
         for at in [beat.hard_stop, beat.progress.due()].into_iter().flatten() {
             wake_at = wake_at.min(at);
         }
-        let due = Due { id: beat.id, writer: beat.writer.clone(), touch, check, progress, stuck };
+        let latest = beat.latest.clone();
+        let due = Due { id: beat.id, writer: beat.writer.clone(), touch, check, progress, latest, stuck };
         (Some(due), wake_at)
     }
 }
@@ -196,7 +232,9 @@ async fn run(shared: Arc<Shared>, reservations: Reservations) {
                     )
                     .await;
                 }
-                beat(&reservations, &due).await;
+                if let Some(saved) = beat(&reservations, &due).await {
+                    shared.wrote(&due.writer, saved);
+                }
                 if due.writer.is_lost() {
                     shared.forget(&due.writer);
                 }
@@ -210,7 +248,26 @@ async fn run(shared: Arc<Shared>, reservations: Reservations) {
 }
 
 /// One round of work on the running attempt; failures are logged and tried again next time.
-async fn beat(reservations: &Reservations, due: &Due) {
+/// Returns the document it saved, if it wrote one. Every such write stamps `heartbeatAt`;
+/// when the touch is due one is made even without progress, before the touch, so the
+/// reservation never outlives the stamp by more than a TTR.
+async fn beat(reservations: &Reservations, due: &Due) -> Option<JobDocument> {
+    let write = due.progress.clone().or_else(|| due.touch.then(|| due.latest.clone()));
+    let mut saved = None;
+    if let Some(mut doc) = write {
+        // A write is a sign of life, and a touch of the document for the maintenance sweep.
+        let at = now();
+        doc.heartbeat_at = Some(at);
+        doc.updated_at = at;
+        match due.writer.write(doc).await {
+            Ok(doc) => saved = Some(doc),
+            Err(e @ FenceError::Lost { .. }) => warn_later(format!("{e}; nothing more of it is saved")),
+            Err(e) if due.progress.is_some() => {
+                warn_later(format!("progress write failed, will retry with the next update: {e}"))
+            }
+            Err(e) => warn_later(format!("heartbeat: heartbeatAt not saved, will retry at the next touch: {e}")),
+        }
+    }
     if due.touch {
         let id = due.id;
         let touched =
@@ -219,18 +276,12 @@ async fn beat(reservations: &Reservations, due: &Due) {
             warn_later(format!("heartbeat: touch of queue job {id} failed: {e}"));
         }
     }
-    if let Some(doc) = due.progress.clone() {
-        match due.writer.write(doc).await {
-            Ok(_) => {}
-            Err(e @ FenceError::Lost { .. }) => warn_later(format!("{e}; progress is no longer saved")),
-            Err(e) => warn_later(format!("progress write failed, will retry with the next update: {e}")),
-        }
-    }
     if due.check && !due.writer.is_lost() {
         if let Err(e) = due.writer.refresh().await {
             warn_later(format!("heartbeat: {e}"));
         }
     }
+    saved
 }
 
 /// The job holds on past TIMEOUT and every softer stop: fail the attempt under the
@@ -279,4 +330,33 @@ async fn end_process_of_stuck_job(
 /// GIL, which the running job may hold for long, and the heartbeat must not wait with it.
 fn warn_later(msg: String) {
     tokio::task::spawn_blocking(move || log::warn!("{msg}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(ttr: f64, started_at: f64, heartbeat_at: Option<f64>) -> JobDocument {
+        let raw = serde_json::json!({
+            "jobType": "t", "createdAt": 1.0, "updatedAt": 1.0, "uuid": "u",
+            "queueKwargs": {"queue": "q", "priority": 0, "ttr": ttr},
+            "status": "running", "startedAt": started_at, "heartbeatAt": heartbeat_at,
+        });
+        serde_json::from_value(raw).expect("a valid document")
+    }
+
+    #[test]
+    fn an_owner_is_alive_for_one_ttr_after_its_last_sign_of_life() {
+        let secs = |s: f64| Some(Duration::from_secs_f64(s));
+        assert_eq!(owner_alive_for(&running(10.0, 100.0, Some(105.0)), 108.0), secs(7.0));
+        assert_eq!(owner_alive_for(&running(10.0, 100.0, None), 108.0), secs(2.0), "the start counts");
+        assert_eq!(owner_alive_for(&running(10.0, 100.0, Some(105.0)), 115.0), None, "a TTR old: lost");
+        assert_eq!(owner_alive_for(&running(10.0, 100.0, Some(500.0)), 108.0), secs(10.0), "at most one TTR");
+        let mut endless = running(10.0, 100.0, None);
+        endless.queue_kwargs.ttr = f64::INFINITY;
+        assert_eq!(owner_alive_for(&endless, 108.0), None, "no TTR to count from: lost");
+        let mut queued = running(10.0, 100.0, Some(105.0));
+        queued.status = Status::Queued;
+        assert_eq!(owner_alive_for(&queued, 108.0), None, "only a running job has an owner");
+    }
 }
