@@ -1,7 +1,8 @@
-//! SQLite plumbing shared by the embedded queue and store: opening a file in WAL mode, and a
-//! thread that owns one connection so async code never blocks on SQLite. Knows no tables.
+//! SQLite plumbing shared by the embedded queue and store: opening a file in WAL mode, an
+//! action run after each commit that changed a given table, and a thread that owns one
+//! connection so async code never blocks on SQLite. Knows no tables but the names it is given.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -50,12 +51,45 @@ pub(crate) fn open_wal(path: &Path, schema: &str) -> Result<Connection, OpenErro
     conn.busy_handler(Some(wait_for_writer)).map_err(step("set busy handler"))?;
     switch_to_wal(&conn).map_err(step("switch to WAL"))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(step("set synchronous"))?;
-    conn.wal_hook(Some(checkpoint_now_and_then));
+    conn.wal_hook(Some(after_commit));
     conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| r.get::<_, i64>(0))
         .map_err(step("set journal_size_limit"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {schema} COMMIT;")).map_err(step("create schema"))?;
     Ok(conn)
+}
+
+/// What a connection asked to run after its current transaction commits (see `after_commits_changing`).
+type CommitAction = Arc<dyn Fn() + Send + Sync>;
+
+thread_local! {
+    static PENDING: RefCell<Option<CommitAction>> = const { RefCell::new(None) };
+}
+
+/// Runs `action` on the committing thread right after each commit of `conn` that changed a
+/// row of `table`; by then the commit is visible to every other connection (SQLite calls
+/// the WAL hook after the write lock is released). A transaction runs on one thread, so the
+/// row change marks that thread and the commit (or rollback) that ends it clears the mark.
+pub(crate) fn after_commits_changing(conn: &Connection, table: &'static str, action: CommitAction) {
+    conn.update_hook(Some(move |_: rusqlite::hooks::Action, _: &str, changed: &str, _: i64| {
+        if changed == table {
+            PENDING.with(|p| {
+                p.borrow_mut().get_or_insert_with(|| Arc::clone(&action));
+            });
+        }
+    }));
+    conn.rollback_hook(Some(|| {
+        PENDING.with(|p| p.borrow_mut().take());
+    }));
+}
+
+/// SQLite's WAL hook, called after each commit that wrote pages: first the commit's action,
+/// then a checkpoint when one is due.
+fn after_commit(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    if let Some(action) = PENDING.with(|p| p.borrow_mut().take()) {
+        action();
+    }
+    checkpoint_now_and_then(wal, pages)
 }
 
 /// Replaces SQLite's automatic checkpoint, which runs in the commit that finds the WAL over

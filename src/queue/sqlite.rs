@@ -5,6 +5,12 @@
 //! A job row holds `state` and `due_at` (epoch ms): when a delayed job becomes ready, or when a
 //! reservation runs out. Time-driven transitions are lazy: a reserve first turns due delayed jobs
 //! and expired reservations into ready ones, and reads (stats, job state) judge them by `due_at`.
+//!
+//! A waiting reserve sleeps until a job can be ready: every connection that changes the table
+//! rings the file's bell after its commit (see `bell`), and the reserve sleeps until a ring,
+//! the next `due_at` of the table, or its timeout, whichever comes first.
+
+mod bell;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, ToSql, TransactionBehavior
 use super::{
     check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats,
 };
-use crate::sqlite_conn::{open_wal, CallFailed, ConnThread};
+use crate::sqlite_conn::{after_commits_changing, open_wal, CallFailed, ConnThread};
+use bell::{Bell, Ringer, Woke};
 
 const READY: i64 = 0;
 const DELAYED: i64 = 1;
@@ -26,13 +33,12 @@ const BURIED: i64 = 3;
 
 /// beanstalkd silently raises a TTR under one second to one second; so do we.
 const MIN_TTR_MS: i64 = 1000;
-/// A waiting reserve checks for commits by other connections this often...
-const POLL_FAST: Duration = Duration::from_millis(1);
-/// ...and this often once it has been idle for `SLOW_AFTER`.
-const POLL_SLOW: Duration = Duration::from_millis(2);
-const SLOW_AFTER: Duration = Duration::from_millis(100);
-/// A waiting reserve runs its query at least this often, whatever the change counter says.
+/// A waiting reserve runs its query at least this often, bell or not: writers that do not
+/// ring (another program) are noticed within this long. Under MIN_TTR, so a reservation
+/// made without a ring is seen before it can run out.
 const MAX_QUIET: Duration = Duration::from_millis(500);
+/// Without a watched bell, a waiting reserve checks for commits this often.
+const POLL_UNWATCHED: Duration = Duration::from_millis(2);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS geyser_queue_jobs (
@@ -73,12 +79,19 @@ fn call_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(CallFailed) -> Queue
     }
 }
 
-/// Opens one connection with the queue's schema in place, creating the file and its folders.
+/// Opens one connection with the queue's schema in place, creating the file and its folders;
+/// each of its commits that changes the queue rings the file's bell.
 pub(crate) fn open_connection(path: &Path) -> QueueResult<Connection> {
-    open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
+    let conn = open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
         context: format!("sqlite queue {}: open", path.display()),
         source: std::io::Error::other(e),
-    })
+    })?;
+    let ringer = Ringer::open(path).map_err(|source| QueueError::Io {
+        context: format!("sqlite queue {}: open its wake-up file", path.display()),
+        source,
+    })?;
+    after_commits_changing(&conn, "geyser_queue_jobs", Arc::new(move || ringer.ring()));
+    Ok(conn)
 }
 
 /// Starts the thread that owns `state` (a connection and what goes with it).
@@ -316,12 +329,14 @@ impl Queue for SqliteQueue {
 pub struct SqliteConsumer {
     path: PathBuf,
     conn: ConnThread<ConsumerConn>,
+    bell: Arc<Bell>,
 }
 
 struct ConsumerConn {
     conn: Connection,
     token: i64,
     tubes: Vec<String>,
+    bell: Arc<Bell>,
 }
 
 /// What one reserve attempt found: a job, or when the next time-driven change is due (epoch ms).
@@ -331,19 +346,22 @@ enum Attempt {
 }
 
 /// Tells a blocking reserve to stop waiting once its caller has gone away.
-struct AbortOnDrop(Arc<AtomicBool>);
+struct AbortOnDrop(Arc<AtomicBool>, Arc<Bell>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+        self.1.wake_waiters();
     }
 }
 
 impl SqliteConsumer {
     /// Opens the consumer's own connection and its thread; blocking (it may wait for the file lock).
     fn open(path: &Path, tubes: Vec<String>) -> QueueResult<Self> {
-        let state = ConsumerConn { conn: open_connection(path)?, token: rand::random::<i64>(), tubes };
-        Ok(Self { path: path.to_owned(), conn: spawn_thread(path, "geyser-sqlite-consumer", state)? })
+        let bell = Bell::for_file(path);
+        let state =
+            ConsumerConn { conn: open_connection(path)?, token: rand::random::<i64>(), tubes, bell: bell.clone() };
+        Ok(Self { path: path.to_owned(), conn: spawn_thread(path, "geyser-sqlite-consumer", state)?, bell })
     }
 
     /// Runs `f` on this consumer's connection thread, naming the file and `op` in any error.
@@ -374,13 +392,13 @@ impl ConsumerConn {
         }
         let deadline = Instant::now() + timeout;
         loop {
-            // Read before the attempt, so a commit landing between attempt and wait is seen.
-            let version = self.data_version()?;
+            // Noted before the attempt, so a commit landing between attempt and wait is seen.
+            let (rung, version) = (self.bell.rings(), self.data_version()?);
             match self.try_reserve()? {
                 Attempt::Got(job) => return Ok(Some(job)),
                 Attempt::Idle { .. } if Instant::now() >= deadline => return Ok(None),
                 Attempt::Idle { next_due } => {
-                    if !self.wait_for_change(version, deadline, next_due, abort)? {
+                    if !self.wait_for_change(rung, version, wake_by(deadline, next_due), abort)? {
                         return Ok(None);
                     }
                 }
@@ -388,25 +406,26 @@ impl ConsumerConn {
         }
     }
 
-    /// Sleeps in short steps until another connection commits, a time-driven change is due,
-    /// or the deadline passes (then one last attempt follows). False when the caller went away.
+    /// Sleeps until another connection commits (the bell rings and the change counter moved),
+    /// or `until` passes; then the caller attempts again. False when the caller went away.
+    /// With an unwatched bell it looks at the change counter every POLL_UNWATCHED instead.
     fn wait_for_change(
         &self,
+        mut rung: u64,
         version: i64,
-        deadline: Instant,
-        next_due: Option<i64>,
+        until: Instant,
         abort: &AtomicBool,
     ) -> rusqlite::Result<bool> {
-        let started = Instant::now();
-        let until = deadline.min(started + MAX_QUIET);
         loop {
-            let idle = started.elapsed();
-            std::thread::sleep(if idle < SLOW_AFTER { POLL_FAST } else { POLL_SLOW });
-            if abort.load(Ordering::Relaxed) {
-                return Ok(false);
+            let step_end = if self.bell.is_watched() { until } else { until.min(Instant::now() + POLL_UNWATCHED) };
+            match self.bell.wait(rung, step_end, abort) {
+                Woke::Aborted => return Ok(false),
+                // A ring for a commit the last attempt already saw (or this process's own) changes nothing.
+                Woke::Rang(now) => rung = now,
+                Woke::TimedOut if Instant::now() >= until => return Ok(true),
+                Woke::TimedOut => {}
             }
-            let due = next_due.is_some_and(|t| now_ms() >= t);
-            if due || Instant::now() >= until || self.data_version()? != version {
+            if self.data_version()? != version {
                 return Ok(true);
             }
         }
@@ -470,6 +489,14 @@ fn best_ready(conn: &Connection, tubes: &[String]) -> rusqlite::Result<Option<i6
     Ok(best.map(|(_, id)| id))
 }
 
+/// When a waiting reserve must look again though nothing rang: at its deadline, when the
+/// table's next time-driven change is due, or after MAX_QUIET, whichever comes first.
+fn wake_by(deadline: Instant, next_due: Option<i64>) -> Instant {
+    let now = Instant::now();
+    let due = next_due.map(|t| now + Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)));
+    deadline.min(now + MAX_QUIET).min(due.unwrap_or(deadline))
+}
+
 /// When the next delayed job becomes ready or the next reservation runs out (epoch ms).
 fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let mut earliest =
@@ -505,11 +532,11 @@ macro_rules! held {
 
 #[async_trait]
 impl Consumer for SqliteConsumer {
-    /// Waits on the consumer's own thread; dropping this future stops the wait within a poll
-    /// interval (a job reserved in that instant stays reserved until its TTR runs out).
+    /// Waits on the consumer's own thread; dropping this future stops the wait at once
+    /// (a job reserved in that instant stays reserved until its TTR runs out).
     async fn reserve(&mut self, timeout: Duration) -> QueueResult<Option<Reserved>> {
         let abort = Arc::new(AtomicBool::new(false));
-        let _guard = AbortOnDrop(Arc::clone(&abort));
+        let _guard = AbortOnDrop(Arc::clone(&abort), Arc::clone(&self.bell));
         self.with_conn("reserve", move |c| c.reserve(timeout, &abort)).await
     }
 
