@@ -45,6 +45,23 @@ pub struct Geyser {
     enqueuer: Arc<dyn Enqueuer>,
 }
 
+/// Entries on a set of queues, as `Geyser::backlog` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Ready or delayed.
+    pub waiting: u64,
+    pub reserved: u64,
+    /// Of the waiting ones, those whose job type the asking worker does not know.
+    pub foreign: u64,
+}
+
+impl Backlog {
+    /// Waiting entries the asking worker can run.
+    pub fn runnable(&self) -> u64 {
+        self.waiting.saturating_sub(self.foreign)
+    }
+}
+
 /// The stored document before a change, and what was written (None: nothing).
 struct Changed {
     before: JobDocument,
@@ -269,6 +286,39 @@ impl Geyser {
         if let Err(e) = result {
             log::debug!("job {uuid}: queue entry {id} not deleted now ({e}); a worker will drop it");
         }
+    }
+
+    /// What the queues `tubes` hold for a worker that runs `job_types` (None: every type):
+    /// entries waiting (ready or delayed) and reserved, and how many of the waiting ones are
+    /// jobs of other types (queued documents of an unknown type on these queues, which such
+    /// a worker only releases). For `--burst`: the queues are drained for this worker when
+    /// `waiting - foreign` is 0 and nothing is reserved.
+    pub async fn backlog(
+        &self,
+        tubes: &[String],
+        job_types: Option<&std::collections::HashSet<String>>,
+    ) -> ClientResult<Backlog> {
+        let mut backlog = Backlog::default();
+        for tube in tubes {
+            let s = self.queue.stats_tube(tube).await?;
+            backlog.waiting += s.ready + s.delayed;
+            backlog.reserved += s.reserved;
+        }
+        let Some(known) = job_types.filter(|_| backlog.waiting > 0) else { return Ok(backlog) };
+        let filter = ListFilter { status: Some(Status::Queued), ..ListFilter::default() };
+        let mut page = Page { after: None, limit: 500 };
+        loop {
+            let docs = self.store.list(&filter, &page).await?;
+            let Some(last) = docs.last() else { break };
+            page.after = Some(last.uuid.clone());
+            let foreign = docs
+                .iter()
+                .filter(|d| !known.contains(&d.job_type) && tubes.contains(&d.queue_kwargs.queue))
+                .count() as u64;
+            backlog.foreign += foreign;
+        }
+        backlog.foreign = backlog.foreign.min(backlog.waiting);
+        Ok(backlog)
     }
 
     pub async fn list(&self, filter: &ListFilter, page: &Page) -> ClientResult<Vec<JobDocument>> {

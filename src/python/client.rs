@@ -157,6 +157,24 @@ impl PyClient {
         Ok(docs.into_iter().map(to_json).collect())
     }
 
+    /// What `queues` hold for a worker running `job_types` (None: every type): `waiting`
+    /// (ready or delayed), `reserved`, and `foreign` (waiting jobs of other types), in a dict.
+    #[pyo3(signature = (queues, job_types=None))]
+    fn backlog<'py>(
+        &self,
+        py: Python<'py>,
+        queues: Vec<String>,
+        job_types: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let known: Option<std::collections::HashSet<String>> = job_types.map(|t| t.into_iter().collect());
+        let b = wait(py, self.geyser.backlog(&queues, known.as_ref())).map_err(client_err)?;
+        let d = PyDict::new(py);
+        d.set_item("waiting", b.waiting)?;
+        d.set_item("reserved", b.reserved)?;
+        d.set_item("foreign", b.foreign)?;
+        Ok(d)
+    }
+
     /// Counts of one queue: ready, delayed, reserved, buried, total.
     fn stats_tube<'py>(&self, py: Python<'py>, tube: &str) -> PyResult<Bound<'py, PyDict>> {
         let s = wait(py, self.geyser.stats_tube(tube)).map_err(client_err)?;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use super::client::{parse_doc, wait, PyClient};
-use super::errors::{json_err, queue_err, store_err, sweep_err, worker_err, InvalidDocument};
+use super::errors::{client_err, json_err, store_err, sweep_err, worker_err, InvalidDocument};
 use crate::client::secs;
 use crate::worker::crash::{record_crash as record_crash_on, CrashError};
 use crate::worker::{Attempt, Outcome, Worker, WorkerConfig};
@@ -24,7 +24,9 @@ pub struct PyWorker {
 #[pymethods]
 impl PyWorker {
     #[new]
-    #[pyo3(signature = (client, queues, name, progress_interval=1.0, hard_stop_after=20.0))]
+    /// `job_types`: the types this worker can run (None: any); entries of other types
+    /// are released for a worker that knows them, and buried after a bounded number of tries.
+    #[pyo3(signature = (client, queues, name, progress_interval=1.0, hard_stop_after=20.0, job_types=None))]
     fn new(
         py: Python<'_>,
         client: &PyClient,
@@ -32,12 +34,14 @@ impl PyWorker {
         name: String,
         progress_interval: f64,
         hard_stop_after: f64,
+        job_types: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let config = WorkerConfig {
             name,
             tubes: queues,
             progress_interval: secs(progress_interval),
             hard_stop_after: secs(hard_stop_after),
+            job_types: job_types.map(|t| Arc::new(t.into_iter().collect())),
         };
         let heartbeat_on = pyo3_async_runtimes::tokio::get_runtime().handle();
         let worker = py.detach(|| Worker::open(client.geyser.clone(), config, heartbeat_on)).map_err(worker_err)?;
@@ -56,20 +60,14 @@ impl PyWorker {
         drive(py, self.inner.runtime(), self.inner.close()).map_err(worker_err)
     }
 
-    /// True when no job in the watched queues is ready or delayed (for `--burst`).
+    /// True when no job this worker can run is ready or delayed in its queues (for
+    /// `--burst`): entries of job types it does not know are not waited for.
     fn queues_idle(&self, py: Python<'_>, client: &PyClient) -> PyResult<bool> {
         let tubes = self.inner.tubes().to_vec();
+        let job_types = self.inner.job_types();
         let geyser = client.geyser.clone();
-        wait(py, async move {
-            for tube in &tubes {
-                let s = geyser.queue.stats_tube(tube).await?;
-                if s.ready + s.delayed > 0 {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        })
-        .map_err(queue_err)
+        let backlog = wait(py, async move { geyser.backlog(&tubes, job_types.as_deref()).await });
+        Ok(backlog.map_err(client_err)?.runnable() == 0)
     }
 }
 
@@ -148,7 +146,7 @@ impl PyAttempt {
     /// Report the job's latest document; saved within one progress interval.
     fn progress(&self, doc_json: &str) -> PyResult<()> {
         let doc = parse_doc(doc_json)?;
-        self.with(|a| a.progress(doc))
+        self.with(|a| a.progress(doc))?.map_err(|e| InvalidDocument::new_err(e.to_string()))
     }
 
     #[getter]

@@ -134,6 +134,11 @@ impl Worker {
         &self.config.tubes
     }
 
+    /// The job types this worker runs (None: every type).
+    pub fn job_types(&self) -> Option<Arc<std::collections::HashSet<String>>> {
+        self.config.job_types.clone()
+    }
+
     /// Reserve until a job can start or `timeout` passes.
     pub async fn next(&self, timeout: Duration) -> WorkerResult<Option<Attempt>> {
         let deadline = Instant::now() + timeout;
