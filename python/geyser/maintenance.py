@@ -84,7 +84,10 @@ def sweep(
     """Sweep the configured queue and store once, if this process holds (or can take) the
     maintenance lease; ``force`` sweeps without it. The lease is kept for ``lease_ttl``
     seconds so that the same process leads the next periodic sweep, or given up at the
-    end when ``keep_lease`` is false. Raises only if the lease cannot be read or taken."""
+    end when ``keep_lease`` is false. Raises only if the lease cannot be read or taken
+    (``GeyserError``), or ``ValueError`` if ``lease_ttl`` is not a positive number."""
+    if not lease_ttl > 0 or lease_ttl == float("inf"):
+        raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
     raw = _core.sweep(client(), lease_holder(), min_age, lease_ttl, force, not keep_lease)
     report = cast(SweepReport, raw)
     if not report["leader"]:

@@ -33,7 +33,7 @@ impl<'a> Keeper<'a> {
     pub(super) async fn acquire(store: &'a dyn Store, terms: &'a LeaseTerms) -> StoreResult<(Lease, Option<Self>)> {
         let lease = store.try_acquire_lease(LEASE_NAME, &terms.holder, terms.ttl, now()).await?;
         let keeper =
-            lease.is_held_by(&terms.holder).then(|| Self { store, terms, expires_at: lease.expires_at, lost: false });
+            lease.is_held_by(&terms.holder).then_some(Self { store, terms, expires_at: lease.expires_at, lost: false });
         Ok((lease, keeper))
     }
 

@@ -221,7 +221,7 @@ pub async fn read_then_write(s: &dyn Store) {
 pub async fn list_stale_pages_oldest_first(s: &dyn Store) {
     let jt = job_type("stale");
     let at = |status, updated_at| JobDocument { status, updated_at, ..document(&jt) };
-    let mut tied = vec![create(s, &at(Status::Queued, 1000.25)).await, create(s, &at(Status::Queued, 1000.25)).await];
+    let mut tied = [create(s, &at(Status::Queued, 1000.25)).await, create(s, &at(Status::Queued, 1000.25)).await];
     tied.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     let oldest = create(s, &at(Status::Queued, 1000.125)).await;
     let newest = create(s, &at(Status::Queued, 1000.5)).await;
