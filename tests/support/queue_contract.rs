@@ -22,7 +22,7 @@ macro_rules! queue_contract_tests {
                 stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
                 queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state,
-                delete_then_reserve_moves_on);
+                delete_then_reserve_moves_on, reserve_wakes_on_release_and_when_a_delay_ends, reserve_wakes_on_kick);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -393,4 +393,37 @@ pub async fn delete_then_reserve_moves_on(q: &dyn Queue) {
     assert_not_found(deleted, "delete a job already gone");
     assert_eq!(next.expect("reserve").map(|r| r.id), Some(third));
     c.delete(third).await.expect("delete the third");
+}
+
+/// A waiting reserve gets a job another consumer releases, then a delayed job put while it
+/// waits once its delay ends (not before, and not only at the wait's end).
+pub async fn reserve_wakes_on_release_and_when_a_delay_ends(q: &dyn Queue) {
+    let t = tube("wakes");
+    let mut holder = consumer(q, &[&t]).await;
+    let held = put(q, &t, b"held", opts(1)).await;
+    assert_eq!(must_reserve(holder.as_mut(), SECOND).await.id, held);
+    let mut waiter = consumer(q, &[&t]).await;
+    let waiting = tokio::spawn(async move { (must_reserve(waiter.as_mut(), WAIT).await, waiter) });
+    holder.release(held, 1, Duration::ZERO).await.expect("release");
+    let (job, mut waiter) = waiting.await.expect("waiter");
+    assert_eq!(job.id, held, "the released job");
+
+    let start = Instant::now();
+    let waiting = tokio::spawn(async move { must_reserve(waiter.as_mut(), WAIT).await });
+    let delayed = put(q, &t, b"later", PutOptions { delay: SECOND, ..opts(1) }).await;
+    assert_eq!(waiting.await.expect("waiter").id, delayed, "the delayed job");
+    let waited = start.elapsed();
+    assert!(waited >= EARLY && waited < Duration::from_millis(2500), "got a 1 s delayed job after {waited:?}");
+}
+
+/// A waiting reserve gets a buried job as soon as someone kicks it.
+pub async fn reserve_wakes_on_kick(q: &dyn Queue) {
+    let t = tube("wakekick");
+    let id = put(q, &t, b"x", opts(1)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    c.bury(id, 1).await.expect("bury");
+    let waiting = tokio::spawn(async move { must_reserve(c.as_mut(), WAIT).await });
+    assert_eq!(q.kick(&t, 1).await.expect("kick"), 1);
+    assert_eq!(waiting.await.expect("waiter").id, id, "the kicked job");
 }
