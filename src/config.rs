@@ -94,6 +94,12 @@ pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError
             let path = sqlite_path(ROLE, url, rest)?;
             Ok(Arc::new(open_sqlite(ROLE, url, path, store::sqlite::SqliteStore::open).await?))
         }
+        #[cfg(feature = "redis")]
+        ("redis" | "rediss", _) => match store::redis::open(url).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(store::redis::OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: ROLE, url, reason }),
+            Err(store::redis::OpenError::Unreachable { url, reason }) => Err(ConfigError::Open { role: ROLE, url, reason }),
+        },
         (other, _) => Err(ConfigError::BadUrl {
             role: ROLE,
             url: url.into(),

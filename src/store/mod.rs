@@ -7,6 +7,8 @@ use async_trait::async_trait;
 
 use crate::model::{JobDocument, Status};
 
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,392 @@
+//! Job documents in Redis, shared by every host that reaches the server. Owns the keys under
+//! its prefix (default `geyser:`) in the URL's db and nothing else. A document is one string
+//! key holding the JSON text serde_json wrote; every write that must change a document and
+//! its index entries together is one Lua script (`lua/`), so a listing never sees an index
+//! that disagrees with a document. Every call is bounded by the URL's timeouts.
+
+mod scripts;
+pub mod url;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script, ScriptInvocation};
+
+use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult};
+use crate::model::{JobDocument, Status};
+pub use url::{redact, RedisUrl};
+
+/// How many index entries one listing script may read before it hands back a resume point:
+/// a script blocks the server while it runs, so a sparse filter over a large index is read in
+/// several short calls rather than one long one.
+const SCAN_BUDGET: usize = 1000;
+/// How many expired documents one purge script forgets before the next call.
+const PURGE_BATCH: usize = 500;
+/// Reconnection attempts the connection manager makes inside one call before reporting the
+/// server unavailable (the next call tries again).
+const RECONNECT_RETRIES: usize = 1;
+
+/// Why a store URL could not be opened; `url` is always the redacted URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("bad redis store URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("redis store {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+}
+
+/// The store: a connection manager (one multiplexed connection that reconnects by itself)
+/// shared by every clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    url: RedisUrl,
+    /// The longest one call may take: a reconnection, then the answer.
+    deadline: Duration,
+}
+
+/// Opens the store a `redis://` or `rediss://` URL names: connects within the URL's connect
+/// timeout (an unreachable server is an error, never a hang) and loads the scripts.
+pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
+    let parsed = url::parse(url).map_err(|reason| OpenError::BadUrl { url: redact(url), reason })?;
+    let bad_url =
+        |e: redis::RedisError| OpenError::BadUrl { url: parsed.redacted.clone(), reason: parsed.scrub(&e.to_string()) };
+    let client = redis::Client::open(parsed.server.as_str()).map_err(bad_url)?;
+    if parsed.server.starts_with("rediss:") {
+        // Several TLS users may share the process; the first to install a provider wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(parsed.connect_timeout))
+        .set_response_timeout(Some(parsed.response_timeout))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(Duration::from_millis(200));
+    let unreachable = |reason: String| OpenError::Unreachable { url: parsed.redacted.clone(), reason };
+    let conn =
+        match tokio::time::timeout(parsed.connect_timeout, ConnectionManager::new_with_config(client, config)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(unreachable(parsed.scrub(&e.to_string()))),
+            Err(_) => return Err(unreachable(format!("no connection within {:?}", parsed.connect_timeout))),
+        };
+    let deadline = parsed.connect_timeout + parsed.response_timeout;
+    let store = RedisStore { inner: Arc::new(Inner { conn, url: parsed, deadline }) };
+    for script in scripts::all() {
+        let mut conn = store.inner.conn.clone();
+        store
+            .answer("load scripts", async move { script.load_async(&mut conn).await })
+            .await
+            .map_err(|e| OpenError::Unreachable { url: store.inner.url.redacted.clone(), reason: e.to_string() })?;
+    }
+    Ok(store)
+}
+
+/// A number as Redis and Lua read it back exactly (the shortest text that round-trips).
+fn number(x: f64) -> String {
+    format!("{x:?}")
+}
+
+/// When Redis should drop a finished document: `expires_at` in whole milliseconds, rounded up.
+fn expiry_ms(expires_at: f64) -> i64 {
+    (expires_at * 1000.0).ceil().max(1.0) as i64
+}
+
+/// Parses a stored document, naming its uuid when it is not one.
+fn parse(uuid: &str, json: &[u8]) -> StoreResult<JobDocument> {
+    JobDocument::from_json(json).map_err(|source| StoreError::Corrupt { uuid: uuid.to_owned(), source })
+}
+
+/// The error for a stored value a script could not read as a document: `Corrupt` with the
+/// parser's reason, or `Inconsistent` when it is JSON the model accepts but the scripts cannot
+/// use (no numeric `version` or no `status` string).
+fn unreadable(uuid: &str, raw: &[u8]) -> StoreError {
+    match parse(uuid, raw) {
+        Err(e) => e,
+        Ok(_) => StoreError::Inconsistent {
+            uuid: uuid.to_owned(),
+            reason: "its JSON has no numeric version or no status string, which every write checks; \
+                     fix or delete the key"
+                .into(),
+        },
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl RedisStore {
+    fn doc_key(&self, uuid: &str) -> String {
+        format!("{}doc:{uuid}", self.inner.url.prefix)
+    }
+
+    /// The key prefix of this store (from the URL).
+    pub fn prefix(&self) -> &str {
+        &self.inner.url.prefix
+    }
+
+    /// The store's URL without its password.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.url.redacted
+    }
+
+    /// Names the store and the operation, with the password scrubbed from the driver's words.
+    fn unavailable(&self, op: &str, reason: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "redis store {}: {op}: {}",
+            self.inner.url.redacted,
+            self.inner.url.scrub(reason)
+        ))
+    }
+
+    /// Awaits one call to the server within the store's deadline.
+    async fn answer<T>(&self, op: &str, call: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.inner.deadline, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.unavailable(op, &e.to_string())),
+            Err(_) => Err(self.unavailable(op, &format!("no answer within {:?}", self.inner.deadline))),
+        }
+    }
+
+    /// Runs a script (EVALSHA, loading it first only if the server lost it); its reply is a
+    /// list of strings, the first saying how it went.
+    async fn run(&self, op: &str, invocation: ScriptInvocation<'static>) -> StoreResult<Vec<Vec<u8>>> {
+        let mut conn = self.inner.conn.clone();
+        self.answer(op, async move { invocation.invoke_async(&mut conn).await }).await
+    }
+
+    /// A document script's invocation: the document key, then prefix, uuid, JSON, status,
+    /// updatedAt, jobType, expiresAt ('' for none) and Redis's expiry time in ms.
+    fn write_of(&self, script: &'static Script, doc: &JobDocument) -> ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.doc_key(&doc.uuid))
+            .arg(&self.inner.url.prefix)
+            .arg(&doc.uuid)
+            .arg(doc.to_json())
+            .arg(doc.status.as_str())
+            .arg(number(doc.updated_at))
+            .arg(&doc.job_type)
+            .arg(doc.expires_at.map(number).unwrap_or_default())
+            .arg(doc.expires_at.map_or(0, expiry_ms));
+        invocation
+    }
+
+    /// One page of `list` from one script call: `(uuid, json)` rows and where to resume if the
+    /// script's read budget ran out first.
+    async fn list_once(
+        &self,
+        index: &str,
+        filter: &ListFilter,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<(String, Vec<u8>)>, Option<String>)> {
+        let mut invocation = scripts::LIST.prepare_invoke();
+        invocation
+            .arg(&self.inner.url.prefix)
+            .arg(index)
+            .arg(after)
+            .arg(limit)
+            .arg(filter.status.map_or("", Status::as_str))
+            .arg(filter.updated_before.map(number).unwrap_or_default())
+            .arg(SCAN_BUDGET);
+        let reply = self.run("list", invocation).await?;
+        let mut fields = reply.into_iter().skip(1);
+        let resume = fields.next().filter(|r| !r.is_empty()).map(|r| text(&r));
+        let mut rows = Vec::new();
+        while let (Some(uuid), Some(json)) = (fields.next(), fields.next()) {
+            rows.push((text(&uuid), json));
+        }
+        Ok((rows, resume))
+    }
+
+    /// One page of `list_stale` from one script call, as `list_once`.
+    async fn stale_once(
+        &self,
+        status: Status,
+        before: f64,
+        after: Option<&StaleKey>,
+        limit: usize,
+    ) -> StoreResult<(Vec<StaleRow>, Option<StaleKey>)> {
+        let mut invocation = scripts::LIST_STALE.prepare_invoke();
+        invocation
+            .arg(&self.inner.url.prefix)
+            .arg(status.as_str())
+            .arg(number(before))
+            .arg(after.map(|k| number(k.updated_at)).unwrap_or_default())
+            .arg(after.map(|k| k.uuid.as_str()).unwrap_or_default())
+            .arg(limit)
+            .arg(SCAN_BUDGET);
+        let reply = self.run("list stale", invocation).await?;
+        let time = |bytes: &[u8]| {
+            let t = text(bytes);
+            t.parse::<f64>().map_err(|e| self.unavailable("list stale", &format!("the index holds time {t:?}: {e}")))
+        };
+        let mut fields = reply.into_iter().skip(1);
+        let resume = match (fields.next(), fields.next()) {
+            (Some(t), Some(uuid)) if !uuid.is_empty() => Some(StaleKey { updated_at: time(&t)?, uuid: text(&uuid) }),
+            _ => None,
+        };
+        let mut rows = Vec::new();
+        while let (Some(uuid), Some(t), Some(json)) = (fields.next(), fields.next(), fields.next()) {
+            let key = StaleKey { updated_at: time(&t)?, uuid: text(&uuid) };
+            rows.push(StaleRow { doc: parse(&key.uuid, &json), key });
+        }
+        Ok((rows, resume))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let doc = JobDocument { version: 1, ..doc.clone() };
+        let reply = self.run("create", self.write_of(&scripts::CREATE, &doc)).await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"ok") => Ok(doc),
+            Some(b"exists") => Err(StoreError::AlreadyExists(doc.uuid)),
+            other => Err(self.unavailable("create", &format!("unexpected script reply {other:?}"))),
+        }
+    }
+
+    async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
+        let mut conn = self.inner.conn.clone();
+        let key = self.doc_key(uuid);
+        let json: Option<Vec<u8>> =
+            self.answer("get", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
+        json.map(|j| parse(uuid, &j)).transpose()
+    }
+
+    async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let expected = doc.version;
+        let new = JobDocument { version: expected.saturating_add(1), ..doc.clone() };
+        let mut invocation = self.write_of(&scripts::UPDATE, &new);
+        invocation.arg(expected);
+        let reply = self.run("update", invocation).await?;
+        let uuid = new.uuid.clone();
+        match (reply.first().map(Vec::as_slice), reply.get(1).map(Vec::as_slice)) {
+            (Some(b"ok"), _) => Ok(new),
+            (Some(b"notfound"), _) => Err(StoreError::NotFound(uuid)),
+            (Some(b"conflict"), _) => Err(StoreError::Conflict { uuid, expected }),
+            (Some(b"fixed"), Some(b"jobType")) => Err(StoreError::FixedField { uuid, field: "jobType" }),
+            (Some(b"fixed"), Some(b"expiresAt")) => Err(StoreError::FixedField { uuid, field: "expiresAt" }),
+            (Some(b"corrupt"), Some(raw)) => Err(unreadable(&uuid, raw)),
+            (other, _) => Err(self.unavailable("update", &format!("unexpected script reply {other:?}"))),
+        }
+    }
+
+    async fn delete(&self, uuid: &str) -> StoreResult<bool> {
+        let mut invocation = scripts::DELETE.prepare_invoke();
+        invocation.key(self.doc_key(uuid)).arg(&self.inner.url.prefix).arg(uuid).arg("");
+        let reply = self.run("delete", invocation).await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"ok") => Ok(true),
+            Some(b"notfound") => Ok(false),
+            other => Err(self.unavailable("delete", &format!("unexpected script reply {other:?}"))),
+        }
+    }
+
+    async fn delete_at_version(&self, uuid: &str, version: u64) -> StoreResult<()> {
+        let mut invocation = scripts::DELETE.prepare_invoke();
+        invocation.key(self.doc_key(uuid)).arg(&self.inner.url.prefix).arg(uuid).arg(version);
+        let reply = self.run("delete", invocation).await?;
+        match (reply.first().map(Vec::as_slice), reply.get(1)) {
+            (Some(b"ok"), _) => Ok(()),
+            (Some(b"notfound"), _) => Err(StoreError::NotFound(uuid.to_owned())),
+            (Some(b"conflict"), _) => Err(StoreError::Conflict { uuid: uuid.to_owned(), expected: version }),
+            (Some(b"corrupt"), Some(raw)) => Err(unreadable(uuid, raw)),
+            (other, _) => Err(self.unavailable("delete", &format!("unexpected script reply {other:?}"))),
+        }
+    }
+
+    /// Walks the most selective index the filter names (type, else status, else all) in uuid
+    /// order; the other conditions are checked against the indexes inside the script.
+    async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
+        let index = match (&filter.job_type, filter.status) {
+            (Some(job_type), _) => format!("type:{job_type}"),
+            (None, Some(status)) => format!("status:{}", status.as_str()),
+            (None, None) => "all".to_owned(),
+        };
+        let mut docs = Vec::new();
+        let mut after = page.after.clone().unwrap_or_default();
+        while docs.len() < page.limit {
+            let (rows, resume) = self.list_once(&index, filter, &after, page.limit - docs.len()).await?;
+            for (uuid, json) in rows {
+                docs.push(parse(&uuid, &json)?);
+            }
+            match resume {
+                Some(resume) => after = resume,
+                None => break,
+            }
+        }
+        Ok(docs)
+    }
+
+    async fn list_stale(
+        &self,
+        status: Status,
+        before: f64,
+        after: Option<&StaleKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<StaleRow>> {
+        let mut rows = Vec::new();
+        let mut after = after.cloned();
+        while rows.len() < limit {
+            let (page, resume) = self.stale_once(status, before, after.as_ref(), limit - rows.len()).await?;
+            rows.extend(page);
+            match resume {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: f64, now: f64) -> StoreResult<Lease> {
+        let mut invocation = scripts::LEASE_ACQUIRE.prepare_invoke();
+        let key = format!("{}lease:{name}", self.inner.url.prefix);
+        invocation.key(key).arg(holder).arg(number(now + ttl)).arg(number(now));
+        let reply = self.run("acquire lease", invocation).await?;
+        let [holder, expires_at, version] = <[Vec<u8>; 3]>::try_from(reply)
+            .map_err(|r| self.unavailable("acquire lease", &format!("unexpected script reply {r:?}")))?;
+        let bad = |what: &str| self.unavailable("acquire lease", &format!("the lease hash holds a bad {what}"));
+        Ok(Lease {
+            name: name.to_owned(),
+            holder: text(&holder),
+            expires_at: text(&expires_at).parse().map_err(|_| bad("expires_at"))?,
+            version: text(&version).parse().map_err(|_| bad("version"))?,
+        })
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let mut invocation = scripts::LEASE_RELEASE.prepare_invoke();
+        invocation.key(format!("{}lease:{name}", self.inner.url.prefix)).arg(holder);
+        let mut conn = self.inner.conn.clone();
+        let released: i64 =
+            self.answer("release lease", async move { invocation.invoke_async(&mut conn).await }).await?;
+        Ok(released == 1)
+    }
+
+    /// Forgets expired finished documents in batches, each batch one script call. Counts the
+    /// documents Redis had already dropped at their `expiresAt` too: their index entries go now.
+    async fn purge_expired(&self, now: f64) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let mut invocation = scripts::PURGE.prepare_invoke();
+            invocation.arg(&self.inner.url.prefix).arg(number(now)).arg(PURGE_BATCH);
+            let reply = self.run("purge expired", invocation).await?;
+            let purged: u64 = reply.get(1).and_then(|n| text(n).parse().ok()).ok_or_else(|| {
+                self.unavailable("purge expired", &format!("unexpected script reply {:?}", reply.first()))
+            })?;
+            total += purged;
+            if purged < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
