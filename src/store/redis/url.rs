@@ -172,7 +172,7 @@ mod tests {
             ("redis://:secret@h/zero", "not a database number"),
             ("redis://:secret@h/0?connect_timeout=-1", "connect_timeout"),
             ("redis://:secret@h/0?prefix=", "prefix may not be empty"),
-            ("redis://:secret@/0", "no host"),
+            ("redis://:secret@/0", "host"),
             ("http://:secret@h/0", "not redis"),
         ] {
             let err = parse(url).expect_err(url);
