@@ -406,3 +406,17 @@ async fn prefixes_keep_applications_apart() {
     two.create(&doc).await.expect("the same uuid under another prefix");
     assert!(redis_support::keys_under(one.prefix()).iter().all(|k| k.starts_with(one.prefix())));
 }
+
+/// A server that lost its script cache (a restart, SCRIPT FLUSH) is given the scripts again
+/// by the store, with no error for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_loaded_again_when_the_server_forgot_them() {
+    let server = PrivateRedis::start();
+    let store = open(&server.url()).await.expect("open");
+    let doc = store.create(&document(&job_type("flush"))).await.expect("create");
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("raw connection");
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.expect("SCRIPT FLUSH");
+    let updated = store.update(&doc).await.expect("update after the flush");
+    assert_eq!(store.get(&doc.uuid).await.expect("get"), Some(updated));
+}
