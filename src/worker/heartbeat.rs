@@ -60,20 +60,17 @@ struct Shared {
 }
 
 /// How much longer the attempt of a `running` document counts as alive: its last sign of
-/// life (`heartbeatAt`, else `startedAt`) plus its TTR, less `now`; at most one TTR (a clock
-/// ahead of ours gains nothing). None when the document is not running or that time is over.
+/// life (`heartbeatAt`, else `startedAt`) plus its TTR, less `now`, in whole milliseconds
+/// rounded up; at most one TTR (a clock ahead of ours gains nothing). None when the
+/// document is not running or that time is over.
 pub fn owner_alive_for(doc: &JobDocument, now: f64) -> Option<Duration> {
     if doc.status != Status::Running {
         return None;
     }
     let ttr = doc.queue_kwargs.ttr;
     let last = doc.heartbeat_at.or(doc.started_at)?;
-    let left = (last + ttr - now).min(ttr);
-    if left > 0.0 {
-        Duration::try_from_secs_f64(left).ok()
-    } else {
-        None
-    }
+    let left_ms = ((last + ttr - now).min(ttr) * 1000.0).ceil();
+    (left_ms.is_finite() && left_ms >= 1.0).then(|| Duration::from_millis(left_ms as u64))
 }
 
 /// The running attempt, as the heartbeat keeps it.
@@ -352,6 +349,8 @@ mod tests {
         assert_eq!(owner_alive_for(&running(10.0, 100.0, None), 108.0), secs(2.0), "the start counts");
         assert_eq!(owner_alive_for(&running(10.0, 100.0, Some(105.0)), 115.0), None, "a TTR old: lost");
         assert_eq!(owner_alive_for(&running(10.0, 100.0, Some(500.0)), 108.0), secs(10.0), "at most one TTR");
+        let barely = owner_alive_for(&running(10.0, 100.0, Some(105.0)), 114.9999);
+        assert_eq!(barely, Some(Duration::from_millis(1)), "whole milliseconds, rounded up");
         let mut endless = running(10.0, 100.0, None);
         endless.queue_kwargs.ttr = f64::INFINITY;
         assert_eq!(owner_alive_for(&endless, 108.0), None, "no TTR to count from: lost");
