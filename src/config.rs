@@ -100,6 +100,12 @@ pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError
             Err(store::redis::OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: ROLE, url, reason }),
             Err(store::redis::OpenError::Unreachable { url, reason }) => Err(ConfigError::Open { role: ROLE, url, reason }),
         },
+        #[cfg(feature = "postgres")]
+        ("postgresql" | "postgres", _) => match store::postgres::PostgresStore::open(url).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(store::postgres::OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: ROLE, url, reason }),
+            Err(store::postgres::OpenError::Unavailable { url, reason }) => Err(ConfigError::Open { role: ROLE, url, reason }),
+        },
         (other, _) => Err(ConfigError::BadUrl {
             role: ROLE,
             url: url.into(),

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 
 use crate::model::{JobDocument, Status};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqlite;
@@ -30,11 +32,12 @@ pub enum StoreError {
     /// The stored row contradicts itself; no write to it can succeed until it is repaired.
     #[error("stored document of job {uuid} is inconsistent: {reason}")]
     Inconsistent { uuid: String, reason: String },
+    /// The backend failed the operation; `context` names the backend, where, and the operation.
     #[error("{context}: {source}")]
-    Sqlite {
+    Backend {
         context: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),

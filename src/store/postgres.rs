@@ -1,0 +1,492 @@
+//! Job documents in PostgreSQL, shared by every machine that reaches the server:
+//! `postgresql://user[:password]@host[:port]/database[?schema=NAME]` (also `postgres://`).
+//! Owns the tables `geyser_documents`, `geyser_leases` and `geyser_meta` of one schema and
+//! touches nothing else in the database; knows nothing about queues.
+//!
+//! - **Schema.** `geyser` unless the URL says `?schema=NAME`: Geyser's tables stay out of the
+//!   way of an application's own tables in `public` (where PostgreSQL 15 no longer lets every
+//!   user create tables anyway), two applications share a database with one schema each, and
+//!   `DROP SCHEMA name CASCADE` removes all of one. The tables keep the names they have in the
+//!   SQLite store, so a schema may even be `public`. The schema is created on first use and
+//!   versioned (see `schema.rs`): a newer Geyser migrates it, an older one refuses it.
+//! - **The document** is one `jsonb` value, beside the columns that `list`, the sweep and
+//!   purge filter on (status, job_type, updated_at, expires_at) and the version the
+//!   compare-and-swap checks. jsonb keeps a number as an exact decimal, so the shortest
+//!   round-trip digits serde_json writes for an `f64` come back as written and parse to the
+//!   same bits (tests/postgres_store.rs checks random bit patterns); it does not keep key
+//!   order, which no reader of an object of named fields depends on. jsonb cannot hold the
+//!   character U+0000 in a string: such a write is refused with an error that says so.
+//! - **One round trip per operation**, on a pooled connection (deadpool) with each statement
+//!   prepared once per connection. A compare-and-swap that writes nothing returns, in the
+//!   same statement, the row it lost to, so `update` explains a refusal and `read_then_write`
+//!   retries without reading again. `read_then_write` itself is a read, then that swap: the
+//!   successor is computed here, between the two, and holding a row lock across that (or
+//!   `SELECT ... FOR UPDATE` in a transaction: three round trips) would cost more than the
+//!   rare conflict it saves.
+//! - **Errors.** What the driver or the pool reports becomes `StoreError::Unavailable` with the
+//!   URL (password hidden) and the operation; a stored document that does not parse is
+//!   `Corrupt` naming its uuid; a row whose columns contradict its JSON is `Inconsistent`.
+//!   Connecting gives up after `connect_timeout` (5 s unless the URL says otherwise).
+
+mod json;
+mod schema;
+mod url;
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::{Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, MAX_CONFLICTS};
+use crate::model::{JobDocument, Status};
+use json::{document_json, JsonText};
+
+pub use schema::SCHEMA_VERSION;
+pub use url::{redact, DEFAULT_SCHEMA};
+
+/// How long an operation waits for a free pooled connection before it reports the store unavailable.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// Why the store could not be opened; `url` is the URL with its password hidden.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("bad PostgreSQL store URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot open the PostgreSQL store {url}: {reason}")]
+    Unavailable { url: String, reason: String },
+}
+
+/// The SQL of every operation, written once for the store's schema.
+struct Sql {
+    get: String,
+    create: String,
+    update: String,
+    delete: String,
+    delete_at_version: String,
+    purge: String,
+    take_lease: String,
+    read_lease: String,
+    release_lease: String,
+    /// One statement per status, in `Status::ALL` order (see `stale_sql`).
+    stale: Vec<String>,
+    /// One statement per combination of `list` conditions (see `list_sql`).
+    list: Vec<String>,
+}
+
+/// `list` conditions, as bits of an index into `Sql::list`.
+const BY_STATUS: usize = 1;
+const BY_TYPE: usize = 2;
+const BY_UPDATED: usize = 4;
+const AFTER: usize = 8;
+
+fn list_sql(docs: &str, conditions: usize) -> String {
+    let mut clauses = Vec::new();
+    for (bit, clause) in
+        [(BY_STATUS, "status = "), (BY_TYPE, "job_type = "), (BY_UPDATED, "updated_at < "), (AFTER, "uuid > ")]
+    {
+        if conditions & bit != 0 {
+            clauses.push(format!("{clause}${}", clauses.len() + 1));
+        }
+    }
+    let limit = clauses.len() + 1;
+    let where_clause = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+    format!("SELECT uuid, doc FROM {docs} {where_clause} ORDER BY uuid LIMIT ${limit}")
+}
+
+/// Stale documents of one status, oldest write first. The status is written into the SQL (one
+/// of five fixed words) so that the planner sees that the partial index of queued documents
+/// applies to every execution of the prepared statement; other statuses use the status index
+/// and a sort (running documents are few: at most one per runner thread).
+fn stale_sql(docs: &str, status: Status) -> String {
+    format!(
+        "SELECT updated_at, uuid, doc FROM {docs}
+         WHERE status = '{}' AND updated_at < $1 AND (updated_at, uuid) > ($2, $3)
+         ORDER BY updated_at, uuid LIMIT $4",
+        status.as_str()
+    )
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let s = schema::quoted(schema);
+        let docs = format!("{s}.geyser_documents");
+        let leases = format!("{s}.geyser_leases");
+        Self {
+            get: format!("SELECT doc FROM {docs} WHERE uuid = $1"),
+            create: format!(
+                "INSERT INTO {docs} (uuid, version, status, job_type, updated_at, expires_at, doc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uuid) DO NOTHING"
+            ),
+            // The swap, and when it writes nothing, the row as it stands (the outer SELECT
+            // reads the statement's snapshot, the UPDATE the latest version: a row that moved
+            // in between is reported as a conflict with an older version, and retried).
+            update: format!(
+                "WITH written AS (
+                     UPDATE {docs} SET version = $2, status = $3, updated_at = $4, doc = $5
+                     WHERE uuid = $1 AND version = $6 AND job_type = $7 AND expires_at IS NOT DISTINCT FROM $8
+                     RETURNING 1)
+                 SELECT true, NULL::bigint, NULL::text, NULL::float8, NULL::jsonb FROM written
+                 UNION ALL
+                 SELECT false, version, job_type, expires_at, doc FROM {docs}
+                 WHERE uuid = $1 AND NOT EXISTS (SELECT 1 FROM written)"
+            ),
+            delete: format!("DELETE FROM {docs} WHERE uuid = $1"),
+            delete_at_version: format!(
+                "WITH gone AS (DELETE FROM {docs} WHERE uuid = $1 AND version = $2 RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM gone), EXISTS (SELECT 1 FROM {docs} WHERE uuid = $1)"
+            ),
+            purge: format!(
+                "DELETE FROM {docs} WHERE expires_at <= $1 AND status IN ('succeeded', 'failed', 'cancelled')"
+            ),
+            take_lease: format!(
+                "WITH taken AS (
+                     INSERT INTO {leases} AS l (name, holder, expires_at, version) VALUES ($1, $2, $3, 1)
+                     ON CONFLICT (name) DO UPDATE
+                     SET holder = excluded.holder, expires_at = excluded.expires_at, version = l.version + 1
+                     WHERE l.holder = excluded.holder OR l.expires_at <= $4
+                     RETURNING holder, expires_at, version)
+                 SELECT holder, expires_at, version FROM taken
+                 UNION ALL
+                 SELECT holder, expires_at, version FROM {leases}
+                 WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)"
+            ),
+            read_lease: format!("SELECT holder, expires_at, version FROM {leases} WHERE name = $1"),
+            release_lease: format!("UPDATE {leases} SET expires_at = 0 WHERE name = $1 AND holder = $2"),
+            stale: Status::ALL.iter().map(|&status| stale_sql(&docs, status)).collect(),
+            list: (0..16).map(|conditions| list_sql(&docs, conditions)).collect(),
+        }
+    }
+}
+
+/// An error and its causes on one line: the driver's own message leaves out the server's.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = c.source();
+    }
+    text.replace('\n', "; ")
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Parses a stored document, naming its uuid when it is not one.
+fn parse(uuid: &str, json: JsonText<'_>) -> StoreResult<JobDocument> {
+    JobDocument::from_json(json.0).map_err(|source| StoreError::Corrupt { uuid: uuid.to_owned(), source })
+}
+
+/// The stored row a compare-and-swap lost to: its columns and its JSON.
+struct StoredRow<'a> {
+    version: i64,
+    job_type: String,
+    expires_at: Option<f64>,
+    json: JsonText<'a>,
+}
+
+/// What a compare-and-swap did.
+enum Swap {
+    Written,
+    Missing,
+    /// The stored document moved on (or a concurrent write hid it): here it is as read.
+    Moved(Box<JobDocument>),
+}
+
+/// Why a compare-and-swap of `new` wrote nothing, given the row as it stands: the row's
+/// columns disagree with its own JSON (a hand edit or a bug: no write can ever succeed, so
+/// it is reported, not retried), `new` changes a field fixed at creation, or the document
+/// moved on (returned, to retry against).
+fn refusal(new: &JobDocument, expected: u64, row: StoredRow<'_>) -> StoreResult<JobDocument> {
+    let uuid = &new.uuid;
+    let stored = parse(uuid, row.json)?;
+    let column_disagrees = if i64::try_from(stored.version).ok() != Some(row.version) {
+        Some(("version", row.version.to_string(), stored.version.to_string()))
+    } else if stored.job_type != row.job_type {
+        Some(("jobType", format!("{:?}", row.job_type), format!("{:?}", stored.job_type)))
+    } else if stored.expires_at != row.expires_at {
+        Some(("expiresAt", format!("{:?}", row.expires_at), format!("{:?}", stored.expires_at)))
+    } else {
+        None
+    };
+    if let Some((field, column, json)) = column_disagrees {
+        return Err(StoreError::Inconsistent {
+            uuid: uuid.clone(),
+            reason: format!("its row says {field} {column} but its JSON says {json}; fix or delete the row"),
+        });
+    }
+    match stored.changed_fixed_field(new) {
+        Some(field) if stored.version == expected => Err(StoreError::FixedField { uuid: uuid.clone(), field }),
+        _ => Ok(stored),
+    }
+}
+
+/// Job documents in one schema of a PostgreSQL database, through a pool of connections.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// "postgresql store URL" (password hidden), the start of every error message.
+    label: String,
+    sql: Sql,
+}
+
+impl PostgresStore {
+    /// Connects (within the URL's connect timeout), creates or migrates the schema, and keeps
+    /// a pool of connections for the store's operations.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let parsed = url::parse(url).map_err(|reason| OpenError::BadUrl { url: redact(url), reason })?;
+        let unavailable = |reason: String| OpenError::Unavailable { url: parsed.redacted.clone(), reason };
+        let manager =
+            Manager::from_config(parsed.pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(parsed.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(parsed.connect_timeout))
+            .recycle_timeout(Some(parsed.connect_timeout))
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| unavailable(format!("build the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| unavailable(format!("connect: {}", describe(&e))))?;
+        schema::ensure(&mut client, &parsed.schema).await.map_err(unavailable)?;
+        drop(client);
+        let label = format!("postgresql store {}", parsed.redacted);
+        Ok(Self { inner: Arc::new(Inner { pool, label, sql: Sql::new(&parsed.schema) }) })
+    }
+
+    /// The store unavailable for `op`, naming the store and the cause.
+    fn failed(&self, op: &str, e: impl Display) -> StoreError {
+        StoreError::Unavailable(format!("{}: {op}: {e}", self.inner.label))
+    }
+
+    /// A driver error of `op`, with what PostgreSQL cannot hold spelled out.
+    fn db_failed(&self, op: &str, e: tokio_postgres::Error) -> StoreError {
+        let text = describe(&e);
+        if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER) {
+            return self.failed(op, format!("{text} (PostgreSQL jsonb cannot hold the character U+0000 in a string)"));
+        }
+        self.failed(op, text)
+    }
+
+    /// Runs one prepared statement on a pooled connection: one round trip once the
+    /// connection has prepared it.
+    async fn query(&self, op: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self.inner.pool.get().await.map_err(|e| self.failed(op, describe(&e)))?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| self.db_failed(op, e))?;
+        client.query(&statement, params).await.map_err(|e| self.db_failed(op, e))
+    }
+
+    async fn execute(&self, op: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let client = self.inner.pool.get().await.map_err(|e| self.failed(op, describe(&e)))?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| self.db_failed(op, e))?;
+        client.execute(&statement, params).await.map_err(|e| self.db_failed(op, e))
+    }
+
+    fn column<'r, T: FromSql<'r>>(&self, op: &str, row: &'r Row, index: usize) -> StoreResult<T> {
+        row.try_get(index).map_err(|e| self.failed(op, describe(&e)))
+    }
+
+    /// Writes `new` if the stored version is still `expected` and `new` keeps the fixed fields.
+    async fn swap(&self, new: &JobDocument, expected: u64) -> StoreResult<Swap> {
+        const OP: &str = "update";
+        let json = document_json(new).map_err(|e| self.failed(OP, e))?;
+        let rows = self
+            .query(
+                OP,
+                &self.inner.sql.update,
+                &[
+                    &new.uuid,
+                    &to_i64(new.version),
+                    &new.status.as_str(),
+                    &new.updated_at,
+                    &JsonText(&json),
+                    &to_i64(expected),
+                    &new.job_type,
+                    &new.expires_at,
+                ],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(Swap::Missing) };
+        if self.column::<bool>(OP, row, 0)? {
+            return Ok(Swap::Written);
+        }
+        let stored = StoredRow {
+            version: self.column(OP, row, 1)?,
+            job_type: self.column(OP, row, 2)?,
+            expires_at: self.column(OP, row, 3)?,
+            json: self.column(OP, row, 4)?,
+        };
+        refusal(new, expected, stored).map(|doc| Swap::Moved(Box::new(doc)))
+    }
+
+    fn lease(&self, name: &str, row: &Row) -> StoreResult<Lease> {
+        const OP: &str = "acquire lease";
+        let version: i64 = self.column(OP, row, 2)?;
+        Ok(Lease {
+            name: name.to_owned(),
+            holder: self.column(OP, row, 0)?,
+            expires_at: self.column(OP, row, 1)?,
+            version: version.max(0) as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let doc = JobDocument { version: 1, ..doc.clone() };
+        let json = document_json(&doc).map_err(|e| self.failed("create", e))?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &doc.uuid,
+            &1_i64,
+            &doc.status.as_str(),
+            &doc.job_type,
+            &doc.updated_at,
+            &doc.expires_at,
+            &JsonText(&json),
+        ];
+        match self.execute("create", &self.inner.sql.create, &params).await? {
+            0 => Err(StoreError::AlreadyExists(doc.uuid)),
+            _ => Ok(doc),
+        }
+    }
+
+    async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
+        let rows = self.query("get", &self.inner.sql.get, &[&uuid]).await?;
+        rows.first().map(|row| parse(uuid, self.column("get", row, 0)?)).transpose()
+    }
+
+    async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        let new = JobDocument { version: doc.version.saturating_add(1), ..doc.clone() };
+        match self.swap(&new, doc.version).await? {
+            Swap::Written => Ok(new),
+            Swap::Missing => Err(StoreError::NotFound(new.uuid)),
+            Swap::Moved(_) => Err(StoreError::Conflict { uuid: new.uuid, expected: doc.version }),
+        }
+    }
+
+    async fn delete(&self, uuid: &str) -> StoreResult<bool> {
+        Ok(self.execute("delete", &self.inner.sql.delete, &[&uuid]).await? > 0)
+    }
+
+    async fn delete_at_version(&self, uuid: &str, version: u64) -> StoreResult<()> {
+        const OP: &str = "delete";
+        let rows = self.query(OP, &self.inner.sql.delete_at_version, &[&uuid, &to_i64(version)]).await?;
+        let row = rows.first().ok_or_else(|| self.failed(OP, "the statement returned no row"))?;
+        match (self.column::<bool>(OP, row, 0)?, self.column::<bool>(OP, row, 1)?) {
+            (true, _) => Ok(()),
+            (false, true) => Err(StoreError::Conflict { uuid: uuid.to_owned(), expected: version }),
+            (false, false) => Err(StoreError::NotFound(uuid.to_owned())),
+        }
+    }
+
+    async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
+        const OP: &str = "list";
+        let status = filter.status.map(Status::as_str);
+        let limit = to_i64(page.limit as u64);
+        let mut conditions = 0;
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(status) = &status {
+            conditions |= BY_STATUS;
+            params.push(status);
+        }
+        if let Some(job_type) = &filter.job_type {
+            conditions |= BY_TYPE;
+            params.push(job_type);
+        }
+        if let Some(before) = &filter.updated_before {
+            conditions |= BY_UPDATED;
+            params.push(before);
+        }
+        if let Some(after) = &page.after {
+            conditions |= AFTER;
+            params.push(after);
+        }
+        params.push(&limit);
+        let rows = self.query(OP, &self.inner.sql.list[conditions], &params).await?;
+        rows.iter()
+            .map(|row| {
+                let uuid: &str = self.column(OP, row, 0)?;
+                parse(uuid, self.column(OP, row, 1)?)
+            })
+            .collect()
+    }
+
+    async fn list_stale(
+        &self,
+        status: Status,
+        before: f64,
+        after: Option<&StaleKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<StaleRow>> {
+        const OP: &str = "list stale";
+        let sql = &self.inner.sql.stale[Status::ALL.iter().position(|&s| s == status).unwrap_or(0)];
+        let (after_time, after_uuid) = after.map_or((f64::NEG_INFINITY, ""), |k| (k.updated_at, k.uuid.as_str()));
+        let limit = to_i64(limit as u64);
+        let rows = self.query(OP, sql, &[&before, &after_time, &after_uuid, &limit]).await?;
+        rows.iter()
+            .map(|row| {
+                let key = StaleKey { updated_at: self.column(OP, row, 0)?, uuid: self.column(OP, row, 1)? };
+                let doc = parse(&key.uuid, self.column(OP, row, 2)?);
+                Ok(StaleRow { key, doc })
+            })
+            .collect()
+    }
+
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl: f64, now: f64) -> StoreResult<Lease> {
+        let sql = &self.inner.sql;
+        let rows = self.query("acquire lease", &sql.take_lease, &[&name, &holder, &(now + ttl), &now]).await?;
+        if let Some(row) = rows.first() {
+            return self.lease(name, row);
+        }
+        // Refused, and the lease row was created after this statement's snapshot (by the
+        // write that refused it): read it again in a new one.
+        let rows = self.query("acquire lease", &sql.read_lease, &[&name]).await?;
+        let row = rows.first().ok_or_else(|| self.failed("acquire lease", format!("lease {name:?} vanished")))?;
+        self.lease(name, row)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        Ok(self.execute("release lease", &self.inner.sql.release_lease, &[&name, &holder]).await? > 0)
+    }
+
+    async fn purge_expired(&self, now: f64) -> StoreResult<u64> {
+        self.execute("purge expired", &self.inner.sql.purge, &[&now]).await
+    }
+
+    /// A read, then compare-and-swaps: a swap that loses returns the document it lost to,
+    /// so each conflict costs one round trip, not two.
+    async fn read_then_write(
+        &self,
+        uuid: &str,
+        next: NextDocument,
+    ) -> StoreResult<(Option<JobDocument>, Option<JobDocument>)> {
+        let Some(mut stored) = self.get(uuid).await? else {
+            return Ok((None, None));
+        };
+        for _ in 0..MAX_CONFLICTS {
+            let Some(new) = next(&stored) else {
+                return Ok((Some(stored), None));
+            };
+            let new = JobDocument { version: stored.version.saturating_add(1), ..new };
+            match self.swap(&new, stored.version).await? {
+                Swap::Written => return Ok((Some(stored), Some(new))),
+                Swap::Missing => return Err(StoreError::NotFound(new.uuid)),
+                Swap::Moved(current) => stored = *current,
+            }
+        }
+        Err(StoreError::Contended { uuid: uuid.to_owned(), tries: MAX_CONFLICTS })
+    }
+}
