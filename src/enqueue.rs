@@ -104,9 +104,9 @@ impl Enqueuer for SqliteOneCommit {
     async fn enqueue(&self, doc: JobDocument, opts: PutOptions) -> ClientResult<JobDocument> {
         queue::check_tube(&doc.queue_kwargs.queue)?;
         let uuid = doc.uuid.clone();
-        let sql_err = |source| StoreError::Sqlite {
+        let sql_err = |source: rusqlite::Error| StoreError::Backend {
             context: format!("sqlite {}: enqueue job {uuid}", self.path.display()),
-            source,
+            source: source.into(),
         };
         let committed = self
             .conn

@@ -102,11 +102,12 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+    /// The backend failed the operation; `context` names the backend, where, and the operation.
     #[error("{context}: {source}")]
-    Sqlite {
+    Backend {
         context: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The server answered with an error reply, or something that is not the protocol.
     #[error("{context}: server replied {reply}")]

@@ -68,7 +68,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> QueueError + 'a {
-    move |source| QueueError::Sqlite { context: format!("sqlite queue {}: {op}", path.display()), source }
+    move |source| QueueError::Backend { context: format!("sqlite queue {}: {op}", path.display()), source: source.into() }
 }
 
 /// Names the file and the operation when a connection thread fails a call.

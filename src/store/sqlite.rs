@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS geyser_leases (
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
-    move |source| StoreError::Sqlite { context: format!("sqlite store {}: {op}", path.display()), source }
+    move |source| StoreError::Backend { context: format!("sqlite store {}: {op}", path.display()), source: source.into() }
 }
 
 /// Parses a stored document, naming its uuid when it is not one.

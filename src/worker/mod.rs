@@ -198,7 +198,7 @@ impl Worker {
                 self.bury(id).await;
                 return Ok(None);
             }
-            Err(e @ (StoreError::Unavailable(_) | StoreError::Sqlite { .. })) => {
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Backend { .. })) => {
                 self.release_soon(id).await;
                 return Err(e.into());
             }
