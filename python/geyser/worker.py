@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import json
 import logging
 import os
@@ -22,16 +23,38 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 from geyser import _core, registry
 from geyser.config import client
-from geyser.errors import GeyserError, JobCancelled, WFErrorContinue, WFErrorFinish
+from geyser.errors import (
+    ConfigError,
+    ConflictError,
+    GeyserError,
+    InvalidDocument,
+    JobCancelled,
+    UnknownJobType,
+    WFErrorContinue,
+    WFErrorFinish,
+)
 from geyser.jobs import BaseJob
+from geyser.ledger import Ledger, LedgerEntry
 
-__all__ = ["EXIT_REPLACE", "WorkerProcess", "main", "parse_args", "run_attempt", "Runner"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_RECYCLE",
+    "EXIT_REPLACE",
+    "WorkerProcess",
+    "build_parser",
+    "import_job_modules",
+    "main",
+    "parse_args",
+    "run_attempt",
+    "Runner",
+]
 
 log = logging.getLogger("geyser.worker")
 
@@ -43,6 +66,16 @@ BACKEND_PAUSE = 1.0
 WATCH_EVERY = 0.1
 #: Exit status of a process that stopped a stuck job by ending itself: replace it at once.
 EXIT_REPLACE = 75
+#: Exit status of a process that reached --max-jobs-per-child or --max-memory-per-child
+#: after finishing its jobs: replace it at once; not a death.
+EXIT_RECYCLE = 76
+#: Exit status of a process that cannot start for a configuration reason (no job classes,
+#: a job module that does not import, a bad URL): restarting it would not help.
+EXIT_CONFIG = 78
+
+
+class ConfigProblem(Exception):
+    """The worker cannot start as configured; the message says what to fix."""
 
 
 class _Stop(BaseException):
@@ -100,7 +133,7 @@ class Running:
 def _finish(attempt: _core.Attempt, doc_json: str, outcome: str, **kw: Any) -> None:
     try:
         attempt.finish(doc_json, outcome, **kw)
-    except _core.ConflictError as e:
+    except ConflictError as e:
         log.warning("%s", e)
 
 
@@ -115,26 +148,32 @@ def _outcome_args(stop: type[_Stop], running: Running) -> tuple[str, dict[str, A
 def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
     """Run one reserved job to its outcome; returns the outcome's name.
 
-    With a ``runner``, the attempt is shown as its ``current`` so a watchdog can stop it."""
+    With a ``runner``, the attempt is shown as its ``current`` so a watchdog can stop it,
+    and noted in its process's ledger while it runs."""
+    started = time.monotonic()
     try:
         cls = registry.job_class(attempt.job_type)
         job: BaseJob = cls.from_document(json.loads(attempt.document))
-    except Exception as e:  # unknown type, or a document its schema no longer accepts
+    except UnknownJobType as e:  # the native triage releases these; kept for a worker that knows no types
+        msg = f"{e}; this worker cannot run it"
+        _finish(attempt, attempt.document, "continue", code_json=json.dumps("unknown-job-type"), msg=msg)
+        log.warning("job %s: %s", attempt.uuid, msg)
+        return "continue"
+    except Exception as e:  # a document its schema no longer accepts
         log.error("job %s cannot run here: %s", attempt.uuid, e)
         _finish(attempt, attempt.document, "reject", code_json=json.dumps("unrunnable"), msg=str(e))
         return "reject"
     running = Running(attempt, job, threading.get_ident())
     if runner is not None:
         runner.current = running
+        runner.ledger.started(runner.slot, LedgerEntry(job.uuid, str(job.fence), int(job.attempts)))
     job._attempt = attempt
     try:
         outcome, kw = _run(job, running)
     finally:
         job._attempt = None
-    log.info("job %s (%s) attempt %d: %s", job.uuid, job.jobType, job.attempts, outcome)
-    if outcome == "lost":
-        log.warning("job %s: attempt %d lost the job to a newer attempt; abandoned", job.uuid, job.attempts)
-    _finish(attempt, job._document_json(), "hand_back" if outcome == "lost" else outcome, **kw)
+    outcome, kw = _save_outcome(attempt, job, outcome, kw)
+    _log_outcome(job, outcome, kw, time.monotonic() - started)
     return outcome
 
 
@@ -155,6 +194,15 @@ def _run(job: BaseJob, running: Running) -> tuple[str, dict[str, Any]]:
         return "finish", {"code_json": json.dumps(e.code, default=str), "msg": e.msg}
     except WFErrorContinue as e:
         return "continue", {"code_json": json.dumps(e.code, default=str), "msg": e.msg}
+    except (SystemExit, KeyboardInterrupt) as e:
+        # The job's own doing (a stop signal to this process is handled without raising):
+        # an error of this attempt, never the end of the worker process.
+        what = f"called sys.exit({e.code!r})" if isinstance(e, SystemExit) else "raised KeyboardInterrupt"
+        return "continue", {
+            "code_json": json.dumps("exception"),
+            "msg": f"{type(e).__name__}: run() {what}; the worker does not exit for a job",
+            "traceback": traceback.format_exc(),
+        }
     except Exception as e:
         return "continue", {
             "code_json": json.dumps("exception"),
@@ -170,19 +218,92 @@ def _check_result(job: BaseJob, result: Any) -> tuple[float, bool]:
     return float(at), bool(requeue)
 
 
+def _save_outcome(attempt: _core.Attempt, job: BaseJob, outcome: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Finish the attempt with the job's final document; returns the outcome saved.
+
+    A document that cannot be saved (a value JSON cannot hold, NaN, a field the schema
+    refuses) is an error of this attempt: the document as the attempt started is saved
+    with an ``invalid-document`` error instead, and the retry policy applies."""
+    try:
+        doc_json = job._document_json()
+    except Exception as e:  # anything the job's values make serialisation raise
+        outcome, kw = _invalid_document(job, e, outcome, kw)
+        doc_json = attempt.document
+    try:
+        attempt.finish(doc_json, "hand_back" if outcome == "lost" else outcome, **kw)
+        return outcome, kw
+    except ConflictError as e:
+        log.warning("%s", e)
+        return outcome, kw
+    except InvalidDocument as e:  # the engine refused it: NaN, infinity, a number it cannot hold
+        if doc_json == attempt.document:
+            raise
+        outcome, kw = _invalid_document(job, e, outcome, kw)
+    _finish(attempt, attempt.document, "hand_back" if outcome == "lost" else outcome, **kw)
+    return outcome, kw
+
+
+def _invalid_document(job: BaseJob, error: Exception, outcome: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The outcome of an attempt whose final document cannot be saved."""
+    msg = f"the job's document cannot be saved: {_unsaveable_field(job, error)}"
+    if outcome in ("hand_back", "lost", "cancelled"):  # nothing of this attempt's is kept anyway
+        log.warning("job %s: %s; its changes are dropped", job.uuid, msg)
+        return outcome, kw
+    if kw.get("msg"):
+        msg += f" (the attempt itself ended with {kw['msg']})"
+    new_kw = {"code_json": json.dumps("invalid-document"), "msg": msg}
+    if kw.get("traceback"):
+        new_kw["traceback"] = kw["traceback"]
+    return ("finish" if outcome == "finish" else "continue"), new_kw
+
+
+def _unsaveable_field(job: BaseJob, error: Exception) -> str:
+    """Which field of the job's document JSON cannot hold, and why; else the error itself."""
+    try:
+        doc = job.to_document()
+    except Exception:  # the schema's own dump refused: its error names the field
+        return f"{type(error).__name__}: {error}"
+    for name, value in doc.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            return f"field {name!r}: {e}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _log_outcome(job: BaseJob, outcome: str, kw: dict[str, Any], seconds: float) -> None:
+    """One line per attempt: its outcome, how long it ran, and the error if there was one."""
+    detail = kw.get("msg") or ""
+    if outcome == "lost":
+        detail = "lost the job to a newer attempt; abandoned"
+    elif outcome == "requeue":
+        detail = f"to run again at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(kw['at']))}"
+    level = logging.WARNING if outcome in ("continue", "finish", "reject", "lost") else logging.INFO
+    log.log(level, "job %s (%s) attempt %d: %s after %.3f s%s", job.uuid, job.jobType, job.attempts, outcome,
+            seconds, f": {detail}" if detail else "")
+    if kw.get("traceback"):
+        log.debug("job %s attempt %d traceback:\n%s", job.uuid, job.attempts, kw["traceback"].rstrip())
+
+
 class Runner:
     """One worker loop over one native consumer; reserves only when it can start the job."""
 
     def __init__(self, queues: list[str], burst: bool = False, progress_interval: float = 1.0, name: str = "",
-                 stop_grace: float = 10.0) -> None:
+                 stop_grace: float = 10.0, ledger: Ledger | None = None, slot: int = 0,
+                 on_attempt_done: Callable[[], None] | None = None) -> None:
         self.queues = queues
         self.burst = burst
         self.stopping = False
         self.current: Running | None = None
+        #: Where this runner notes the attempt it runs, for the supervisor should the process die.
+        self.ledger = ledger or Ledger(None)
+        self.slot = slot
+        self.on_attempt_done = on_attempt_done
         name = name or f"{socket.gethostname()}:{os.getpid()}"
         # The native heartbeat ends the process of a job that holds the GIL past TIMEOUT,
         # after the watchdog here had its chance (a soft stop, then a hard one).
-        self.worker = _core.Worker(client(), queues, name, progress_interval, hard_stop_after=2 * stop_grace)
+        self.worker = _core.Worker(client(), queues, name, progress_interval, hard_stop_after=2 * stop_grace,
+                                   job_types=sorted(registry.job_classes()))
 
     def stop(self, *_: Any) -> None:
         """Finish the running job, then leave the loop."""
@@ -221,7 +342,10 @@ class Runner:
                 log.warning("job %s: stop arrived as the attempt ended", attempt.uuid)
             finally:
                 self.current = None
+                self.ledger.ended(self.slot)
             done += 1
+            if self.on_attempt_done is not None:
+                self.on_attempt_done()
         return done
 
 
@@ -233,7 +357,7 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException]) -> None:
 class WorkerProcess:
     """Runner threads, signal handling and the watchdog of one worker process."""
 
-    def __init__(self, args: argparse.Namespace, queues: list[str]) -> None:
+    def __init__(self, args: argparse.Namespace, queues: list[str], ledger: Ledger | None = None) -> None:
         self.grace = args.grace
         self.stop_grace = args.stop_grace
         self.signals = 0
@@ -241,12 +365,37 @@ class WorkerProcess:
         self.parent = os.getppid()
         self.main_id = threading.main_thread().ident or 0
         self.pending: type[_Stop] | None = None
+        self.max_jobs: int | None = args.max_jobs_per_child
+        self.max_memory_mb: float | None = args.max_memory_per_child
+        self.jobs_run = 0
+        self._count_lock = threading.Lock()
+        #: Why this process is to be replaced once its jobs are done (a limit it reached).
+        self.recycle: str | None = None
         base = f"{socket.gethostname()}:{os.getpid()}"
         self.runners = [
             Runner(queues, args.burst, args.progress_interval, f"{base}/{i}" if args.threads > 1 else base,
-                   args.stop_grace)
+                   args.stop_grace, ledger, i, self.attempt_done)
             for i in range(args.threads)
         ]
+
+    # -- limits --------------------------------------------------------------------
+
+    def attempt_done(self) -> None:
+        """After each attempt: past --max-jobs-per-child or --max-memory-per-child, stop
+        reserving; the process exits with EXIT_RECYCLE once its running jobs are done."""
+        with self._count_lock:
+            self.jobs_run += 1
+            if self.recycle is not None:
+                return
+            if self.max_jobs is not None and self.jobs_run >= self.max_jobs:
+                self.recycle = f"ran {self.jobs_run} job(s), the limit of --max-jobs-per-child"
+            elif self.max_memory_mb is not None and (rss := resident_mb()) >= self.max_memory_mb:
+                self.recycle = f"uses {rss:.0f} MB, over --max-memory-per-child {self.max_memory_mb:g} MB"
+            else:
+                return
+        log.info("worker %d %s; finishing, to be replaced", os.getpid(), self.recycle)
+        for r in self.runners:
+            r.stop()
 
     # -- signals -----------------------------------------------------------------
 
@@ -346,11 +495,23 @@ class WorkerProcess:
         threads = [threading.Thread(target=r.run, name=f"geyser-runner-{i}") for i, r in enumerate(self.runners[1:], 1)]
         for t in threads:
             t.start()
-        done = self.runners[0].run()
+        self.runners[0].run()
         for t in threads:
             t.join()
-        log.info("worker %d stopping after %d jobs", os.getpid(), done)
-        return 0
+        log.info("worker %d stopping after %d jobs", os.getpid(), self.jobs_run)
+        return EXIT_RECYCLE if self.recycle is not None and not self.signals else 0
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (its peak where the current size is unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _finish_quietly(running: Running, outcome: str, kw: dict[str, Any]) -> None:
@@ -364,45 +525,127 @@ def _queues_of_registered_jobs() -> list[str]:
     return sorted({cls.QUEUE_NAME for cls in registry.job_classes().values()})
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def import_job_modules(extra: list[str]) -> list[str]:
+    """Import the ``-m`` modules, then those in ``geyser.registry.JOB_MODULES`` as it is
+    then; returns every module imported, in order (the list a child process is given).
+    A module that does not import is a ``ConfigProblem`` naming it and the error."""
+    imported: list[str] = []
+
+    def load(names: list[str]) -> None:
+        for name in names:
+            if name in imported:
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # anything the module raises on import: the user's to fix
+                log.debug("importing job module %r", name, exc_info=True)
+                raise ConfigProblem(f"cannot import job module {name!r}: {type(e).__name__}: {e}") from e
+            imported.append(name)
+
+    load(list(extra))
+    load(list(registry.JOB_MODULES))  # read after the -m modules, which may extend it
+    return imported
+
+
+DESCRIPTION = """\
+Run Geyser jobs: a supervisor starts -c worker processes, each reserving jobs from the
+queues of the registered job classes and running them (restarting a process that dies).
+SIGTERM or Ctrl-C lets running jobs finish within --grace; a second signal hands them back.
+"""
+
+EPILOG = """\
+example:
+  python -m geyser.worker -m myapp.jobs -c 4 --max-jobs-per-child 1000
+
+Job classes are found by importing the -m modules and geyser.registry.JOB_MODULES
+(a launcher script may extend it before calling geyser.worker.main()); every worker
+process imports the same modules. Queue and store: GEYSER_QUEUE_URL, GEYSER_STORE_URL
+(default: the embedded SQLite file).
+"""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults on every option, and the description and example as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m geyser.worker`` (supervisor and worker processes alike)."""
-    p = argparse.ArgumentParser(prog="python -m geyser.worker", description=__doc__)
-    p.add_argument("-m", "--module", action="append", default=[], help="import this job module first (repeatable)")
-    p.add_argument("-q", "--queues", action="append", default=[], help="queues to watch (comma-separated or repeated); default: those of the registered jobs")
+    p = argparse.ArgumentParser(prog="python -m geyser.worker", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_HelpFormatter)
+    p.add_argument("-m", "--module", action="append", default=[], metavar="MODULE",
+                   help="import this job module (repeatable); then geyser.registry.JOB_MODULES is read")
+    p.add_argument("-q", "--queues", action="append", default=[], metavar="QUEUES",
+                   help="queues to watch (comma-separated or repeated); none given: those of the registered jobs")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
-    p.add_argument("--threads", type=int, default=1, help="runner threads per process, each with its own consumer")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish after SIGTERM before they are handed back")
-    p.add_argument("--stop-grace", type=float, default=10.0, help="seconds a timed-out or cancelled job gets to stop before its process is replaced")
-    p.add_argument("--sweep-interval", type=float, default=300.0, help="seconds between maintenance sweeps run by the supervisor; 0: none")
-    p.add_argument("--progress-interval", type=float, default=1.0, help="seconds between progress writes of one job")
-    p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"))
+    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="worker processes (the default is this machine's CPU count)")
+    p.add_argument("--threads", type=int, default=1, metavar="M", help="runner threads per process, each with its own consumer")
+    p.add_argument("--grace", type=float, default=30.0, metavar="S",
+                   help="seconds running jobs get to finish after SIGTERM before they are handed back")
+    p.add_argument("--stop-grace", type=float, default=10.0, metavar="S",
+                   help="seconds a timed-out or cancelled job gets to stop before its process is replaced")
+    p.add_argument("--max-jobs-per-child", type=int, default=None, metavar="N",
+                   help="replace a worker process after it ran N jobs (None: never)")
+    p.add_argument("--max-memory-per-child", type=float, default=None, metavar="MB",
+                   help="replace a worker process after a job that leaves it using more than MB megabytes "
+                        "of resident memory (None: never)")
+    p.add_argument("--sweep-interval", type=float, default=300.0, metavar="S",
+                   help="seconds between maintenance sweeps run by the supervisor; 0: none")
+    p.add_argument("--progress-interval", type=float, default=1.0, metavar="S",
+                   help="seconds between progress writes of one job")
+    p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"),
+                   help="Python logging level (DEBUG shows the traceback of every failed attempt)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ledger-dir", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line of ``python -m geyser.worker``."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.concurrency < 1 or args.threads < 1:
         p.error("--concurrency and --threads must be at least 1")
+    if args.max_jobs_per_child is not None and args.max_jobs_per_child < 1:
+        p.error("--max-jobs-per-child must be at least 1")
+    if args.max_memory_per_child is not None and args.max_memory_per_child <= 0:
+        p.error("--max-memory-per-child must be more than 0")
     return args
 
 
+def _configure(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Import the job modules and choose the queues; returns both."""
+    modules = import_job_modules(args.module)
+    queues = [q for arg in args.queues for q in arg.split(",") if q] or _queues_of_registered_jobs()
+    if not queues:
+        raise ConfigProblem("no queues to watch: no job classes registered (use -m MODULE or "
+                            "geyser.registry.JOB_MODULES) and no --queues")
+    return modules, queues
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m geyser.worker``: the supervisor, or (``--child``) one worker process."""
+    """Entry point of ``python -m geyser.worker``: the supervisor, or (``--child``) one worker process.
+
+    Exits with EXIT_CONFIG (78) when the worker cannot start as configured."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, os.getcwd())
-    registry.import_job_modules(args.module)
-    queues = [q for arg in args.queues for q in arg.split(",") if q] or _queues_of_registered_jobs()
-    if not queues:
-        log.error("no queues to watch: no job classes registered (use -m MODULE or JOB_MODULES) and no --queues")
-        return 2
-    if not args.child:
-        from geyser.supervisor import Supervisor
-
-        return Supervisor(args, list(argv if argv is not None else sys.argv[1:])).run()
+    ledger = Ledger(args.ledger_dir) if args.child else None
     try:
-        process = WorkerProcess(args, queues)
+        modules, queues = _configure(args)
+        process = WorkerProcess(args, queues, ledger) if args.child else None
+    except (ConfigProblem, ConfigError) as e:
+        log.error("cannot start: %s", e)
+        if ledger is not None:
+            ledger.config_error(str(e))
+        return EXIT_CONFIG
     except GeyserError as e:
         log.error("cannot start: %s", e)
         return 1
+    if process is None:
+        from geyser.supervisor import Supervisor
+
+        return Supervisor(args, list(argv if argv is not None else sys.argv[1:]), modules, queues).run()
     return process.run()
 
 

@@ -2,7 +2,8 @@
 //! exit status (or signal); the job's document gets it in place of the generic
 //! `worker-lost`, and the retry policy applies. Touches only the store, in one
 //! `read_then_write` step; the queue entry comes back by itself once the dead process's
-//! reservation is gone, and the triage of whoever reserves it settles it.
+//! reservation is gone, and the triage of whoever reserves it settles it (runs the retry,
+//! or deletes the entry of a job that failed).
 
 use std::sync::{Arc, Mutex};
 
@@ -126,8 +127,13 @@ impl Plan {
         if doc.status == Status::Running && doc.fence.as_deref() == Some(self.fence.as_str()) {
             let crashed = Outcome::Continue { code: Value::from(CRASH_CODE), msg: self.msg.clone(), traceback: None };
             outcome::apply(&mut doc, crashed, self.jitter)?;
-            let record = if doc.status == Status::Failed { CrashRecord::Failed } else { CrashRecord::Retrying };
-            return Ok((record, Some(doc)));
+            if doc.status != Status::Failed {
+                return Ok((CrashRecord::Retrying, Some(doc)));
+            }
+            // The entry comes back when the dead process's reservation ends; a failed document
+            // that still named it would read as kicked by an operator. Its triage deletes it.
+            doc.queue_job_id = None;
+            return Ok((CrashRecord::Failed, Some(doc)));
         }
         let lost = doc.errors.iter_mut().find(|e| e.attempt == self.attempt && e.error_code == Value::from(LOST_CODE));
         match lost {
@@ -177,8 +183,11 @@ mod tests {
 
     #[test]
     fn with_no_retries_left_the_job_fails() {
-        let (record, doc) = plan("1:f").choose(&running(0)).unwrap();
-        assert_eq!((record, doc.unwrap().status), (CrashRecord::Failed, Status::Failed));
+        let mut started = running(0);
+        started.queue_job_id = Some("0:5".into());
+        let (record, doc) = plan("1:f").choose(&started).unwrap();
+        let doc = doc.unwrap();
+        assert_eq!((record, doc.status, doc.queue_job_id), (CrashRecord::Failed, Status::Failed, None));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 from typing import Any
 
@@ -135,6 +138,109 @@ class NoopJob(geyser.BaseJob):
 
     JOB_TYPE = "engine_noop"
     QUEUE_NAME = "engine_noop"
+
+    def run(self) -> tuple[float, bool]:
+        return time.time(), False
+
+
+class DivideJob(geyser.BaseJob):
+    """Divides by zero: a failure the worker's console must show."""
+
+    JOB_TYPE = "engine_divide"
+    QUEUE_NAME = "engine_divide"
+    MAX_RETRIES = 0
+
+    def run(self) -> tuple[float, bool]:
+        return 1 / 0, False
+
+
+class MisbehaveSchema(geyser.BaseJobSchema):
+    how = fields.String(required=True)
+    payload = fields.Raw(allow_none=True, load_default=None)
+
+
+class MisbehaveJob(geyser.BaseJob):
+    """Ends its attempt in a way that once ended the worker process, as `how` says."""
+
+    JOB_TYPE = "engine_misbehave"
+    SCHEMA = MisbehaveSchema
+    QUEUE_NAME = "engine_misbehave"
+    MAX_RETRIES = 1
+    RETRY_DELAY = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.how = kwargs.get("how", "")
+        self.payload = kwargs.get("payload")
+
+    def run(self) -> tuple[float, bool]:
+        if self.how == "exit3":
+            sys.exit(3)
+        if self.how == "exit0":
+            sys.exit(0)
+        if self.how == "interrupt":
+            raise KeyboardInterrupt
+        if self.how == "set":
+            self.update_attrs(payload={1, 2})
+        elif self.how == "object":
+            self.record_result(object(), "x")
+        elif self.how == "nan":
+            self.record_result(float("nan"), "x")
+        elif self.how == "assign":  # no progress call: only the final document holds it
+            self.payload = {1, 2}
+        elif self.how == "assign_nan":
+            self.payload = [float("nan")]
+        return time.time(), False
+
+
+class CrashJob(geyser.BaseJob):
+    """Kills its own worker process (as the OOM killer would) on every attempt."""
+
+    JOB_TYPE = "engine_crash"
+    QUEUE_NAME = "engine_crash"
+    MAX_RETRIES = 1
+    RETRY_DELAY = 0
+
+    def run(self) -> tuple[float, bool]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)  # the signal lands first
+        return time.time(), False
+
+
+class CrashOnceJob(geyser.BaseJob):
+    """Kills its worker process on its first attempt, succeeds on the next."""
+
+    JOB_TYPE = "engine_crash_once"
+    QUEUE_NAME = "engine_crash"
+    MAX_RETRIES = 1
+    RETRY_DELAY = 0
+
+    def run(self) -> tuple[float, bool]:
+        if self.attempts == 1:
+            os._exit(7)
+        return time.time(), False
+
+
+#: What MemoryHogJob keeps alive, as a leaking job would.
+_kept: list[bytes] = []
+
+
+class MemoryHogJob(geyser.BaseJob):
+    """Allocates 200 MB and keeps it."""
+
+    JOB_TYPE = "engine_memory_hog"
+    QUEUE_NAME = "engine_limits"
+
+    def run(self) -> tuple[float, bool]:
+        _kept.append(b"x" * (200 << 20))
+        return time.time(), False
+
+
+class LimitsNoopJob(geyser.BaseJob):
+    """Does nothing, on the queue of the per-process limit tests."""
+
+    JOB_TYPE = "engine_limits_noop"
+    QUEUE_NAME = "engine_limits"
 
     def run(self) -> tuple[float, bool]:
         return time.time(), False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -321,3 +322,181 @@ def test_the_sweep_forgets_finished_documents_past_their_lifespan(embedded: str)
     assert geyser.get_base_job(short.uuid) is None
     assert geyser.get_base_job(waiting.uuid) is not None, "a queued job is never forgotten"
     assert geyser.get_base_job(kept) is not None
+
+
+# -- the worker's console, its command line and its configuration (issue 10, items 4, 8, 12) --
+
+
+def test_a_failed_attempt_is_logged_with_its_error(embedded: str) -> None:
+    uuid = enqueue("engine_divide")
+    done = run_worker("-m", "engine_jobs", "-q", "engine_divide")
+    assert done.returncode == 0, done.stderr
+    assert job(uuid).status == "failed"
+    (line,) = [ln for ln in done.stderr.splitlines() if f"job {uuid}" in ln and "attempt 1" in ln]
+    assert "WARNING" in line and "continue after" in line, line
+    assert line.endswith("ZeroDivisionError: division by zero"), line
+    assert "Traceback" not in done.stderr, "the traceback is for --log-level DEBUG"
+    assert "Traceback" in job(uuid).errors[0]["traceback"]
+    enqueue("engine_divide")
+    debug = run_worker("-m", "engine_jobs", "-q", "engine_divide", "--log-level", "DEBUG")
+    assert debug.returncode == 0
+    assert "traceback:\nTraceback (most recent call last):" in debug.stderr
+
+
+def test_an_unknown_job_module_is_one_clear_error_and_a_non_zero_exit(embedded: str) -> None:
+    done = run_worker("-m", "no_such_jobs_module", timeout=30)
+    assert done.returncode == 78, done.stderr
+    assert "cannot import job module 'no_such_jobs_module': ModuleNotFoundError: " in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_bad_queue_url_stops_the_worker_with_the_reason(embedded: str) -> None:
+    done = run_worker("-m", "engine_jobs", timeout=30, env={"GEYSER_QUEUE_URL": "nonsense://nowhere"})
+    assert done.returncode == 78, done.stderr
+    assert "nonsense://nowhere" in done.stderr
+    assert "restarting" not in done.stderr
+
+
+def test_help_describes_the_command_with_an_example_and_every_default() -> None:
+    done = subprocess.run([sys.executable, "-m", "geyser.worker", "--help"], env=worker_env(), capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "This module is one worker process" not in done.stdout, "an internal docstring"
+    assert "example:\n  python -m geyser.worker -m " in done.stdout
+    options = done.stdout.split("options:\n", 1)[1].split("\n\n", 1)[0]
+    blocks = [" ".join(b.split()) for b in re.split(r"\n  (?=-)", options) if b.strip()]
+    assert len(blocks) >= 12, blocks
+    for block in blocks:
+        if not block.startswith("-h"):
+            assert "(default: " in block, block
+
+
+def write_app(root: Path, launcher: str) -> Path:
+    """An application outside the tests' path: `app/jobs/alpha.py` and the launcher `app/launch.py`."""
+    (root / "app" / "jobs").mkdir(parents=True)
+    (root / "app" / "jobs" / "__init__.py").write_text("")
+    (root / "app" / "jobs" / "alpha.py").write_text(
+        "import time\nimport geyser\n\n\n"
+        "class AlphaJob(geyser.BaseJob):\n"
+        "    JOB_TYPE = 'app_alpha'\n    QUEUE_NAME = 'app_alpha'\n\n"
+        "    def run(self):\n        self.record_result(0, 'alpha ran')\n        return time.time(), False\n"
+    )
+    (root / "app" / "launch.py").write_text(launcher)
+    return root / "app" / "launch.py"
+
+
+LAUNCHER = """\
+import sys
+import geyser
+import geyser.registry
+import geyser.worker
+
+geyser.registry.JOB_MODULES += ["jobs.alpha"]
+import jobs.alpha
+print(geyser.make_base_job({}, "app_alpha").enqueue(), flush=True)
+sys.exit(geyser.worker.main(["--burst", "-c", "2"]))
+"""
+
+
+def test_job_modules_registered_by_a_launcher_reach_every_worker_process(embedded: str, tmp_path: Path) -> None:
+    launcher = write_app(tmp_path, LAUNCHER)
+    done = subprocess.run([sys.executable, str(launcher)], cwd=tmp_path, env=worker_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(client().get(done.stdout.strip()) or "{}")
+    assert (doc["status"], doc["resultString"]) == ("succeeded", "alpha ran")
+    assert "restarting" not in done.stderr, done.stderr
+
+
+def test_a_worker_process_that_cannot_start_stops_the_supervisor_with_its_reason(embedded: str,
+                                                                                 tmp_path: Path) -> None:
+    (tmp_path / "child_broken.py").write_text(
+        "import sys\n"
+        "if '--child' in sys.argv:\n"
+        "    raise ImportError('this module refuses worker processes')\n"
+    )
+    done = run_worker("-m", "engine_jobs", "-m", "child_broken", "-c", "2", timeout=30,
+                      env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 78, done.stderr
+    assert "stopping" in done.stderr and "this module refuses worker processes" in done.stderr
+    assert "restarting" not in done.stderr, done.stderr
+
+
+# -- what a job does to its worker process (issue 10, items 2, 15, 16) --
+
+
+@pytest.mark.parametrize("how, code, words", [
+    ("exit3", "exception", "sys.exit(3)"),
+    ("exit0", "exception", "sys.exit(0)"),
+    ("interrupt", "exception", "KeyboardInterrupt"),
+    ("set", "exception", "'payload'"),
+    ("object", "exception", "'resultCode'"),
+    ("nan", "exception", "'resultCode'"),
+    ("assign", "invalid-document", "'payload'"),
+    ("assign_nan", "invalid-document", "'payload'"),
+])
+def test_a_job_cannot_end_its_worker_process(embedded: str, how: str, code: str, words: str) -> None:
+    uuid = enqueue("engine_misbehave", ttr=2, how=how)
+    done = run_worker("-m", "engine_jobs", "-q", "engine_misbehave", timeout=60)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts, j.failures) == ("failed", 2, 2), j.errors
+    assert [e["errorCode"] for e in j.errors] == [code, code]
+    assert words in j.errors[-1]["msg"], j.errors[-1]["msg"]
+    assert "exited with" not in done.stderr and "restarting" not in done.stderr, done.stderr
+
+
+def restart_delays(output: str) -> list[float]:
+    return [float(d) for d in re.findall(r"restarting in ([0-9.]+) s", output)]
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_job_that_kills_its_process_is_recorded_with_the_signal_and_fails_after_its_retries(
+        backend: dict[str, str], processes: str) -> None:
+    uuid = enqueue("engine_crash", ttr=2)
+    done = run_worker("-m", "engine_jobs", "-q", "engine_crash", "-c", processes, timeout=90)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts, j.failures) == ("failed", 2, 2), j.errors
+    assert [e["errorCode"] for e in j.errors] == ["worker-crashed", "worker-crashed"], j.errors
+    for e in j.errors:
+        assert re.fullmatch(r"attempt [12] did not finish: worker process \d+ died: killed by SIGKILL", e["msg"]), e
+    assert restart_delays(done.stderr) and set(restart_delays(done.stderr)) == {0.0}, \
+        "a death the job caused must not slow the restarts"
+
+
+def test_burst_waits_for_a_job_reserved_by_a_dead_process(embedded: str) -> None:
+    uuid = enqueue("engine_crash_once", ttr=2)
+    done = run_worker("-m", "engine_jobs", "-q", "engine_crash", "-c", "2", timeout=60)
+    assert done.returncode == 0, done.stderr
+    j = job(uuid)
+    assert (j.status, j.attempts) == ("succeeded", 2), j.errors
+    assert j.errors[0]["errorCode"] == "worker-crashed"
+    assert j.errors[0]["msg"].endswith("exited with status 7")
+
+
+def pid_of(uuid: str) -> int:
+    worker = job(uuid).worker
+    assert worker is not None
+    return int(worker.rsplit(":", 1)[1])
+
+
+def test_max_jobs_per_child_replaces_the_process_after_its_jobs(embedded: str) -> None:
+    uuids = [enqueue("engine_limits_noop") for _ in range(3)]
+    done = run_worker("-m", "engine_jobs", "-q", "engine_limits", "--max-jobs-per-child", "2")
+    assert done.returncode == 0, done.stderr
+    assert [job(u).status for u in uuids] == ["succeeded"] * 3
+    first, second, third = map(pid_of, uuids)
+    assert first == second != third
+    assert "reached its limit; replacing it" in done.stderr
+    assert "exited with" not in done.stderr, "a replacement is not a death"
+
+
+def test_max_memory_per_child_replaces_a_process_that_kept_memory(embedded: str) -> None:
+    hog = enqueue("engine_memory_hog")
+    after = enqueue("engine_limits_noop")
+    done = run_worker("-m", "engine_jobs", "-q", "engine_limits", "--max-memory-per-child", "150")
+    assert done.returncode == 0, done.stderr
+    assert (job(hog).status, job(after).status) == ("succeeded", "succeeded")
+    assert pid_of(hog) != pid_of(after)
+    assert "over --max-memory-per-child 150 MB" in done.stderr
