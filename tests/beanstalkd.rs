@@ -579,7 +579,7 @@ async fn opening_with_every_server_down_is_one_error_and_logs_nothing() {
     let err = BeanstalkdQueue::from_url(&format!("beanstalkd://{a},{b}")).await.unwrap_err().to_string();
     assert!(err.contains(&a) && err.contains(&b) && err.contains("no beanstalkd server answered"), "{err}");
     let tubes = ["t".to_owned()];
-    let err = geyser::queue::beanstalkd::BeanstalkdConsumer::connect(&[a.clone()], &tubes, fast_opts())
+    let err = geyser::queue::beanstalkd::BeanstalkdConsumer::connect(std::slice::from_ref(&a), &tubes, fast_opts())
         .await
         .err()
         .expect("no consumer without a server")
@@ -720,7 +720,7 @@ fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
     let mut doc = support::store_contract::document("dead_job");
     doc.queue_kwargs.queue = tube.to_owned();
     doc.queue_kwargs.ttr = 2.0;
-    let uuid = rt.block_on(geyser.enqueue(doc, 0.0)).expect("enqueue").uuid;
+    rt.block_on(geyser.enqueue(doc, 0.0)).expect("enqueue");
     let a = worker(&geyser, "a", tube, &rt);
     let attempt = next(&a, Duration::from_secs(5)).expect("worker a starts the job");
     // `a` dies: its connection closes (the entry is ready at once) and its heartbeat stops.
@@ -739,7 +739,6 @@ fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
     assert!(waited < Duration::from_secs(5), "recovered after {waited:?}, TTR is 2 s");
     assert_eq!(second.doc.attempts, 2);
     assert_eq!(second.doc.errors[0].error_code, serde_json::Value::from("worker-lost"));
-    let _ = uuid;
 }
 
 // ---- the reply decoder on arbitrary input ----
