@@ -255,8 +255,10 @@ def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> Non
     wait_for("a second attempt to take over", lambda: job(uuid).attempts == 2, timeout=20)
     os.kill(child, signal.SIGCONT)
     wait_for("the second attempt to succeed", status_is(uuid, "succeeded"))
-    wait_for("the paused attempt to learn it lost the job", lambda: "lost the job" in paused.output, timeout=15)
-    time.sleep(1.5)  # room for any late write of the paused attempt
+    # The outcome line is the paused attempt's last act: any late write it tried came before.
+    ended = f"job {uuid} (engine_long) attempt 1: "
+    wait_for("the paused attempt to end", lambda: ended in paused.output, timeout=15)
+    assert "lost the job" in paused.output
     j = job(uuid)
     assert (j.status, j.attempts, j.resultString) == ("succeeded", 2, "attempt 2")
     assert j.worker.endswith(f":{taker.children()[0]}")
@@ -277,7 +279,7 @@ def test_a_worker_rides_out_a_beanstalkd_restart(beanstalkd, workers) -> None:
     first = enqueue("engine_noop")
     wait_for("the first job", status_is(first, "succeeded"))
     beanstalkd.stop()
-    time.sleep(2)
+    wait_for("the worker to find the server gone twice", lambda: w.output.count("queue or store unavailable") >= 2)
     beanstalkd.start()
     second = enqueue("engine_noop")
     wait_for("the job put after the restart", status_is(second, "succeeded"))
@@ -314,7 +316,7 @@ def test_the_sweep_forgets_finished_documents_past_their_lifespan(embedded: str)
     short.cancel()
     waiting.enqueue()
     kept = enqueue("engine_noop")
-    time.sleep(0.6)
+    wait_for("the short-lived job's lifespan to pass", lambda: time.time() > short.expiresAt, timeout=5)
     swept = subprocess.run([sys.executable, "-m", "geyser.maintenance"], env=worker_env(),
                            capture_output=True, text=True, timeout=60)
     assert swept.returncode == 0, swept.stderr
