@@ -1,18 +1,15 @@
 //! How a new job reaches the store and the queue: document first, queue entry second.
-//! Two ways to do it: `TwoStep` works across any store and queue (save, put, note the
-//! queue id); `SqliteOneCommit` does all of it in one transaction when the embedded queue
-//! and store share a file. The client picks one at open time and only calls the trait.
+//! `TwoStep` works across any store and queue (save, put, note the queue id); a driver whose
+//! queue and store can share one database offers its own one-transaction `Enqueuer`
+//! (see `drivers/`). The client picks one at open time and only calls the trait.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, TransactionBehavior};
 
-use crate::client::{ClientError, ClientResult};
+use crate::client::ClientResult;
 use crate::model::JobDocument;
-use crate::queue::{self, PutOptions, Queue, QueueError, QueueJobId};
-use crate::sqlite_conn::ConnThread;
+use crate::queue::{PutOptions, Queue, QueueJobId};
 use crate::store::{self, Store, StoreError};
 
 #[async_trait]
@@ -65,55 +62,5 @@ impl TwoStep {
             }
         }
         Err(StoreError::Contended { uuid: doc.uuid, tries: store::MAX_CONFLICTS }.into())
-    }
-}
-
-/// The embedded queue and store in one SQLite file: the queue entry and the document
-/// (already carrying its `queueJobId`) are committed together, or not at all.
-pub struct SqliteOneCommit {
-    path: PathBuf,
-    conn: ConnThread<Connection>,
-}
-
-impl SqliteOneCommit {
-    /// Opens its own connection to a file whose queue and store are already set up.
-    pub fn open(path: &Path) -> ClientResult<Self> {
-        let conn = queue::sqlite::open_connection(path)?;
-        let conn = ConnThread::spawn("geyser-sqlite-enqueue", conn).map_err(|source| QueueError::Io {
-            context: format!("sqlite {}: start the enqueue thread", path.display()),
-            source,
-        })?;
-        Ok(Self { path: path.to_owned(), conn })
-    }
-}
-
-fn commit_both(conn: &mut Connection, mut doc: JobDocument, opts: PutOptions) -> rusqlite::Result<Option<JobDocument>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let id = queue::sqlite::put_job(&tx, &doc.queue_kwargs.queue, doc.uuid.as_bytes(), opts)?;
-    doc.queue_job_id = Some(QueueJobId::new(0, id as u64).to_string());
-    doc.version = 1;
-    if !store::sqlite::insert(&tx, &doc)? {
-        return Ok(None); // dropping the transaction rolls the put back
-    }
-    tx.commit()?;
-    Ok(Some(doc))
-}
-
-#[async_trait]
-impl Enqueuer for SqliteOneCommit {
-    async fn enqueue(&self, doc: JobDocument, opts: PutOptions) -> ClientResult<JobDocument> {
-        queue::check_tube(&doc.queue_kwargs.queue)?;
-        let uuid = doc.uuid.clone();
-        let sql_err = |source: rusqlite::Error| StoreError::Backend {
-            context: format!("sqlite {}: enqueue job {uuid}", self.path.display()),
-            source: source.into(),
-        };
-        let committed = self
-            .conn
-            .call(move |conn| commit_both(conn, doc, opts))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("sqlite {}: enqueue: {e}", self.path.display())))?
-            .map_err(sql_err)?;
-        committed.ok_or_else(|| ClientError::Store(StoreError::AlreadyExists(uuid.clone())))
     }
 }

@@ -350,7 +350,7 @@ impl JobDocument {
         self.started_at = None;
         self.heartbeat_at = None;
         self.finished_at = None;
-        self.next_run_at = (delay > 0.0).then(|| at + delay);
+        self.next_run_at = (delay > 0.0).then_some(at + delay);
         self.worker = None;
         self.version = 0;
         self.fence = None;

@@ -14,13 +14,13 @@ use crate::model::{JobDocument, Status};
 use crate::queue::TubeStats;
 use crate::store::{ListFilter, Page};
 
-/// Run a future on the shared runtime with the GIL released. This thread only waits,
-/// so embedded SQLite calls of the future run on it directly (see `sqlite_conn`).
+/// Run a future on the shared runtime with the GIL released; this thread only waits
+/// (see `blocking.rs`).
 pub fn wait<F: Future + Send>(py: Python<'_>, fut: F) -> F::Output
 where
     F::Output: Send,
 {
-    py.detach(|| crate::sqlite_conn::inline_on_this_thread(|| pyo3_async_runtimes::tokio::get_runtime().block_on(fut)))
+    py.detach(|| crate::blocking::block_on(pyo3_async_runtimes::tokio::get_runtime(), fut))
 }
 
 pub fn parse_doc(doc_json: &str) -> PyResult<JobDocument> {

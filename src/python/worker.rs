@@ -71,14 +71,14 @@ impl PyWorker {
     }
 }
 
-/// Run `fut` on a worker's runtime, driven by this thread with the GIL released; embedded
-/// SQLite calls run on this thread too (see `sqlite_conn`).
+/// Run `fut` on a worker's runtime, driven by this thread with the GIL released (see
+/// `blocking.rs`).
 fn drive<F>(py: Python<'_>, runtime: &Runtime, fut: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    py.detach(|| crate::sqlite_conn::inline_on_this_thread(|| runtime.block_on(fut)))
+    py.detach(|| crate::blocking::block_on(runtime, fut))
 }
 
 /// One job held by this worker; `finish` ends it exactly once.

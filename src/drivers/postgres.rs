@@ -1,0 +1,31 @@
+//! The `postgresql://` (also `postgres://`) driver: a store (see docs/stores.md).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Driver, Role};
+use crate::config::ConfigError;
+use crate::store::postgres::{OpenError, PostgresStore};
+use crate::store::Store;
+
+pub struct Postgres;
+
+#[async_trait]
+impl Driver for Postgres {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["postgresql", "postgres"]
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Store]
+    }
+
+    async fn open_store(&self, url: &str) -> Result<Arc<dyn Store>, ConfigError> {
+        match PostgresStore::open(url).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: "store", url, reason }),
+            Err(OpenError::Unavailable { url, reason }) => Err(ConfigError::Open { role: "store", url, reason }),
+        }
+    }
+}
