@@ -546,7 +546,9 @@ impl Consumer for SqliteConsumer {
     }
 
     async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()> {
-        let (state, delay_ms) = if delay.is_zero() { (READY, 0) } else { (DELAYED, millis(delay)) };
+        // Whole milliseconds, rounded up: a delay is a least wait, and a delayed row needs a due time.
+        let delay_ms = millis(delay.checked_add(Duration::from_nanos(999_999)).unwrap_or(delay));
+        let state = if delay_ms == 0 { READY } else { DELAYED };
         let sql = concat!(
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL,
                  due_at = CASE WHEN ?7 > 0 THEN ?3 + ?7 END WHERE ",

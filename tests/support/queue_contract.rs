@@ -22,7 +22,8 @@ macro_rules! queue_contract_tests {
                 stats_count_each_state, list_tubes, binary_bodies, consumers_never_share_a_reservation,
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
                 queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state,
-                delete_then_reserve_moves_on, reserve_wakes_on_release_and_when_a_delay_ends, reserve_wakes_on_kick);
+                delete_then_reserve_moves_on, reserve_wakes_on_release_and_when_a_delay_ends, reserve_wakes_on_kick,
+                release_with_a_tiny_delay_is_not_lost);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -164,6 +165,18 @@ pub async fn release_with_delay(q: &dyn Queue) {
     assert!(reserve_now(c.as_mut()).await.is_none());
     assert_eq!(must_reserve(c.as_mut(), WAIT).await.id, id);
     assert!(released_at.elapsed() >= EARLY);
+    c.delete(id).await.expect("delete");
+}
+
+/// A delay shorter than the backend's clock tick is still a delay that ends (the embedded
+/// queue once stored such a job as delayed with no due time: never reserved again).
+pub async fn release_with_a_tiny_delay_is_not_lost(q: &dyn Queue) {
+    let t = tube("tiny-delay");
+    let id = put(q, &t, b"x", opts(1)).await;
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    c.release(id, 1, Duration::from_micros(500)).await.expect("release with a tiny delay");
+    assert_eq!(must_reserve(c.as_mut(), WAIT).await.id, id);
     c.delete(id).await.expect("delete");
 }
 
