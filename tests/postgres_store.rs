@@ -330,7 +330,7 @@ async fn password_never_appears_in_errors() {
     let store = PostgresStore::open(&url).await.expect("open with a password");
     raw(&format!("DROP SCHEMA \"{}\" CASCADE", schema.name), &[]).await;
     let err = store.get("any").await.expect_err("get from a dropped schema");
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("postgres:***@") && message.contains("get") && !message.contains(SECRET), "{message}");
     assert!(message.contains("does not exist"), "the server's own message is kept: {message}");
@@ -401,4 +401,24 @@ async fn server_going_away_is_an_error_then_the_store_recovers() {
     assert_eq!(back.version, u64::from(back.attempts) + 1, "a whole document: {back:?}");
     assert!((written..=written + 1).contains(&u64::from(back.attempts)), "{written} writes, stored {back:?}");
     store.update(&back).await.expect("update once the server is back");
+}
+
+/// A user who may not create schemas opens a schema an administrator made for it.
+#[tokio::test]
+async fn schema_made_by_an_administrator_opens_without_the_right_to_create_schemas() {
+    let schema = TestSchema::new().await;
+    let role = schema.name.replace("geyser_test_", "geyser_test_role_");
+    let admin = pg::connect().await;
+    let setup = format!("CREATE ROLE {role} LOGIN; CREATE SCHEMA \"{}\" AUTHORIZATION {role};", schema.name);
+    admin.batch_execute(&setup).await.expect("a role and its schema");
+    let url = schema.url().replacen("postgresql://postgres@", &format!("postgresql://{role}@"), 1);
+    let opened = PostgresStore::open(&url).await;
+    let created = match &opened {
+        Ok(store) => store.create(&document(&job_type("granted"))).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    drop(opened);
+    let cleanup = format!("DROP SCHEMA \"{}\" CASCADE; DROP ROLE {role};", schema.name);
+    admin.batch_execute(&cleanup).await.expect("drop the role and its schema");
+    created.expect("open and create as the schema's owner");
 }

@@ -13,9 +13,12 @@
 //!   purge filter on (status, job_type, updated_at, expires_at) and the version the
 //!   compare-and-swap checks. jsonb keeps a number as an exact decimal, so the shortest
 //!   round-trip digits serde_json writes for an `f64` come back as written and parse to the
-//!   same bits (tests/postgres_store.rs checks random bit patterns); it does not keep key
-//!   order, which no reader of an object of named fields depends on. jsonb cannot hold the
-//!   character U+0000 in a string: such a write is refused with an error that says so.
+//!   same bits; jsonb prints numbers without an exponent, so floats of 1e16 and above are
+//!   written out in full with a `.0` (`json.rs`) to come back as floats, not integers.
+//!   tests/postgres_store.rs checks thousands of random bit patterns. Two things jsonb does not
+//!   keep: the sign of -0.0 (it reads back as 0.0) and key order (no reader of an object of
+//!   named fields depends on it). jsonb cannot hold the character U+0000 in a string: such a
+//!   write is refused with an error that says so, and nothing is written.
 //! - **One round trip per operation**, on a pooled connection (deadpool) with each statement
 //!   prepared once per connection. A compare-and-swap that writes nothing returns, in the
 //!   same statement, the row it lost to, so `update` explains a refusal and `read_then_write`
@@ -23,9 +26,10 @@
 //!   successor is computed here, between the two, and holding a row lock across that (or
 //!   `SELECT ... FOR UPDATE` in a transaction: three round trips) would cost more than the
 //!   rare conflict it saves.
-//! - **Errors.** What the driver or the pool reports becomes `StoreError::Unavailable` with the
-//!   URL (password hidden) and the operation; a stored document that does not parse is
-//!   `Corrupt` naming its uuid; a row whose columns contradict its JSON is `Inconsistent`.
+//! - **Errors.** A statement the server refuses is `StoreError::Backend` with the server's
+//!   message; a connection that cannot be had or breaks is `Unavailable`; both name the URL
+//!   (password hidden) and the operation. A stored document that does not parse is `Corrupt`
+//!   naming its uuid; a row whose columns contradict its JSON is `Inconsistent`.
 //!   Connecting gives up after `connect_timeout` (5 s unless the URL says otherwise).
 
 mod json;
@@ -177,6 +181,15 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     text.replace('\n', "; ")
 }
 
+/// `text` with every occurrence of the password replaced by `***`: no message the driver or
+/// the server writes is known to quote it, and none ever will through this store.
+fn scrub(text: String, password: &Option<String>) -> String {
+    match password {
+        Some(p) if !p.is_empty() && text.contains(p.as_str()) => text.replace(p.as_str(), "***"),
+        _ => text,
+    }
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -240,6 +253,8 @@ struct Inner {
     pool: Pool,
     /// "postgresql store URL" (password hidden), the start of every error message.
     label: String,
+    /// The URL's password, scrubbed from any message the driver or the server writes.
+    password: Option<String>,
     sql: Sql,
 }
 
@@ -248,7 +263,9 @@ impl PostgresStore {
     /// a pool of connections for the store's operations.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
         let parsed = url::parse(url).map_err(|reason| OpenError::BadUrl { url: redact(url), reason })?;
-        let unavailable = |reason: String| OpenError::Unavailable { url: parsed.redacted.clone(), reason };
+        let password = parsed.pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
+        let unavailable =
+            |reason: String| OpenError::Unavailable { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
         let manager =
             Manager::from_config(parsed.pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -263,21 +280,35 @@ impl PostgresStore {
         schema::ensure(&mut client, &parsed.schema).await.map_err(unavailable)?;
         drop(client);
         let label = format!("postgresql store {}", parsed.redacted);
-        Ok(Self { inner: Arc::new(Inner { pool, label, sql: Sql::new(&parsed.schema) }) })
+        Ok(Self { inner: Arc::new(Inner { pool, label, password, sql: Sql::new(&parsed.schema) }) })
     }
 
     /// The store unavailable for `op`, naming the store and the cause.
     fn failed(&self, op: &str, e: impl Display) -> StoreError {
-        StoreError::Unavailable(format!("{}: {op}: {e}", self.inner.label))
+        StoreError::Unavailable(format!("{}: {op}: {}", self.inner.label, scrub(e.to_string(), &self.inner.password)))
     }
 
-    /// A driver error of `op`, with what PostgreSQL cannot hold spelled out.
+    /// A driver error of `op`: a statement the server refused is `Backend`, with the server's
+    /// message and what jsonb cannot hold spelled out; a connection that failed, closed or was
+    /// shut down by the server (SQLSTATE class 08, 57P, or too many connections) is `Unavailable`.
     fn db_failed(&self, op: &str, e: tokio_postgres::Error) -> StoreError {
         let text = describe(&e);
-        if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER) {
-            return self.failed(op, format!("{text} (PostgreSQL jsonb cannot hold the character U+0000 in a string)"));
+        let connection_lost = |code: &SqlState| {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || code == SqlState::TOO_MANY_CONNECTIONS.code()
+        };
+        match e.code() {
+            None => self.failed(op, text),
+            Some(code) if connection_lost(code) => self.failed(op, text),
+            Some(code) => {
+                let text = match *code == SqlState::UNTRANSLATABLE_CHARACTER {
+                    true => format!("{text} (PostgreSQL jsonb cannot hold the character U+0000 in a string)"),
+                    false => text,
+                };
+                let text = scrub(text, &self.inner.password);
+                StoreError::Backend { context: format!("{}: {op}", self.inner.label), source: text.into() }
+            }
         }
-        self.failed(op, text)
     }
 
     /// Runs one prepared statement on a pooled connection: one round trip once the
@@ -488,5 +519,18 @@ impl Store for PostgresStore {
             }
         }
         Err(StoreError::Contended { uuid: uuid.to_owned(), tries: MAX_CONFLICTS })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_messages_lose_the_password() {
+        let password = Some("hunter2".to_owned());
+        assert_eq!(scrub("bad login hunter2 for x".into(), &password), "bad login *** for x");
+        assert_eq!(scrub("nothing secret".into(), &password), "nothing secret");
+        assert_eq!(scrub("no password at all".into(), &None), "no password at all");
     }
 }

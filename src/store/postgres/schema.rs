@@ -93,12 +93,20 @@ async fn migrate(tx: &Transaction<'_>, schema: &str) -> Result<(), String> {
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&LOCK_CLASS, &schema])
         .await
         .map_err(failed("wait for another process creating the schema"))?;
+    // Only a missing schema is created: `CREATE SCHEMA IF NOT EXISTS` needs the right to create
+    // schemas in the database even when the schema exists (as one made by an administrator does).
+    let exists = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)", &[&schema])
+        .await
+        .map_err(failed("look for the schema"))?;
+    if !exists.get::<_, bool>(0) {
+        tx.batch_execute(&format!("CREATE SCHEMA {s}")).await.map_err(failed("create the schema"))?;
+    }
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {s};
-         CREATE TABLE IF NOT EXISTS {s}.geyser_meta (key text PRIMARY KEY, value bigint NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS {s}.geyser_meta (key text PRIMARY KEY, value bigint NOT NULL)"
     ))
     .await
-    .map_err(failed("create the schema"))?;
+    .map_err(failed("create the schema version table"))?;
     let found = stored_version(tx.client(), schema).await?.unwrap_or(0);
     if found > SCHEMA_VERSION {
         return Err(newer(schema, found));
