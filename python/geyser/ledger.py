@@ -1,8 +1,7 @@
 """The attempts a worker process is running, in a small file its supervisor reads.
 
-A worker process writes ``<dir>/<pid>.json`` (atomically: a temporary file renamed
-over it) when an attempt starts and when it ends, and when it cannot start for a
-configuration reason. When the process dies, the supervisor reads the file to learn
+A worker process writes ``<dir>/<pid>.json`` (in place, with one write call) when an
+attempt starts and when it ends, and when it cannot start for a configuration reason. When the process dies, the supervisor reads the file to learn
 which jobs died with it (and records the cause on them) or why it would not start.
 The directory is the supervisor's private temporary directory; nothing else touches it.
 """
@@ -44,6 +43,8 @@ class Ledger:
         self.path = None if directory is None else Path(directory) / f"{pid or os.getpid()}.json"
         self._lock = threading.Lock()
         self._running: dict[int, LedgerEntry] = {}
+        self._fd: int | None = None
+        self._size = 0
 
     def started(self, slot: int, entry: LedgerEntry) -> None:
         """Runner ``slot`` started the attempt ``entry``."""
@@ -63,11 +64,16 @@ class Ledger:
             self._write({"running": [], "config_error": message})
 
     def _write(self, state: dict[str, Any]) -> None:
+        """Overwrite the file in place with one ``pwrite``: a process killed at any moment
+        leaves either the old state or the new one (padded with spaces, which JSON ignores),
+        and it costs no file creation per attempt."""
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        data = json.dumps(state).encode()
+        os.pwrite(self._fd, data.ljust(self._size), 0)
+        self._size = max(self._size, len(data))
 
 
 def read_ledger(directory: str, pid: int) -> LedgerState:
@@ -81,5 +87,4 @@ def read_ledger(directory: str, pid: int) -> LedgerState:
     except (OSError, ValueError, KeyError, TypeError):
         return LedgerState()
     finally:
-        for stale in (path, path.with_suffix(".tmp")):
-            stale.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
