@@ -1,8 +1,9 @@
 """The attempts a worker process is running, in a small file its supervisor reads.
 
 A worker process writes ``<dir>/<pid>.json`` (in place, with one write call) when an
-attempt starts and when it ends, and when it cannot start for a configuration reason. When the process dies, the supervisor reads the file to learn
-which jobs died with it (and records the cause on them) or why it would not start.
+attempt starts and when it ends, and when it cannot start for a configuration reason.
+When the process dies, the supervisor reads the file to learn which jobs died with it
+(and records the cause on them) or why it would not start.
 The directory is the supervisor's private temporary directory; nothing else touches it.
 """
 

@@ -154,7 +154,7 @@ def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
     try:
         cls = registry.job_class(attempt.job_type)
         job: BaseJob = cls.from_document(json.loads(attempt.document))
-    except UnknownJobType as e:  # the native triage releases these; kept for a worker that knows no types
+    except UnknownJobType as e:  # the native triage releases these; one arriving anyway is retried, then buried
         msg = f"{e}; this worker cannot run it"
         _finish(attempt, attempt.document, "continue", code_json=json.dumps("unknown-job-type"), msg=msg)
         log.warning("job %s: %s", attempt.uuid, msg)
@@ -579,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (the default is this machine's CPU count)")
-    p.add_argument("--threads", type=int, default=1, metavar="M", help="runner threads per process, each with its own consumer")
+    p.add_argument("--threads", type=int, default=1, metavar="M",
+                   help="runner threads per process, each with its own consumer")
     p.add_argument("--grace", type=float, default=30.0, metavar="S",
                    help="seconds running jobs get to finish after SIGTERM before they are handed back")
     p.add_argument("--stop-grace", type=float, default=10.0, metavar="S",
