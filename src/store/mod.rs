@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::model::{JobDocument, Status};
 
+pub mod copy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -144,6 +145,19 @@ pub trait Store: Send + Sync {
     /// Forget finished documents (succeeded, failed, cancelled) whose `expiresAt` has passed;
     /// a job still queued or running is never forgotten under it. Returns how many.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64>;
+
+    /// Write `doc` exactly as given, its `version` included, as a copy from another store
+    /// (`copy.rs`) does. `replacing: None` inserts it (`AlreadyExists` if the uuid is taken);
+    /// `Some(v)` replaces the stored document whole, fixed fields too, only if its version is
+    /// still `v` (`Conflict` if it moved on, `NotFound` if it is gone). Every index follows the
+    /// new document. A store that cannot keep a document as is refuses with `Backend`.
+    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
+        let _ = replacing;
+        Err(StoreError::Backend {
+            context: format!("import of job {}", doc.uuid),
+            source: "this store cannot write a document with its version as is".into(),
+        })
+    }
 
     /// Read a document and write its successor with no other write in between: `next` gets
     /// the stored document and returns the one to write (the store sets its version), or

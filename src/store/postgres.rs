@@ -76,6 +76,8 @@ struct Sql {
     take_lease: String,
     read_lease: String,
     release_lease: String,
+    /// `Store::import`'s replace: the whole row, if the stored version is still the one named.
+    import_replace: String,
     /// One statement per status, in `Status::ALL` order (see `stale_sql`).
     stale: Vec<String>,
     /// One statement per combination of `list` conditions (see `list_sql`).
@@ -161,6 +163,14 @@ impl Sql {
             ),
             read_lease: format!("SELECT holder, expires_at, version FROM {leases} WHERE name = $1"),
             release_lease: format!("UPDATE {leases} SET expires_at = 0 WHERE name = $1 AND holder = $2"),
+            import_replace: format!(
+                "WITH written AS (
+                     UPDATE {docs} SET version = $2, status = $3, job_type = $4, updated_at = $5, expires_at = $6,
+                         doc = $7
+                     WHERE uuid = $1 AND version = $8
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM written), EXISTS (SELECT 1 FROM {docs} WHERE uuid = $1)"
+            ),
             stale: Status::ALL.iter().map(|&status| stale_sql(&docs, status)).collect(),
             list: (0..16).map(|conditions| list_sql(&docs, conditions)).collect(),
         }
@@ -491,6 +501,31 @@ impl Store for PostgresStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         Ok(self.execute("release lease", &self.inner.sql.release_lease, &[&name, &holder]).await? > 0)
+    }
+
+    /// An insert (the statement of `create`, with the document's own version) or a replace of
+    /// the whole row at a version; either is one round trip. Both take the row's values in the
+    /// same order; the replace adds the version it expects.
+    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
+        const OP: &str = "import";
+        let json = document_json(doc).map_err(|e| self.failed(OP, e))?;
+        let (version, status, json) = (to_i64(doc.version), doc.status.as_str(), JsonText(&json));
+        let expected = to_i64(replacing.unwrap_or_default());
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&doc.uuid, &version, &status, &doc.job_type, &doc.updated_at, &doc.expires_at, &json, &expected];
+        let Some(expected) = replacing else {
+            return match self.execute(OP, &self.inner.sql.create, &params[..7]).await? {
+                0 => Err(StoreError::AlreadyExists(doc.uuid.clone())),
+                _ => Ok(doc.clone()),
+            };
+        };
+        let rows = self.query(OP, &self.inner.sql.import_replace, &params).await?;
+        let row = rows.first().ok_or_else(|| self.failed(OP, "the statement returned no row"))?;
+        match (self.column::<bool>(OP, row, 0)?, self.column::<bool>(OP, row, 1)?) {
+            (true, _) => Ok(doc.clone()),
+            (false, true) => Err(StoreError::Conflict { uuid: doc.uuid.clone(), expected }),
+            (false, false) => Err(StoreError::NotFound(doc.uuid.clone())),
+        }
     }
 
     async fn purge_expired(&self, now: f64) -> StoreResult<u64> {

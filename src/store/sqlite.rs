@@ -138,6 +138,21 @@ fn refusal(conn: &Connection, path: &Path, new: &JobDocument, expected: u64) -> 
     })
 }
 
+/// Replaces the stored document whole with `doc` (version and fixed fields as given) if its
+/// stored version is still `expected`: `Store::import`'s replace.
+fn replace_at_version(conn: &Connection, doc: &JobDocument, expected: u64) -> rusqlite::Result<bool> {
+    let (version, status, job_type, updated_at, expires_at, json) = columns(doc);
+    let expected = i64::try_from(expected).unwrap_or(i64::MAX);
+    let n = conn
+        .prepare_cached(
+            "UPDATE geyser_documents
+             SET version = ?, status = ?, job_type = ?, updated_at = ?, expires_at = ?, doc = CAST(? AS TEXT)
+             WHERE uuid = ? AND version = ?",
+        )?
+        .execute(params![version, status, job_type, updated_at, expires_at, json, doc.uuid, expected])?;
+    Ok(n > 0)
+}
+
 fn remove_at_version(conn: &Connection, uuid: &str, version: u64) -> rusqlite::Result<bool> {
     let version = i64::try_from(version).unwrap_or(i64::MAX);
     Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ? AND version = ?")?.execute(params![uuid, version])?
@@ -382,6 +397,26 @@ impl Store for SqliteStore {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.with_conn("release lease", move |conn, path| {
             drop_lease(conn, &name, &holder).map_err(sql_err(path, "release lease"))
+        })
+        .await
+    }
+
+    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
+        let doc = doc.clone();
+        self.with_conn("import", move |conn, path| {
+            let Some(expected) = replacing else {
+                return match insert(conn, &doc).map_err(sql_err(path, "import"))? {
+                    true => Ok(doc),
+                    false => Err(StoreError::AlreadyExists(doc.uuid)),
+                };
+            };
+            if replace_at_version(conn, &doc, expected).map_err(sql_err(path, "import"))? {
+                return Ok(doc);
+            }
+            match select(conn, &doc.uuid).map_err(sql_err(path, "import: find why it wrote nothing"))? {
+                None => Err(StoreError::NotFound(doc.uuid)),
+                Some(_) => Err(StoreError::Conflict { uuid: doc.uuid, expected }),
+            }
         })
         .await
     }

@@ -20,7 +20,8 @@ macro_rules! store_contract_tests {
                 create_then_get, create_twice_is_already_exists, update_bumps_version,
                 stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
                 list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
-                lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once);
+                lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
+                import_keeps_the_document_as_given);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -281,4 +282,58 @@ pub async fn lease_given_up_is_free_at_once(s: &dyn Store) {
     assert!(s.release_lease(&name, "a").await.expect("a releases"));
     assert!(s.try_acquire_lease(&name, "b", 60.0, 101.0).await.expect("b takes").is_held_by("b"));
     assert!(!s.release_lease(&job_type("never"), "a").await.expect("release an unknown lease"));
+}
+
+/// `import` writes a document exactly as given (version, timestamps to the bit): inserted when
+/// the uuid is free, else replacing the stored one whole (fixed fields too) only at the version
+/// named; every listing and purge follows the imported document.
+pub async fn import_keeps_the_document_as_given(s: &dyn Store) {
+    let (kind, new_kind) = (job_type("import"), job_type("imported"));
+    let doc = JobDocument {
+        version: 7,
+        created_at: 1_796_002_004.226_930_1,
+        updated_at: 0.1 + 0.2,
+        started_at: Some(1e-7),
+        ..document(&kind)
+    };
+    assert_eq!(s.import(&doc, None).await.expect("import"), doc);
+    let got = s.get(&doc.uuid).await.expect("get").expect("the imported document");
+    assert_eq!(got, doc, "stored as given, version included");
+    assert_eq!(got.created_at.to_bits(), doc.created_at.to_bits());
+    assert_eq!(got.updated_at.to_bits(), doc.updated_at.to_bits());
+    let err = s.import(&doc, None).await.expect_err("an insert over a stored document");
+    assert!(matches!(&err, StoreError::AlreadyExists(u) if *u == doc.uuid), "{err:?}");
+
+    let by = |job_type: &str, status: Option<Status>| ListFilter {
+        job_type: Some(job_type.into()),
+        status,
+        ..Default::default()
+    };
+    let page = Page { after: None, limit: 10 };
+    assert_eq!(s.list(&by(&kind, Some(Status::Queued)), &page).await.expect("list"), vec![doc.clone()]);
+
+    let newer = JobDocument {
+        version: 9,
+        job_type: new_kind.clone(),
+        status: Status::Succeeded,
+        expires_at: Some(10.0),
+        updated_at: 2.5,
+        ..doc.clone()
+    };
+    let err = s.import(&newer, Some(6)).await.expect_err("a replace naming a version that is not stored");
+    assert!(matches!(&err, StoreError::Conflict { uuid, .. } if *uuid == doc.uuid), "{err:?}");
+    assert_eq!(s.get(&doc.uuid).await.expect("get").expect("the document"), doc, "a refused replace changes nothing");
+    assert_eq!(s.import(&newer, Some(7)).await.expect("replace at the stored version"), newer);
+    assert_eq!(s.get(&doc.uuid).await.expect("get").expect("the document"), newer);
+    assert!(s.list(&by(&kind, None), &page).await.expect("list").is_empty(), "the old type's index let go of it");
+    assert_eq!(s.list(&by(&new_kind, Some(Status::Succeeded)), &page).await.expect("list"), vec![newer.clone()]);
+    assert!(s.list(&by(&new_kind, Some(Status::Queued)), &page).await.expect("list").is_empty());
+
+    let written = s.update(&newer).await.expect("an ordinary write after an import");
+    assert_eq!(written.version, 10);
+    let missing = JobDocument { uuid: uuid::Uuid::new_v4().to_string(), ..newer.clone() };
+    let err = s.import(&missing, Some(3)).await.expect_err("a replace of a missing document");
+    assert!(matches!(&err, StoreError::NotFound(u) if *u == missing.uuid), "{err:?}");
+    s.purge_expired(500.0).await.expect("purge");
+    assert!(s.get(&doc.uuid).await.expect("get").is_none(), "an imported finished document expires");
 }

@@ -372,6 +372,21 @@ impl Store for RedisStore {
         Ok(released == 1)
     }
 
+    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
+        let mut invocation = self.write_of(&scripts::IMPORT, doc);
+        invocation.arg(replacing.map(|v| v.to_string()).unwrap_or_default());
+        let reply = self.run("import", invocation).await?;
+        let uuid = doc.uuid.clone();
+        match (reply.first().map(Vec::as_slice), reply.get(1)) {
+            (Some(b"ok"), _) => Ok(doc.clone()),
+            (Some(b"exists"), _) => Err(StoreError::AlreadyExists(uuid)),
+            (Some(b"notfound"), _) => Err(StoreError::NotFound(uuid)),
+            (Some(b"conflict"), _) => Err(StoreError::Conflict { uuid, expected: replacing.unwrap_or_default() }),
+            (Some(b"corrupt"), Some(raw)) => Err(unreadable(&uuid, raw)),
+            (other, _) => Err(self.unavailable("import", &format!("unexpected script reply {other:?}"))),
+        }
+    }
+
     /// Forgets expired finished documents in batches, each batch one script call. Counts the
     /// documents Redis had already dropped at their `expiresAt` too: their index entries go now.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64> {

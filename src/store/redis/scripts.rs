@@ -19,10 +19,11 @@ pub static DELETE: LazyLock<Script> = document_script!("lua/delete.lua");
 pub static LIST: LazyLock<Script> = document_script!("lua/list.lua");
 pub static LIST_STALE: LazyLock<Script> = document_script!("lua/list_stale.lua");
 pub static PURGE: LazyLock<Script> = document_script!("lua/purge.lua");
+pub static IMPORT: LazyLock<Script> = document_script!("lua/import.lua");
 pub static LEASE_ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease_acquire.lua")));
 pub static LEASE_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease_release.lua")));
 
 /// Every script, to load them all when the store opens.
-pub fn all() -> [&'static Script; 8] {
-    [&CREATE, &UPDATE, &DELETE, &LIST, &LIST_STALE, &PURGE, &LEASE_ACQUIRE, &LEASE_RELEASE]
+pub fn all() -> [&'static Script; 9] {
+    [&CREATE, &UPDATE, &DELETE, &LIST, &LIST_STALE, &PURGE, &IMPORT, &LEASE_ACQUIRE, &LEASE_RELEASE]
 }
