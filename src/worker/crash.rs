@@ -131,11 +131,11 @@ impl Plan {
                 return Ok((CrashRecord::Retrying, Some(doc)));
             }
             // The entry comes back when the dead process's reservation ends; a failed document
-            // that still named it would read as kicked by an operator. Its triage deletes it.
+            // that still named it would read as kicked by an operator. Its triage buries it.
             doc.queue_job_id = None;
             return Ok((CrashRecord::Failed, Some(doc)));
         }
-        let lost = doc.errors.iter_mut().find(|e| e.attempt == self.attempt && e.error_code == Value::from(LOST_CODE));
+        let lost = doc.errors.iter_mut().find(|e| e.attempt == self.attempt && e.error_code.as_str() == Some(LOST_CODE));
         match lost {
             Some(error) => {
                 error.error_code = Value::from(CRASH_CODE);

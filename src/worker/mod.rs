@@ -350,6 +350,13 @@ impl Triage {
         let id = self.id.to_string();
         let kicked = stored.status == Status::Failed && stored.queue_job_id.as_deref() == Some(id.as_str());
         if stored.status.is_terminal() && !kicked {
+            if crashed_out(stored) {
+                // Failed by the supervisor after its worker processes kept dying (the entry
+                // was still reserved then): bury the entry that came back, naming it in the
+                // document so that a kick runs the job again.
+                let doc = JobDocument { queue_job_id: Some(id), ..stored.clone() };
+                return Ok((Choice::GiveUp, Some(doc)));
+            }
             return Ok((Choice::Finished, None));
         }
         if stored.queue_job_id.as_deref().is_some_and(|q| q != id) {
@@ -411,6 +418,14 @@ impl Triage {
         });
         Ok(Some((Choice::Foreign { delay }, Some(doc))))
     }
+}
+
+/// Whether a failed document was failed by `crash::record_crash` with no entry left to name:
+/// its entry, given back when the dead process's reservation ended, is to be buried.
+fn crashed_out(doc: &JobDocument) -> bool {
+    doc.status == Status::Failed
+        && doc.queue_job_id.is_none()
+        && doc.errors.last().is_some_and(|e| e.error_code.as_str() == Some(crash::CRASH_CODE))
 }
 
 /// A finished job's entry could not be deleted; whoever reserves it next will (its document is final).
@@ -574,5 +589,10 @@ mod tests {
         // A failed job whose entry was deleted (WFErrorFinish) never runs from a stray entry.
         failed.queue_job_id = None;
         assert!(matches!(t.choose(&failed).unwrap().0, Choice::Finished));
+        // One failed because its worker processes kept dying: its entry is buried, named.
+        failed.record_error(serde_json::Value::from(crash::CRASH_CODE), "worker process 9 died", None);
+        let (choice, buried) = t.choose(&failed).unwrap();
+        assert!(matches!(choice, Choice::GiveUp), "{choice:?}");
+        assert_eq!(buried.unwrap().queue_job_id.as_deref(), Some("0:7"));
     }
 }

@@ -461,6 +461,7 @@ def test_a_job_that_kills_its_process_is_recorded_with_the_signal_and_fails_afte
     j = job(uuid)
     assert (j.status, j.attempts, j.failures) == ("failed", 2, 2), j.errors
     assert [e["errorCode"] for e in j.errors] == ["worker-crashed", "worker-crashed"], j.errors
+    assert client().stats_tube("engine_crash")["buried"] == 1  # kept for an operator to kick
     for e in j.errors:
         assert re.fullmatch(r"attempt [12] did not finish: worker process \d+ died: killed by SIGKILL", e["msg"]), e
     assert restart_delays(done.stderr) and set(restart_delays(done.stderr)) == {0.0}, \
