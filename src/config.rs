@@ -50,7 +50,8 @@ pub async fn open(queue_url: Option<&str>, store_url: Option<&str>) -> Result<Ge
     let store_driver = drivers::driver_for(store_url, Role::Store)?;
     let queue = queue_driver.open_queue(queue_url).await?;
     let store = store_driver.open_store(store_url).await?;
-    if std::ptr::addr_eq(queue_driver, store_driver) {
+    // The same driver (drivers are zero-sized, so their addresses cannot tell them apart).
+    if queue_driver.schemes() == store_driver.schemes() {
         if let Some(enqueuer) = queue_driver.one_transaction_enqueue(queue_url, store_url).await? {
             return Ok(Geyser::new(queue, store, enqueuer));
         }
@@ -70,5 +71,16 @@ mod tests {
         assert!(err.contains("nonsense") && err.contains("scheme://"), "{err}");
         let err = open_store(Some("couch://x")).await.err().unwrap().to_string();
         assert!(err.contains("unknown scheme") && err.contains("sqlite://"), "{err}");
+    }
+
+    /// Drivers are zero-sized values, whose addresses may coincide: an embedded queue with a
+    /// Redis store (the server at 127.0.0.1:6379) must not be taken for one database.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn a_queue_and_a_store_of_different_backends_open_as_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let opened = open(Some(&queue), Some("redis://127.0.0.1:6379/0?prefix=geyser-test:config:")).await;
+        assert!(opened.is_ok(), "{:?}", opened.err());
     }
 }
