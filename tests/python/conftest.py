@@ -1,5 +1,7 @@
-"""Fixtures: a private embedded database per test, a real beanstalkd when asked for,
-and a way to run real worker processes against the same backends."""
+"""Fixtures: a private embedded database per test, a real beanstalkd when asked for, a
+private namespace on the shared PostgreSQL and Redis servers (a schema or a key prefix,
+removed after the test; nothing else on those servers is touched), and a way to run real
+worker processes against the same backends."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,23 +76,97 @@ def beanstalkd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bean
     server.stop()
 
 
+POSTGRES_URL = os.environ.get("GEYSER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("GEYSER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+START_SERVICES = "bash scripts/services.sh starts them"
+
+
+class NetworkStore:
+    """A store URL on a shared server with a namespace of its own: a fresh PostgreSQL schema
+    (``?schema=t_<hex>``, dropped by `drop`) or a fresh Redis key prefix (``?prefix=t_<hex>:``,
+    its keys deleted by `drop` with SCAN + DEL; never FLUSHDB: other tests share the db)."""
+
+    KINDS = ("postgresql", "redis")
+
+    def __init__(self, kind: str) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"no network store {kind!r} (expected one of {self.KINDS})")
+        self.kind, self.name = kind, f"t_{uuid.uuid4().hex}"
+        if kind == "postgresql":
+            self.psql("SELECT 1")  # fails the test, saying how to start the server, when it is down
+            self.url = f"{POSTGRES_URL}?schema={self.name}"
+        else:
+            self.redis_cli("PING")
+            self.prefix = f"{self.name}:"
+            self.url = f"{REDIS_URL}?prefix={self.prefix}"
+
+    def psql(self, sql: str) -> str:
+        return self._run(["psql", POSTGRES_URL, "-X", "-q", "-w", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+
+    def redis_cli(self, *args: str) -> str:
+        return self._run(["redis-cli", "-u", REDIS_URL, *args])
+
+    def _run(self, cmd: list[str]) -> str:
+        if shutil.which(cmd[0]) is None:
+            pytest.fail(f"{cmd[0]} is not installed; {START_SERVICES} (and installs it)")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        # redis-cli exits 0 on an error reply: its output says so instead.
+        if done.returncode != 0 or done.stdout.startswith(("ERR", "Could not connect")):
+            pytest.fail(f"{' '.join(cmd[:2])} failed: {done.stdout}{done.stderr}; {START_SERVICES}")
+        return done.stdout
+
+    def keys(self) -> list[str]:
+        """This store's keys on the Redis server (SCAN, so the server never blocks)."""
+        return self.redis_cli("--scan", "--pattern", f"{self.prefix}*").split()
+
+    def drop(self) -> None:
+        """Removes everything the store wrote under its namespace."""
+        if self.kind == "postgresql":
+            self.psql(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+            return
+        keys = self.keys()
+        for at in range(0, len(keys), 500):
+            self.redis_cli("DEL", *keys[at:at + 500])
+        left = self.keys()
+        assert left == [], f"keys left under {self.prefix}: {left[:5]}"
+
+
+# The lifecycle suite runs on each of these (test_lifecycle.py); the other suites on the
+# first two. "beanstalkd+postgresql" is beanstalkd for the queue and a PostgreSQL store.
+EVERY_BACKEND = ["sqlite", "beanstalkd", "beanstalkd+postgresql", "beanstalkd+redis"]
+
+
 @pytest.fixture(params=["sqlite", "beanstalkd"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Queue and store URLs for one test, exported to this process and its workers."""
+    """Queue and store URLs for one test, exported to this process and its workers: the
+    embedded file, or beanstalkd with a SQLite store; a test module may ask for any of
+    `EVERY_BACKEND` (``pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)``)."""
     db = f"sqlite://{tmp_path / 'geyser.db'}"
-    server = None
-    if request.param == "beanstalkd":
-        server = Beanstalkd()
-        urls = {"GEYSER_QUEUE_URL": server.url, "GEYSER_STORE_URL": db}
-    else:
-        urls = {"GEYSER_QUEUE_URL": db, "GEYSER_STORE_URL": db}
+    queue, _, store_kind = request.param.partition("+")
+    server = Beanstalkd() if queue == "beanstalkd" else None
+    store = NetworkStore(store_kind) if store_kind else None
+    urls = {"GEYSER_QUEUE_URL": server.url if server else db, "GEYSER_STORE_URL": store.url if store else db}
     for k, v in urls.items():
         monkeypatch.setenv(k, v)
     geyser.configure()
-    yield urls
-    geyser.configure()
-    if server is not None:
-        server.stop()
+    try:
+        yield urls
+    finally:
+        geyser.configure()
+        if server is not None:
+            server.stop()
+        if store is not None:
+            store.drop()
+
+
+@pytest.fixture(params=NetworkStore.KINDS)
+def network_store(request: pytest.FixtureRequest) -> Iterator[NetworkStore]:
+    """A fresh namespace on the shared PostgreSQL or Redis server, removed afterwards."""
+    store = NetworkStore(request.param)
+    try:
+        yield store
+    finally:
+        store.drop()
 
 
 @pytest.fixture

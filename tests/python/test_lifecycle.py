@@ -1,5 +1,5 @@
-"""Every row of the lifecycle table (DESIGN §3) with real worker processes,
-on the embedded queue and on beanstalkd."""
+"""Every row of the lifecycle table (DESIGN §3) with real worker processes, on the
+embedded queue and on beanstalkd with each store: SQLite, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import geyser
 from geyser.config import client
 import jobs_for_tests  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import run_worker
+from conftest import EVERY_BACKEND, run_worker
+
+pytestmark = pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 
 
 def enqueue(job_type: str, **values: object) -> str:
