@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Every test of Geyser: installs what is missing (beanstalkd, curl, a C compiler,
-# cargo-nextest, the Python package and its test tools), then runs the Rust and
-# Python suites against real servers, and the Python API suites again under
+# cargo-nextest, the Python package and its test tools), starts PostgreSQL and Redis on
+# loopback when they are down (scripts/services.sh, which installs them too), then runs the
+# Rust and Python suites against real servers, and the Python API suites again under
 # marshmallow 3. Runs every suite even when one fails; exits non-zero if any did.
 # Usage: bash scripts/test.sh   (inside a virtualenv or not; Rust 1.85+ must be installed)
-# Touches: apt packages (as root), ~/.cargo/bin (cargo-nextest), the active virtualenv
-# or, for a system Python that refuses pip installs, ~/.cache/geyser-test-venv.
+# Touches: apt packages (as root), the PostgreSQL and Redis servers scripts/services.sh
+# names (each test uses a schema or key prefix of its own), ~/.cargo/bin (cargo-nextest),
+# the active virtualenv or, for a system Python that refuses pip installs,
+# ~/.cache/geyser-test-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_ROOT_USER_ACTION=ignore  # root in CI containers: pip's warning is noise there
@@ -46,6 +49,10 @@ echo "building and installing the package (the first build compiles the Rust cra
 "$py" -m pip install -q -e '.[test]'
 
 failed=()
+
+# -- the servers the store suites share: PostgreSQL (127.0.0.1:5432, database test) and
+# Redis (127.0.0.1:6379). A server that cannot be started fails its suites, not the others.
+bash scripts/services.sh || failed+=("services")
 
 # -- Rust: nextest runs each test in its own process, which the beanstalkd contract suites
 # need; without it the tests run one at a time.
