@@ -2,18 +2,21 @@
 XDG_DATA_HOME, TMPDIR and working folder with its own copy of the job module) drain one
 beanstalkd queue into one network store (PostgreSQL, then Redis); a producer in a third
 process reads the progress one group writes; a group killed with kill -9 mid-job is
-recovered by the other. Touches only its own beanstalkd, its temp folders and its own
-schema / key prefix on the shared servers."""
+recovered by the other. And the README's several-machines setup runs as written. Touches
+only its own beanstalkd, its temp folders and its own schema / key prefix / database on the
+shared servers."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid as uuids
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import pytest
 import geyser
 from geyser.config import client
 import hosts_jobs  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import HERE, Beanstalkd, NetworkStore
+from conftest import HERE, POSTGRES_URL, Beanstalkd, NetworkStore, free_port
+from test_examples import ROOT, live_members, readme_block
 
 GROUP_SIZE = 2
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -220,3 +224,50 @@ def test_a_group_killed_mid_job_is_recovered_by_the_other(hosts) -> None:
     assert j.resultString == f"attempt 2 on {survivor.name}"
     assert pid_of(j) in survivor.children()
     assert survivor.stop() == 0, survivor.output("worker.log")
+
+
+def test_readme_several_machines_setup_runs_as_written(tmp_path: Path) -> None:
+    """The README's PostgreSQL + beanstalkd block, run by bash from the repository root with
+    only names changed: a free port for beanstalkd's 11300, a temp folder for its binlog and a
+    fresh database for `jobs` (dropped at the end). Its last line stops what it started;
+    anything left running is a failure (and is stopped)."""
+    script, port, database = readme_block("## Running on several machines"), free_port(), f"t_{uuids.uuid4().hex}"
+    names = {"11300": str(port), "~/beanstalkd-binlog": str(tmp_path / "binlog"),
+             "-U postgres jobs": f"-U postgres {database}", ":5432/jobs?": f":5432/{database}?"}
+    for written, used in names.items():
+        assert written in script, f"{written!r} not in the README block:\n{script}"
+        script = script.replace(written, used)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEYSER_")}
+    out_file = tmp_path / "out.txt"
+    try:
+        with out_file.open("w") as out:
+            shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                shell.wait(timeout=120)
+                wait_for("the block's workers and beanstalkd to exit", lambda: not live_members(shell.pid))
+            finally:
+                try:
+                    os.killpg(shell.pid, signal.SIGKILL)
+                except ProcessLookupError:  # nothing left to stop
+                    pass
+        out = out_file.read_text()
+        assert shell.returncode == 0, out
+        printed = [line.split() for line in out.splitlines() if line.startswith(("succeeded ", "failed "))]
+        assert sorted(words[:3] for words in printed) == [["succeeded", "processed", f"part-{n}.csv"]
+                                                          for n in range(4)], out
+        assert all(len(words) == 4 and re.fullmatch(r".+:\d+", words[3]) for words in printed), out  # host:pid
+        assert any((tmp_path / "binlog").iterdir()), "beanstalkd wrote no binlog"
+        stored = psql(database, "SELECT count(*) FROM geyser.geyser_documents WHERE status = 'succeeded'")
+        assert stored == "4", out
+    finally:
+        psql("test", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def psql(database: str, sql: str) -> str:
+    """One statement on the test server's `database` (POSTGRES_URL's server)."""
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
+    done = subprocess.run(["psql", url, "-X", "-q", "-w", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
