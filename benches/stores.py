@@ -38,6 +38,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,12 @@ def done_rate(docs: list[dict], n: int) -> float:
     return len(done) / (max(d["finishedAt"] for d in done) - min(d["startedAt"] for d in done))
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def release_when_watched(control: greenstalk.Client, processes: int) -> None:
     """Un-pause the `noop` tube once `processes` connections watch it: every worker has
     started, so start-up does not spread the first jobs out."""
@@ -164,7 +171,8 @@ def release_when_watched(control: greenstalk.Client, processes: int) -> None:
     control.pause_tube("noop", 0)
 
 
-def geyser_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> float:
+def geyser_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> tuple[float, float]:
+    """Jobs/s, and CPU microseconds the worker processes spent per job."""
     ns, server = Namespace(kind, tmp), Beanstalkd()
     try:
         env = use_backends(f"beanstalkd://{server.addr}", ns.geyser_url)
@@ -173,17 +181,20 @@ def geyser_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> float:
             geyser_enqueue(jobs)
             cmd = [sys.executable, "-m", "geyser.worker", "-m", "bench_jobs", "--burst", "--log-level", "WARNING",
                    "-c", str(processes), "--sweep-interval", "0"]
+            before = children_cpu()
             worker = subprocess.Popen(cmd, env=env)
             release_when_watched(control, processes)
             if worker.wait() != 0:
                 sys.exit("the geyser worker failed")
-        return done_rate(all_noop_docs(), jobs)
+            cpu = children_cpu() - before
+        return done_rate(all_noop_docs(), jobs), cpu / jobs * 1e6
     finally:
         server.stop()
         ns.drop()
 
 
-def plain_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> float:
+def plain_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> tuple[float, float]:
+    """Jobs/s, and CPU microseconds the worker processes spent per job."""
     ns, server = Namespace(kind, tmp), Beanstalkd()
     store = open_plain(kind, ns.plain_where, ns.plain_namespace)
     try:
@@ -193,11 +204,13 @@ def plain_drain_rate(kind: str, tmp: str, processes: int, jobs: int) -> float:
                 plain_enqueue(store, queue, doc)
             cmd = [sys.executable, str(HERE / "plain_drain.py"), kind, ns.plain_where, ns.plain_namespace,
                    str(server.port), "noop"]
+            before = children_cpu()
             workers = [subprocess.Popen(cmd) for _ in range(processes)]
             release_when_watched(queue, processes)
             if any(w.wait() != 0 for w in workers):
                 sys.exit("a plain drain worker failed")
-        return done_rate(store.all_docs(), jobs)
+            cpu = children_cpu() - before
+        return done_rate(store.all_docs(), jobs), cpu / jobs * 1e6
     finally:
         store.drop()
         server.stop()
@@ -229,6 +242,7 @@ def main() -> int:
     args = p.parse_args()
     kinds = args.stores.split(",")
     pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    cpu: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     server = Beanstalkd()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -242,7 +256,8 @@ def main() -> int:
                     for c in (1, 2):
                         g, pl = both(lambda: geyser_drain_rate(kind, tmp, c, args.jobs),
                                      lambda: plain_drain_rate(kind, tmp, c, args.jobs), geyser_first)
-                        pairs[(kind, f"drain -c {c}")].append((g, pl))
+                        pairs[(kind, f"drain -c {c}")].append((g[0], pl[0]))
+                        cpu[(kind, c)].append((g[1], pl[1]))
     finally:
         server.stop()
     rows = []
@@ -258,6 +273,11 @@ def main() -> int:
     print(f"{header[0]:<30}" + "".join(f"{h:>14}" for h in header[1:]))
     for label, g, pl, ratio, spread, verdict in rows:
         print(f"{label:<30}{g:>14,.0f}{pl:>14,.0f}{ratio:>14.2f}{spread:>14}{verdict:>14}")
+    print("\nworker CPU per drained job (us: user+system of the worker processes, start-up included; medians)")
+    for kind in kinds:
+        for c in (1, 2):
+            g, pl = (statistics.median(side) for side in zip(*cpu[(kind, c)]))
+            print(f"{kind + ' -c ' + str(c):<30}{g:>14,.0f}{pl:>14,.0f}")
     return 0
 
 
