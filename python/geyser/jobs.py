@@ -71,6 +71,8 @@ _DEFAULTS: dict[str, Any] = {
 
 #: Integers the engine stores exactly (as 64-bit integers); others are refused, never rounded.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+#: A lone surrogate: text Python holds but no JSON document can.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A run of digits long enough that it may be an integer outside that range.
 _LONG_DIGITS = re.compile(r"\d{19,}")
 #: Characters that may start a valid queue (beanstalkd tube) name, and the rest.
@@ -118,12 +120,18 @@ def _int_problem(value: Any) -> str | None:
 
 def document_json(doc: dict[str, Any]) -> str:
     """``doc`` as JSON text, or ``ValidationError`` naming each field that cannot be stored
-    exactly (not JSON, NaN or infinity, a lone surrogate, an integer out of range)."""
-    problem = _json_problem(doc)
-    if problem is None:
-        return json.dumps(doc, allow_nan=False, ensure_ascii=False)
+    exactly (not JSON, NaN or infinity, a lone surrogate, an integer out of range).
+    One ``json.dumps`` and two scans of its text when all is well; the field-by-field search
+    runs only for a document that has a problem."""
+    try:
+        text = json.dumps(doc, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    else:
+        if not _SURROGATE.search(text) and not (_LONG_DIGITS.search(text) and _int_problem(doc)):
+            return text
     errors = {name: [why] for name, value in doc.items() if (why := _json_problem(value)) is not None}
-    raise ValidationError(errors or {"_schema": [problem]})
+    raise ValidationError(errors or {"_schema": [_json_problem(doc) or "cannot be stored as JSON"]})
 
 
 class BaseJobSchema(Schema):
@@ -275,13 +283,15 @@ class BaseJob:
         }
         return cls.schema().load(values, partial=True)
 
-    def check_own_fields(self) -> None:
-        """Refuse (``ValidationError``, field → messages) schema fields that the job's schema
-        would not load back, or that cannot be stored exactly as JSON: what is saved, a
-        worker can load."""
-        dumped = self._dump_own()
-        document_json(dumped)
-        self.schema().load({k: v for k, v in dumped.items() if k not in INTERNAL_FIELDS}, partial=True)
+    def _checked_document_json(self) -> str:
+        """The document as JSON text, refusing (``ValidationError``, field → messages) schema
+        fields that the job's schema would not load back or that cannot be stored exactly as
+        JSON: what is saved, a worker can load."""
+        doc = self.to_document()
+        text = document_json(doc)
+        own = self._own_fields()
+        self.schema().load({k: v for k, v in doc.items() if k in own and k not in INTERNAL_FIELDS}, partial=True)
+        return text
 
     def to_document(self) -> dict[str, Any]:
         """The job as its stored document: schema fields plus lifecycle fields."""
@@ -318,12 +328,11 @@ class BaseJob:
     # -- queueing ----------------------------------------------------------------
 
     def _prepare_enqueue(self, priority: int | None, ttr: float | None) -> str:
-        self.check_own_fields()
         self.queueKwargs = self._queue_kwargs(priority, ttr)
         self.maxRetries = self.MAX_RETRIES
         if self.LIFESPAN is not None:
             self.expiresAt = self.createdAt + float(self.LIFESPAN)
-        return self._document_json()
+        return self._checked_document_json()
 
     def enqueue(self, delay: float = 0, priority: int | None = None, ttr: float | None = None) -> str:
         """Save the job, then put it on ``QUEUE_NAME``; returns its uuid.
@@ -346,19 +355,19 @@ class BaseJob:
         lifecycle fields: those change only through enqueue, cancel, retry... and the worker).
         Inside ``run()`` the write is coalesced with progress; elsewhere it is a
         compare-and-swap (``ConflictError`` if it changed: ``reload()``)."""
-        self.check_own_fields()
+        text = self._checked_document_json()
         if self._attempt is not None:
-            self._attempt.progress(self._document_json())
+            self._attempt.progress(text)
         else:
-            self._apply_lifecycle(client().save(self._document_json()))
+            self._apply_lifecycle(client().save(text))
 
     async def save_async(self) -> None:
         """``save`` for asyncio code."""
-        self.check_own_fields()
+        text = self._checked_document_json()
         if self._attempt is not None:
-            self._attempt.progress(self._document_json())
+            self._attempt.progress(text)
         else:
-            self._apply_lifecycle(await client().save_async(self._document_json()))
+            self._apply_lifecycle(await client().save_async(text))
 
     def reload(self) -> None:
         """Read the stored document again."""
@@ -506,9 +515,9 @@ def make_base_job(values: dict[str, Any] | None = None, job_type: str = "") -> B
         bad = sorted(set(values) & INTERNAL_FIELDS)
         if bad:
             raise ValidationError({name: ["Internal field; it cannot be set."] for name in bad})
-    job = cls(**cls.schema().load(values))
-    job.check_own_fields()
-    return job
+    if isinstance(values, dict):
+        document_json(values)  # a value no document can hold is named now; the rest at enqueue
+    return cls(**cls.schema().load(values))
 
 
 def kick(queue: str, bound: int = 1) -> int:
