@@ -6,6 +6,8 @@
 
 #[cfg(feature = "beanstalkd")]
 mod beanstalkd;
+#[cfg(feature = "couchbase")]
+mod couchbase;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -75,6 +77,8 @@ fn drivers() -> Vec<&'static dyn Driver> {
     all.push(&postgres::Postgres);
     #[cfg(feature = "redis")]
     all.push(&redis::Redis);
+    #[cfg(feature = "couchbase")]
+    all.push(&couchbase::Couchbase);
     all
 }
 

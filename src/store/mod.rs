@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use crate::model::{JobDocument, Status};
 
 pub mod copy;
+#[cfg(feature = "couchbase")]
+pub mod couchbase;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

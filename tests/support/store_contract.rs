@@ -10,13 +10,16 @@ use std::sync::Arc;
 use geyser::store::{ListFilter, Page, StaleKey, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per contract test in a `store_contract` module.
+/// `store_contract_tests!(ignore = "why", make_store())` generates the same tests marked
+/// `#[ignore = "why"]`, for a backend whose server is not always there: they are compiled and
+/// listed as ignored, and run with `cargo nextest run --run-ignored all`.
 #[macro_export]
 macro_rules! store_contract_tests {
-    ($make:expr) => {
+    (@module $attrs:tt $make:expr) => {
         mod store_contract {
             #[allow(unused_imports)]
             use super::*;
-            $crate::store_contract_tests!(@each $make;
+            $crate::store_contract_tests!(@each $attrs $make;
                 create_then_get, create_twice_is_already_exists, update_bumps_version,
                 stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
                 list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
@@ -24,14 +27,22 @@ macro_rules! store_contract_tests {
                 import_keeps_the_document_as_given);
         }
     };
-    (@each $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (store, _guard) = $make.await;
-                $crate::support::store_contract::$name(&store).await;
-            }
-        )*
+    (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
+        $( $crate::store_contract_tests!(@one $attrs $make; $name); )*
+    };
+    (@one [$(#[$attr:meta])*] $make:expr; $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $name() {
+            let (store, _guard) = $make.await;
+            $crate::support::store_contract::$name(&store).await;
+        }
+    };
+    (ignore = $reason:literal, $make:expr) => {
+        $crate::store_contract_tests!(@module [#[ignore = $reason]] $make);
+    };
+    ($make:expr) => {
+        $crate::store_contract_tests!(@module [] $make);
     };
 }
 

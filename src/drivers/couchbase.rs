@@ -1,0 +1,31 @@
+//! The `couchbase://` (and `couchbases://`, TLS) driver: a store (see docs/stores.md).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Driver, Role};
+use crate::config::ConfigError;
+use crate::store::couchbase::{open, OpenError};
+use crate::store::Store;
+
+pub struct Couchbase;
+
+#[async_trait]
+impl Driver for Couchbase {
+    fn schemes(&self) -> &'static [&'static str] {
+        &["couchbase", "couchbases"]
+    }
+
+    fn roles(&self) -> &'static [Role] {
+        &[Role::Store]
+    }
+
+    async fn open_store(&self, url: &str) -> Result<Arc<dyn Store>, ConfigError> {
+        match open(url).await {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: "store", url, reason }),
+            Err(OpenError::Unreachable { url, reason }) => Err(ConfigError::Open { role: "store", url, reason }),
+        }
+    }
+}
