@@ -3,7 +3,8 @@
 Documents cross the boundary as JSON text; the Python layer turns them into jobs.
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 default_sqlite_path: str
 
@@ -90,3 +91,20 @@ def record_crash(client: Client, uuid: str, fence: str, attempt: int, reason: st
     worker process, as ``reason`` says; returns "retrying", "failed", "amended",
     "unchanged" or "missing"."""
 
+def copy_store(
+    from_url: str,
+    to_url: str,
+    report: Callable[[dict[str, Any]], object],
+    after: str | None = None,
+    page_size: int = 500,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Copy every job document from the store at ``from_url`` to the store at ``to_url``,
+    calling ``report`` with ``{"event": "page", read, copied, skipped, conflicting, unreadable,
+    refused, last_uuid, elapsed, rate}`` after each page and ``{"event": "problem", uuid, kind,
+    reason}`` for each document not copied. Returns the final counts, with ``error`` set when a
+    store failed part-way; raises ``ConfigError`` for a bad URL, and whatever ``report`` raises
+    (Ctrl-C included), stopping the copy."""
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""

@@ -4,6 +4,7 @@
 mod awaitable;
 mod client;
 mod errors;
+mod store;
 mod worker;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
     m.add_function(wrap_pyfunction!(worker::record_crash, m)?)?;
+    store::register(m)?;
     m.add("GeyserError", py.get_type::<errors::GeyserError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
