@@ -152,14 +152,8 @@ pub trait Store: Send + Sync {
     /// (`copy.rs`) does. `replacing: None` inserts it (`AlreadyExists` if the uuid is taken);
     /// `Some(v)` replaces the stored document whole, fixed fields too, only if its version is
     /// still `v` (`Conflict` if it moved on, `NotFound` if it is gone). Every index follows the
-    /// new document. A store that cannot keep a document as is refuses with `Backend`.
-    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
-        let _ = replacing;
-        Err(StoreError::Backend {
-            context: format!("import of job {}", doc.uuid),
-            source: "this store cannot write a document with its version as is".into(),
-        })
-    }
+    /// new document.
+    async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument>;
 
     /// Read a document and write its successor with no other write in between: `next` gets
     /// the stored document and returns the one to write (the store sets its version), or
