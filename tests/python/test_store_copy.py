@@ -92,14 +92,14 @@ def test_a_conflict_and_a_resume_point_from_the_command_line(embedded: str, post
     assert kept is not None and kept.message == "changed in PostgreSQL"
 
 
-def test_bad_urls_and_help() -> None:
-    bad = store_cli("copy", "sqlite://", "nosuch://app:hunter2@host/x")
+def test_bad_urls_and_help(embedded: str) -> None:
+    bad = store_cli("copy", embedded, "nosuch://app:hunter2@host/x")
     assert bad.returncode == 3, bad.stdout + bad.stderr
     assert "unknown scheme" in bad.stderr and "hunter2" not in bad.stdout + bad.stderr, bad.stderr
     usage = store_cli("copy", "--help")
     assert usage.returncode == 0
     assert "example:" in usage.stdout and "(default: 500)" in usage.stdout, usage.stdout
-    assert store_cli("copy", "sqlite://", "sqlite://", "--page-size", "0").returncode == 2
+    assert store_cli("copy", embedded, embedded, "--page-size", "0").returncode == 2
 
 
 def test_ctrl_c_stops_the_copy_and_names_the_resume_point(embedded: str, postgres: NetworkStore) -> None:
