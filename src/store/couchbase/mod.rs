@@ -151,7 +151,7 @@ fn parse(uuid: &str, json: &[u8]) -> StoreResult<JobDocument> {
 /// document with an `expiresAt` still ahead (one already past is left to `purge_expired`).
 fn expiry_of(doc: &JobDocument) -> Option<Duration> {
     let remaining = doc.expires_at.filter(|_| doc.status.is_terminal())? - now();
-    (remaining >= 1.0 && remaining < LONGEST_EXPIRY).then(|| Duration::from_secs_f64(remaining.ceil()))
+    (1.0..LONGEST_EXPIRY).contains(&remaining).then(|| Duration::from_secs_f64(remaining.ceil()))
 }
 
 /// One SDK call, boxed: the SDK's futures nest deep enough that a store method holding one
