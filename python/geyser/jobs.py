@@ -71,10 +71,11 @@ _DEFAULTS: dict[str, Any] = {
 
 #: Integers the engine stores exactly (as 64-bit integers); others are refused, never rounded.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-#: A lone surrogate: text Python holds but no JSON document can.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-#: A run of digits long enough that it may be an integer outside that range.
-_LONG_DIGITS = re.compile(r"\d{19,}")
+#: A run of digits long enough that it may be an integer outside that range, found by
+#: mapping every digit of the UTF-8 text to 0 (bytes.translate and `in` are both C loops,
+#: about ten times faster than a regular expression over the same text).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 #: Characters that may start a valid queue (beanstalkd tube) name, and the rest.
 _TUBE_NAME = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}")
 
@@ -90,11 +91,11 @@ def _json_problem(value: Any) -> str | None:
     except TypeError as e:
         return f"{e}; a job document holds only JSON values (dict, list, str, int, float, bool, None)"
     try:
-        text.encode("utf-8")
+        data = text.encode("utf-8")
     except UnicodeEncodeError as e:
         bad = text[e.start : e.end].encode("unicode_escape").decode()
         return f"contains {bad}, a lone surrogate that is not valid text"
-    if _LONG_DIGITS.search(text):
+    if _LONG_DIGITS in data.translate(_DIGITS_TO_ZERO):
         return _int_problem(value)
     return None
 
@@ -121,14 +122,16 @@ def _int_problem(value: Any) -> str | None:
 def document_json(doc: dict[str, Any]) -> str:
     """``doc`` as JSON text, or ``ValidationError`` naming each field that cannot be stored
     exactly (not JSON, NaN or infinity, a lone surrogate, an integer out of range).
-    One ``json.dumps`` and two scans of its text when all is well; the field-by-field search
-    runs only for a document that has a problem."""
+    One ``json.dumps``, one UTF-8 encoding (which a lone surrogate fails) and one scan of the
+    bytes when all is well; the field-by-field search runs only for a document that has a
+    problem."""
     try:
         text = json.dumps(doc, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
+        data = text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         pass
     else:
-        if not _SURROGATE.search(text) and not (_LONG_DIGITS.search(text) and _int_problem(doc)):
+        if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO) or not _int_problem(doc):
             return text
     errors = {name: [why] for name, value in doc.items() if (why := _json_problem(value)) is not None}
     raise ValidationError(errors or {"_schema": [_json_problem(doc) or "cannot be stored as JSON"]})
@@ -169,6 +172,7 @@ class BaseJob:
     LIFESPAN: ClassVar[float | None] = None
 
     _schema_instance: ClassVar[Schema | None] = None
+    _own_fields_cache: ClassVar[dict[str, marshmallow.fields.Field] | None] = None
     #: Whether ``QUEUE_NAME`` is the default (follows ``JOB_TYPE``) rather than set by a class.
     _default_queue_name: ClassVar[bool] = True
 
@@ -184,6 +188,7 @@ class BaseJob:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._schema_instance = None
+        cls._own_fields_cache = None
         if "QUEUE_NAME" in cls.__dict__:
             cls._default_queue_name = False
         elif cls._default_queue_name:
@@ -253,8 +258,11 @@ class BaseJob:
 
     @classmethod
     def _own_fields(cls) -> dict[str, marshmallow.fields.Field]:
-        """The schema's fields by their key in the document (``data_key`` or name)."""
-        return {f.data_key or name: f for name, f in cls.schema().fields.items() if not f.load_only}
+        """The schema's fields by their key in the document (``data_key`` or name); cached."""
+        if cls._own_fields_cache is None:
+            fields = cls.schema().fields.items()
+            cls._own_fields_cache = {f.data_key or name: f for name, f in fields if not f.load_only}
+        return cls._own_fields_cache
 
     def _dump_own(self) -> dict[str, Any]:
         """The job's schema fields as stored. An unset field (None where the schema does not
