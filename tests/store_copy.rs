@@ -7,7 +7,6 @@
 
 #[cfg(feature = "postgres")]
 #[path = "support/postgres.rs"]
-#[allow(dead_code)]
 mod pg;
 #[cfg(feature = "redis")]
 #[path = "support/redis.rs"]
@@ -274,4 +273,35 @@ async fn network_stores_report_refused_unreadable_and_conflicting_documents() {
     assert!(named.contains(&(docs[2].uuid.clone(), ProblemKind::Unreadable)), "{named:?}");
     assert!(named.contains(&(docs[8].uuid.clone(), ProblemKind::Conflict)), "{named:?}");
     assert_eq!(redis.get(&docs[8].uuid).await.expect("get"), Some(ahead), "left alone");
+}
+
+/// A target that goes away part-way stops the copy with an error naming the store and the
+/// resume point of the last page done; carrying on from there once it is back finishes the job.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_going_away_stops_the_copy_at_a_resume_point() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let schema = pg::TestSchema::new().await;
+    let mut proxy = pg::Proxy::start().await;
+    let from = sqlite(dir.path(), "from.db").await;
+    let to: Arc<dyn Store> =
+        Arc::new(geyser::store::postgres::PostgresStore::open(&proxy.url(&schema)).await.expect("open PostgreSQL"));
+    let docs = fill(from.as_ref(), 30).await;
+
+    let (stopped, _) = copy(&from, &to, &pages_of(10), Some(1)).await;
+    let Err(CopyError::Stopped { progress }) = stopped else { panic!("stopped by the callback: {stopped:?}") };
+    proxy.cut().await;
+    let resume = CopyOptions { after: progress.last_uuid.clone(), ..pages_of(10) };
+    let (failed, _) = copy(&from, &to, &resume, None).await;
+    let Err(err @ CopyError::Target { .. }) = failed else { panic!("the target is gone: {failed:?}") };
+    assert_eq!(err.progress().last_uuid.as_deref(), Some(docs[9].uuid.as_str()), "no further than the page done");
+    let message = err.to_string();
+    assert!(message.contains("store unavailable") && message.contains("postgresql store"), "{message}");
+
+    proxy.restore().await;
+    let (done, _) =
+        copy(&from, &to, &CopyOptions { after: err.progress().last_uuid.clone(), ..pages_of(10) }, None).await;
+    let done = done.expect("the copy carries on once the server is back");
+    assert_eq!((done.read, done.copied + done.skipped), (20, 20));
+    assert_same_documents(from.as_ref(), to.as_ref()).await;
 }
