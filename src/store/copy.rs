@@ -183,30 +183,25 @@ pub async fn copy_documents(
             let outcomes = write_chunk(&to, chunk, options.overwrite).await;
             let mut go_on = true;
             for (row, outcome) in chunk.iter().zip(outcomes) {
-                progress.read += 1;
-                let problem = match outcome {
-                    Ok(Outcome::Copied) => {
-                        progress.copied += 1;
-                        None
-                    }
-                    Ok(Outcome::Skipped) => {
-                        progress.skipped += 1;
-                        None
-                    }
-                    Ok(Outcome::Problem(kind, reason)) => Some((kind, reason)),
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
                     Err(source) => {
-                        progress.read -= 1;
                         progress.elapsed = started.elapsed();
                         return Err(CopyError::Target { progress, uuid: row.uuid().to_owned(), source });
                     }
                 };
-                if let Some((kind, reason)) = problem {
-                    match kind {
-                        ProblemKind::Conflict => progress.conflicting += 1,
-                        ProblemKind::Unreadable => progress.unreadable += 1,
-                        ProblemKind::Refused => progress.refused += 1,
+                progress.read += 1;
+                match outcome {
+                    Outcome::Copied => progress.copied += 1,
+                    Outcome::Skipped => progress.skipped += 1,
+                    Outcome::Problem(kind, reason) => {
+                        match kind {
+                            ProblemKind::Conflict => progress.conflicting += 1,
+                            ProblemKind::Unreadable => progress.unreadable += 1,
+                            ProblemKind::Refused => progress.refused += 1,
+                        }
+                        go_on &= report(CopyEvent::Problem { uuid: row.uuid(), kind, reason: &reason });
                     }
-                    go_on &= report(CopyEvent::Problem { uuid: row.uuid(), kind, reason: &reason });
                 }
             }
             progress.last_uuid = chunk.last().map(|row| row.uuid().to_owned());
