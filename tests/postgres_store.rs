@@ -188,19 +188,6 @@ async fn concurrent_updates_let_exactly_one_writer_win() {
     assert_eq!(wins, 1);
 }
 
-#[tokio::test]
-async fn delete_at_version_refuses_a_newer_document() {
-    let (store, _schema) = postgres_store().await;
-    let doc = store.create(&document(&job_type("delete-at"))).await.expect("create");
-    let newer = store.update(&doc).await.expect("update");
-    let err = store.delete_at_version(&doc.uuid, doc.version).await.expect_err("stale delete");
-    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
-    store.delete_at_version(&doc.uuid, newer.version).await.expect("delete");
-    let err = store.delete_at_version(&doc.uuid, newer.version).await.expect_err("second delete");
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    assert!(store.get(&doc.uuid).await.expect("get").is_none());
-}
-
 /// A 1 MiB document and text from many scripts, escapes and control characters come back as written.
 #[tokio::test]
 async fn large_and_unicode_documents_round_trip() {

@@ -153,16 +153,3 @@ async fn row_that_contradicts_its_json_is_reported_not_retried() {
     }
 }
 
-/// `delete_at_version` deletes only the version the caller read.
-#[tokio::test]
-async fn delete_at_version_refuses_a_newer_document() {
-    let (store, _dir) = sqlite_store().await;
-    let doc = store.create(&document(&job_type("delete-at"))).await.expect("create");
-    let newer = store.update(&doc).await.expect("update");
-    let err = store.delete_at_version(&doc.uuid, doc.version).await.expect_err("stale delete");
-    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
-    store.delete_at_version(&doc.uuid, newer.version).await.expect("delete");
-    let err = store.delete_at_version(&doc.uuid, newer.version).await.expect_err("second delete");
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-    assert!(store.get(&doc.uuid).await.expect("get").is_none());
-}

@@ -24,7 +24,7 @@ macro_rules! store_contract_tests {
                 stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
                 list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
                 lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
-                import_keeps_the_document_as_given);
+                import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document);
         }
     };
     (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
@@ -347,4 +347,16 @@ pub async fn import_keeps_the_document_as_given(s: &dyn Store) {
     assert!(matches!(&err, StoreError::NotFound(u) if *u == missing.uuid), "{err:?}");
     s.purge_expired(500.0).await.expect("purge");
     assert!(s.get(&doc.uuid).await.expect("get").is_none(), "an imported finished document expires");
+}
+
+/// `delete_at_version` deletes only the version the caller read.
+pub async fn delete_at_version_refuses_a_newer_document(s: &dyn Store) {
+    let doc = create(s, &document(&job_type("delete-at"))).await;
+    let newer = s.update(&doc).await.expect("update");
+    let err = s.delete_at_version(&doc.uuid, doc.version).await.expect_err("stale delete");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    s.delete_at_version(&doc.uuid, newer.version).await.expect("delete");
+    let err = s.delete_at_version(&doc.uuid, newer.version).await.expect_err("second delete");
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(s.get(&doc.uuid).await.expect("get").is_none());
 }
