@@ -67,6 +67,20 @@ else
   cargo test --no-fail-fast -- --test-threads=1 || failed+=("rust")
 fi
 
+# -- The Couchbase store (cargo feature `couchbase`, not in the default build): compiled on
+# every run, its tests that need no cluster run; its contract tests (ignored otherwise) run
+# too when GEYSER_TEST_COUCHBASE_URL names a cluster. See docs/stores.md, "Couchbase".
+cb_ignored=()
+[ -n "${GEYSER_TEST_COUCHBASE_URL:-}" ] && cb_ignored=(--run-ignored all)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast --features couchbase --lib --test couchbase_store "${cb_ignored[@]}" \
+    -E 'binary(couchbase_store) | test(/^store::couchbase::/)' || failed+=("rust, couchbase")
+else
+  { cargo test --features couchbase --lib store::couchbase:: &&
+    cargo test --no-fail-fast --features couchbase --test couchbase_store -- ${cb_ignored:+--include-ignored}; } ||
+    failed+=("rust, couchbase")
+fi
+
 # -- Python --------------------------------------------------------------------------------
 "$py" -m pytest -q tests/python || failed+=("python")
 
