@@ -174,10 +174,12 @@ impl Worker {
     /// The document is read and the attempt started in one store step (`read_then_write`).
     async fn start(&self, reserved: Reserved) -> WorkerResult<Option<Attempt>> {
         let id = reserved.id;
-        let Ok(uuid) = String::from_utf8(reserved.body) else {
-            log::error!("queue job {id} on {:?}: body is not a job uuid; buried", reserved.tube);
-            self.bury(id).await;
-            return Ok(None);
+        // A body that is no uuid (another program's entry, a bug) names no document: bury it,
+        // quoting at most its first bytes.
+        let uuid = match String::from_utf8(reserved.body) {
+            Ok(uuid) if uuid::Uuid::parse_str(&uuid).is_ok() => uuid,
+            Ok(text) => return self.bury_foreign_body(id, &reserved.tube, text.as_bytes()).await,
+            Err(e) => return self.bury_foreign_body(id, &reserved.tube, e.as_bytes()).await,
         };
         let plan = Arc::new(Triage {
             id,
@@ -269,6 +271,15 @@ impl Worker {
             heartbeat: self.heartbeat.clone(),
             finished: self.finished.clone(),
         }
+    }
+
+    async fn bury_foreign_body(&self, id: QueueJobId, tube: &str, body: &[u8]) -> WorkerResult<Option<Attempt>> {
+        const QUOTED: usize = 64;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(QUOTED)]);
+        let more = if body.len() > QUOTED { format!("... ({} bytes)", body.len()) } else { String::new() };
+        log::error!("queue job {id} on {tube:?}: body {shown:?}{more} is not a job uuid; buried");
+        self.bury(id).await;
+        Ok(None)
     }
 
     async fn bury(&self, id: QueueJobId) {

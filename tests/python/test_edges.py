@@ -298,3 +298,18 @@ def test_a_row_that_contradicts_its_json_is_buried_not_spun_on(embedded: str) ->
     assert "inconsistent" in done.stderr and bad in done.stderr, done.stderr
     assert client().stats_tube("echo")["buried"] == 1
     assert stored(good)["status"] == "succeeded"
+
+
+def test_an_entry_that_is_no_job_is_buried_and_quoted_short(beanstalkd: Any) -> None:
+    import greenstalk
+
+    with greenstalk.Client(("127.0.0.1", beanstalkd.port), use="echo") as raw:
+        raw.put(b"not-a-uuid-" + b"x" * 50_000)
+    kept = geyser.make_base_job({"message": "kept"}, "echo").enqueue()
+    done = run_worker(timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "is not a job uuid" in line]
+    assert len(lines) == 1 and len(lines[0]) < 500, lines
+    assert "50011 bytes" in lines[0]
+    assert client().stats_tube("echo")["buried"] == 1
+    assert stored(kept)["status"] == "succeeded"
