@@ -311,10 +311,9 @@ impl Geyser {
             let docs = self.store.list(&filter, &page).await?;
             let Some(last) = docs.last() else { break };
             page.after = Some(last.uuid.clone());
-            let foreign = docs
-                .iter()
-                .filter(|d| !known.contains(&d.job_type) && tubes.contains(&d.queue_kwargs.queue))
-                .count() as u64;
+            let foreign =
+                docs.iter().filter(|d| !known.contains(&d.job_type) && tubes.contains(&d.queue_kwargs.queue)).count()
+                    as u64;
             backlog.foreign += foreign;
         }
         backlog.foreign = backlog.foreign.min(backlog.waiting);

@@ -99,11 +99,20 @@ pub fn driver_for(url: &str, role: Role) -> Result<&'static dyn Driver, ConfigEr
 
 /// The schemes of the drivers that play `role` in this build.
 fn schemes(role: Role) -> Vec<String> {
-    drivers().into_iter().filter(|d| d.roles().contains(&role)).flat_map(|d| d.schemes()).map(|s| format!("{s}://")).collect()
+    drivers()
+        .into_iter()
+        .filter(|d| d.roles().contains(&role))
+        .flat_map(|d| d.schemes())
+        .map(|s| format!("{s}://"))
+        .collect()
 }
 
 fn no_such_role(url: &str, role: Role) -> ConfigError {
-    ConfigError::BadUrl { role: role.as_str(), url: redact(url), reason: format!("this backend has no {}", role.as_str()) }
+    ConfigError::BadUrl {
+        role: role.as_str(),
+        url: redact(url),
+        reason: format!("this backend has no {}", role.as_str()),
+    }
 }
 
 /// `url` with any password replaced by `***`, for errors and logs.

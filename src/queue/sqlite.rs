@@ -66,9 +66,21 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A delay as milliseconds to add to `now_ms()`, so that the job never becomes ready early:
+/// rounded up, plus the up to 1 ms that `now_ms()` drops. 0 only for no delay at all.
+fn least_wait_ms(delay: Duration) -> i64 {
+    if delay.is_zero() {
+        return 0;
+    }
+    millis(delay.saturating_add(Duration::from_nanos(999_999))).saturating_add(1)
+}
+
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> QueueError + 'a {
-    move |source| QueueError::Backend { context: format!("sqlite queue {}: {op}", path.display()), source: source.into() }
+    move |source| QueueError::Backend {
+        context: format!("sqlite queue {}: {op}", path.display()),
+        source: source.into(),
+    }
 }
 
 /// Names the file and the operation when a connection thread fails a call.
@@ -146,8 +158,11 @@ impl SqliteQueue {
 }
 
 pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptions) -> rusqlite::Result<i64> {
-    let (state, due_at) =
-        if opts.delay.is_zero() { (READY, None) } else { (DELAYED, Some(now_ms().saturating_add(millis(opts.delay)))) };
+    let (state, due_at) = if opts.delay.is_zero() {
+        (READY, None)
+    } else {
+        (DELAYED, Some(now_ms().saturating_add(least_wait_ms(opts.delay))))
+    };
     let ttr_ms = millis(opts.ttr).max(MIN_TTR_MS);
     conn.prepare_cached(
         "INSERT INTO geyser_queue_jobs (tube, priority, state, due_at, ttr_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
@@ -546,8 +561,8 @@ impl Consumer for SqliteConsumer {
     }
 
     async fn release(&mut self, id: QueueJobId, priority: u32, delay: Duration) -> QueueResult<()> {
-        // Whole milliseconds, rounded up: a delay is a least wait, and a delayed row needs a due time.
-        let delay_ms = millis(delay.checked_add(Duration::from_nanos(999_999)).unwrap_or(delay));
+        // A delay is a least wait, and a delayed row needs a due time (however short the delay).
+        let delay_ms = least_wait_ms(delay);
         let state = if delay_ms == 0 { READY } else { DELAYED };
         let sql = concat!(
             "UPDATE geyser_queue_jobs SET state = ?5, priority = ?6, token = NULL,
