@@ -152,4 +152,3 @@ async fn row_that_contradicts_its_json_is_reported_not_retried() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "gave up only after {:?}", started.elapsed());
     }
 }
-

@@ -178,12 +178,7 @@ pub struct InvalidJob {
 }
 
 /// Checks that `new` only appends to `old` (the engine's history of events or errors).
-fn appended<'a, T: PartialEq>(
-    uuid: &str,
-    field: &'static str,
-    old: &[T],
-    new: &'a [T],
-) -> Result<&'a [T], InvalidJob> {
+fn appended<'a, T: PartialEq>(uuid: &str, field: &'static str, old: &[T], new: &'a [T]) -> Result<&'a [T], InvalidJob> {
     match new.get(..old.len()) {
         Some(prefix) if prefix == old => Ok(&new[old.len()..]),
         _ => Err(InvalidJob {
@@ -328,7 +323,10 @@ impl JobDocument {
             return Err(invalid("uuid", "must be a UUID (a new job gets one from make_base_job)".into()));
         }
         if !(self.queue_kwargs.ttr.is_finite() && self.queue_kwargs.ttr > 0.0) {
-            return Err(invalid("queueKwargs.ttr", format!("must be a number of seconds > 0, got {}", self.queue_kwargs.ttr)));
+            return Err(invalid(
+                "queueKwargs.ttr",
+                format!("must be a number of seconds > 0, got {}", self.queue_kwargs.ttr),
+            ));
         }
         if !delay.is_finite() || delay < 0.0 {
             return Err(invalid("delay", format!("must be a finite number of seconds >= 0, got {delay}")));
@@ -336,7 +334,10 @@ impl JobDocument {
         let at = now();
         let expires_in = self.expires_at.map(|e| e - self.created_at);
         if let Some(lifespan) = expires_in.filter(|l| !l.is_finite() || *l < 0.0) {
-            return Err(invalid("expiresAt", format!("LIFESPAN must be a finite number of seconds >= 0, got {lifespan}")));
+            return Err(invalid(
+                "expiresAt",
+                format!("LIFESPAN must be a finite number of seconds >= 0, got {lifespan}"),
+            ));
         }
         self.document_type = default_document_type();
         self.schema_version = default_schema_version();
@@ -374,7 +375,11 @@ impl JobDocument {
         self.fence = None;
         self.worker = None;
         self.cancel_requested = false;
-        self.events.push(Event { msg: format!("retried after attempt {}", self.attempts), action: "retry".into(), at: self.updated_at });
+        self.events.push(Event {
+            msg: format!("retried after attempt {}", self.attempts),
+            action: "retry".into(),
+            at: self.updated_at,
+        });
         Ok(())
     }
 

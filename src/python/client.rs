@@ -132,7 +132,13 @@ impl PyClient {
     }
 
     #[pyo3(signature = (uuid, timeout, first_poll=0.05))]
-    fn wait_async<'py>(&self, py: Python<'py>, uuid: String, timeout: f64, first_poll: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_async<'py>(
+        &self,
+        py: Python<'py>,
+        uuid: String,
+        timeout: f64,
+        first_poll: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
         awaitable::future_into_py(py, async move {
             maybe_doc_result(geyser.wait(&uuid, secs(timeout), secs(first_poll)).await)

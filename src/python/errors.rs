@@ -31,9 +31,7 @@ pub fn store_err(e: StoreError) -> PyErr {
         StoreError::AlreadyExists(_)
         | StoreError::Corrupt { .. }
         | StoreError::Inconsistent { .. }
-        | StoreError::FixedField { .. } => {
-            InvalidDocument::new_err(e.to_string())
-        }
+        | StoreError::FixedField { .. } => InvalidDocument::new_err(e.to_string()),
         _ => BackendError::new_err(e.to_string()),
     }
 }

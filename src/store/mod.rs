@@ -44,7 +44,9 @@ pub enum StoreError {
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    #[error("job {uuid}: gave up after {tries} conflicting writes in a row (the document kept changing under this write)")]
+    #[error(
+        "job {uuid}: gave up after {tries} conflicting writes in a row (the document kept changing under this write)"
+    )]
     Contended { uuid: String, tries: u32 },
 }
 

@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS geyser_leases (
 
 /// Names the file and the operation in every SQLite error (formatted only on failure).
 fn sql_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
-    move |source| StoreError::Backend { context: format!("sqlite store {}: {op}", path.display()), source: source.into() }
+    move |source| StoreError::Backend {
+        context: format!("sqlite store {}: {op}", path.display()),
+        source: source.into(),
+    }
 }
 
 /// Parses a stored document, naming its uuid when it is not one.
@@ -100,11 +103,11 @@ struct RowColumns {
 }
 
 fn select_row(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<RowColumns>> {
-    conn.prepare_cached(
-        "SELECT version, job_type, expires_at, CAST(doc AS BLOB) FROM geyser_documents WHERE uuid = ?",
-    )?
-    .query_row([uuid], |r| Ok(RowColumns { version: r.get(0)?, job_type: r.get(1)?, expires_at: r.get(2)?, json: r.get(3)? }))
-    .optional()
+    conn.prepare_cached("SELECT version, job_type, expires_at, CAST(doc AS BLOB) FROM geyser_documents WHERE uuid = ?")?
+        .query_row([uuid], |r| {
+            Ok(RowColumns { version: r.get(0)?, job_type: r.get(1)?, expires_at: r.get(2)?, json: r.get(3)? })
+        })
+        .optional()
 }
 
 /// Why a compare-and-swap of `new` wrote nothing: the row is gone, its version moved on,
@@ -155,7 +158,9 @@ fn replace_at_version(conn: &Connection, doc: &JobDocument, expected: u64) -> ru
 
 fn remove_at_version(conn: &Connection, uuid: &str, version: u64) -> rusqlite::Result<bool> {
     let version = i64::try_from(version).unwrap_or(i64::MAX);
-    Ok(conn.prepare_cached("DELETE FROM geyser_documents WHERE uuid = ? AND version = ?")?.execute(params![uuid, version])?
+    Ok(conn
+        .prepare_cached("DELETE FROM geyser_documents WHERE uuid = ? AND version = ?")?
+        .execute(params![uuid, version])?
         > 0)
 }
 
@@ -379,7 +384,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StaleRow>> {
         let after = after.cloned();
         self.with_conn("list stale", move |conn, path| {
-            let rows = select_stale(conn, status, before, after.as_ref(), limit).map_err(sql_err(path, "list stale"))?;
+            let rows =
+                select_stale(conn, status, before, after.as_ref(), limit).map_err(sql_err(path, "list stale"))?;
             Ok(rows.into_iter().map(|(key, json)| StaleRow { doc: parse(&key.uuid, &json), key }).collect())
         })
         .await

@@ -135,7 +135,8 @@ impl Plan {
             doc.queue_job_id = None;
             return Ok((CrashRecord::Failed, Some(doc)));
         }
-        let lost = doc.errors.iter_mut().find(|e| e.attempt == self.attempt && e.error_code.as_str() == Some(LOST_CODE));
+        let lost =
+            doc.errors.iter_mut().find(|e| e.attempt == self.attempt && e.error_code.as_str() == Some(LOST_CODE));
         match lost {
             Some(error) => {
                 error.error_code = Value::from(CRASH_CODE);
