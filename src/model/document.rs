@@ -1,4 +1,4 @@
-//! The job document (DESIGN §2): one JSON object per job, the same in every store.
+//! The job document: one JSON object per job, the same in every store (docs/lifecycle.md).
 //! Pure data plus the lifecycle transitions of docs/lifecycle.md; no I/O.
 
 use serde::{Deserialize, Serialize};
@@ -213,6 +213,22 @@ impl JobDocument {
             return Some("expiresAt");
         }
         None
+    }
+
+    /// How a stored row's indexed columns contradict this document read from the same row
+    /// (a hand edit, a bug, a migration), as a sentence; None when they agree. Such a row can
+    /// never be written by compare-and-swap, so stores report it instead of retrying.
+    pub fn disagreement_with_columns(&self, version: i64, job_type: &str, expires_at: Option<f64>) -> Option<String> {
+        let (field, column, json) = if i64::try_from(self.version).ok() != Some(version) {
+            ("version", version.to_string(), self.version.to_string())
+        } else if self.job_type != job_type {
+            ("jobType", format!("{job_type:?}"), format!("{:?}", self.job_type))
+        } else if self.expires_at != expires_at {
+            ("expiresAt", format!("{expires_at:?}"), format!("{:?}", self.expires_at))
+        } else {
+            return None;
+        };
+        Some(format!("its row says {field} {column} but its JSON says {json}; fix or delete the row"))
     }
 
     fn set_status(&mut self, to: Status) -> Result<(), TransitionError> {

@@ -232,20 +232,8 @@ enum Swap {
 fn refusal(new: &JobDocument, expected: u64, row: StoredRow<'_>) -> StoreResult<JobDocument> {
     let uuid = &new.uuid;
     let stored = parse(uuid, row.json)?;
-    let column_disagrees = if i64::try_from(stored.version).ok() != Some(row.version) {
-        Some(("version", row.version.to_string(), stored.version.to_string()))
-    } else if stored.job_type != row.job_type {
-        Some(("jobType", format!("{:?}", row.job_type), format!("{:?}", stored.job_type)))
-    } else if stored.expires_at != row.expires_at {
-        Some(("expiresAt", format!("{:?}", row.expires_at), format!("{:?}", stored.expires_at)))
-    } else {
-        None
-    };
-    if let Some((field, column, json)) = column_disagrees {
-        return Err(StoreError::Inconsistent {
-            uuid: uuid.clone(),
-            reason: format!("its row says {field} {column} but its JSON says {json}; fix or delete the row"),
-        });
+    if let Some(reason) = stored.disagreement_with_columns(row.version, &row.job_type, row.expires_at) {
+        return Err(StoreError::Inconsistent { uuid: uuid.clone(), reason });
     }
     match stored.changed_fixed_field(new) {
         Some(field) if stored.version == expected => Err(StoreError::FixedField { uuid: uuid.clone(), field }),

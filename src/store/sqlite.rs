@@ -120,20 +120,8 @@ fn refusal(conn: &Connection, path: &Path, new: &JobDocument, expected: u64) -> 
         return Ok(StoreError::NotFound(uuid));
     };
     let stored = parse(&uuid, &row.json)?;
-    let column_disagrees = if i64::try_from(stored.version).ok() != Some(row.version) {
-        Some(("version", row.version.to_string(), stored.version.to_string()))
-    } else if stored.job_type != row.job_type {
-        Some(("jobType", format!("{:?}", row.job_type), format!("{:?}", stored.job_type)))
-    } else if stored.expires_at != row.expires_at {
-        Some(("expiresAt", format!("{:?}", row.expires_at), format!("{:?}", stored.expires_at)))
-    } else {
-        None
-    };
-    if let Some((field, column, json)) = column_disagrees {
-        return Ok(StoreError::Inconsistent {
-            uuid,
-            reason: format!("its row says {field} {column} but its JSON says {json}; fix or delete the row"),
-        });
+    if let Some(reason) = stored.disagreement_with_columns(row.version, &row.job_type, row.expires_at) {
+        return Ok(StoreError::Inconsistent { uuid, reason });
     }
     Ok(match stored.changed_fixed_field(new) {
         Some(field) if stored.version == expected => StoreError::FixedField { uuid, field },

@@ -1,4 +1,4 @@
-"""The Python API of DESIGN §1, against the embedded default (no worker needed)."""
+"""The Python API (jobs, schemas, enqueue, save, cancel), against the embedded default (no worker needed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The worker engine with real worker processes (DESIGN §3, §5; issue 4): short TTR
+"""The worker engine with real worker processes: short TTR
 with heartbeats, the supervisor, graceful shutdown, crash recovery, cancellation,
 TIMEOUT and fencing. Each test runs on the queue backends its row of the issue names."""
 

@@ -1,4 +1,4 @@
-"""Every row of the lifecycle table (DESIGN §3) with real worker processes, on the
+"""Every row of the lifecycle table with real worker processes, on the
 embedded queue and on beanstalkd with each store: SQLite, PostgreSQL and Redis."""
 
 from __future__ import annotations
