@@ -6,16 +6,18 @@
 
 #[cfg(feature = "postgres")]
 #[path = "support/postgres.rs"]
+#[allow(dead_code)] // this file uses only the schema of the PostgreSQL support
 mod pg;
 #[cfg(feature = "redis")]
 #[path = "support/redis.rs"]
+#[allow(dead_code)] // and only the key guard of the Redis support
 mod redis_support;
 mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use geyser::store::{NextDocument, Store};
+use geyser::store::NextDocument;
 use serde_json::Value;
 use support::store_contract::{document, job_type};
 
