@@ -10,7 +10,6 @@
 mod pg;
 #[cfg(feature = "redis")]
 #[path = "support/redis.rs"]
-#[allow(dead_code)] // and only the key guard of the Redis support
 mod redis_support;
 mod support;
 
