@@ -510,6 +510,70 @@ async fn a_cancelled_command_does_not_desync_the_connection() {
     assert_eq!((job.id, job.body.as_slice()), (id, &b"after cancel"[..]));
 }
 
+/// A server-wide counter from `stats`.
+async fn server_stat(c: &mut Connection, key: &str) -> u64 {
+    c.stats().await.unwrap()[key].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_shorter_than_a_second_blocks_on_the_server_instead_of_polling() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let mut admin = conn(&server).await;
+    let mut consumer = queue.consumer(&["short".to_owned()]).await.unwrap();
+    let before = server_stat(&mut admin, "cmd-reserve-with-timeout").await;
+    assert!(consumer.reserve(Duration::from_millis(600)).await.unwrap().is_none());
+    let sent = server_stat(&mut admin, "cmd-reserve-with-timeout").await - before;
+    assert!(sent <= 2, "one look and one wait, not a poll loop: {sent} reserve commands");
+
+    // A job put while a short reserve is out goes to it, not to the next poll.
+    let waiter = tokio::spawn(async move {
+        let got = consumer.reserve(Duration::from_millis(900)).await.unwrap();
+        (consumer, got)
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server_stat(&mut admin, "current-waiting").await == 0 {
+        assert!(Instant::now() < deadline, "the consumer never waited on the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let id = queue.put("short", b"now", opts(1, 0, 60)).await.unwrap();
+    let (_consumer, got) = waiter.await.unwrap();
+    assert_eq!(got.map(|j| j.id), Some(id));
+}
+
+#[tokio::test]
+async fn a_job_that_comes_after_a_short_reserve_gave_up_goes_to_the_next_reserve() {
+    let server = Beanstalkd::start();
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.unwrap();
+    let tube = vec!["late".to_owned()];
+    let mut a = queue.consumer(&tube).await.unwrap();
+    let mut b = queue.consumer(&tube).await.unwrap();
+    assert!(a.reserve(Duration::from_millis(50)).await.unwrap().is_none());
+    // a's wait is still out on the server: the job goes to it, and is not lost.
+    let id = queue.put("late", b"late", opts(1, 0, 60)).await.unwrap();
+    assert_eq!(queue.job_state(id).await.unwrap(), Some(JobState::Reserved), "handed to the wait that is out");
+    assert!(b.reserve(Duration::ZERO).await.unwrap().is_none());
+    let got = a.reserve(Duration::from_secs(1)).await.unwrap().expect("the late job");
+    assert_eq!((got.id, got.body.as_slice()), (id, &b"late"[..]));
+    a.delete(id).await.unwrap();
+
+    // Another command behind a wait that is out reads its reply first: the job it brings
+    // is held and handed out by the next reserve.
+    assert!(a.reserve(Duration::from_millis(50)).await.unwrap().is_none());
+    let second = queue.put("late", b"second", opts(1, 0, 60)).await.unwrap();
+    assert!(matches!(a.touch(id).await, Err(QueueError::NotFound(_))), "the deleted job is gone");
+    let got = a.reserve(Duration::ZERO).await.unwrap().expect("the held job");
+    assert_eq!(got.id, second);
+    a.delete(second).await.unwrap();
+
+    // A consumer dropped while its wait is out gives the late job back to the queue.
+    assert!(a.reserve(Duration::from_millis(50)).await.unwrap().is_none());
+    let third = queue.put("late", b"third", opts(1, 0, 60)).await.unwrap();
+    drop(a);
+    let got = b.reserve(Duration::from_secs(2)).await.unwrap().expect("released when a closed");
+    assert_eq!(got.id, third);
+}
+
 // ---- hostile servers (a fake beanstalkd on loopback) ----
 
 #[tokio::test]

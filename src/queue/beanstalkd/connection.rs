@@ -1,7 +1,8 @@
 //! One async TCP connection to one beanstalkd server: every command we use,
 //! pipelined puts, reconnect with backoff replaying `use`/`watch`
 //! (docs/beanstalkd-protocol.md §Reconnect), and the reply size bound read from the
-//! server's `stats` on every connect (§Reply size). Knows nothing of shards or the
+//! server's `stats` on every connect (§Reply size), and a `reserve-with-timeout` that
+//! may outlive the call that sent it (§Waiting reserve). Knows nothing of shards or the
 //! `Queue` trait; touches only its own socket.
 
 use std::collections::{HashMap, HashSet};
@@ -153,6 +154,12 @@ pub struct Connection {
     lost: HashSet<u64>,
     /// A command was sent and its reply not read (its future was dropped): the stream is out of step.
     in_flight: bool,
+    /// A `reserve-with-timeout` is out and its reply not read yet; the server answers by
+    /// this time (its timeout plus the I/O limit) or the stream is taken as broken (§Waiting reserve).
+    waiting: Option<Instant>,
+    /// A job whose reservation arrived after the call that waited for it had given up:
+    /// the next reserve on this connection hands it out.
+    held: Option<Job>,
     backoff: Duration,
     retry_at: Option<Instant>,
     /// A command got its replies on the current socket. A socket that breaks before that
@@ -181,6 +188,8 @@ impl Connection {
             reserved: HashSet::new(),
             lost: HashSet::new(),
             in_flight: false,
+            waiting: None,
+            held: None,
             retry_at: None,
             proven: false,
             last_error: String::new(),
@@ -208,6 +217,11 @@ impl Connection {
 
     pub fn is_connected(&self) -> bool {
         self.stream.is_some()
+    }
+
+    /// Whether a `reserve-with-timeout` sent by `reserve_until` still awaits its reply.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
     }
 
     /// The longest job body this connection accepts in a reply (and so the longest one
@@ -293,18 +307,40 @@ impl Connection {
 
     /// `reserve`: waits without limit.
     pub async fn reserve(&mut self) -> Result<Job, ClientError> {
+        if let Some(job) = self.held_job().await {
+            return Ok(job);
+        }
         let reply = self.request(&Command::Reserve).await?;
         self.reserved_job(&Command::Reserve, reply)
     }
 
     /// `reserve-with-timeout`; `None` on TIMED_OUT. DEADLINE_SOON is an error.
     pub async fn reserve_with_timeout(&mut self, secs: u32) -> Result<Option<Job>, ClientError> {
+        if let Some(job) = self.held_job().await {
+            return Ok(Some(job));
+        }
         let cmd = Command::ReserveWithTimeout(secs);
         match self.request(&cmd).await {
             Ok(reply) => self.reserved_job(&cmd, reply).map(Some),
             Err(e) if e.server_error() == Some(&ServerError::TimedOut) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits for a job until `deadline`, which may be shorter than the server's whole
+    /// seconds (§Waiting reserve): sends `reserve-with-timeout secs` unless one is out
+    /// already, and reads its reply until `deadline`. `None` when the server timed out or
+    /// the deadline came first; in the latter case the wait stays out, and the next call
+    /// (or any other command on this connection) reads its reply, so a job the server
+    /// hands over late is kept and handed out by the next reserve. DEADLINE_SOON is an error.
+    pub async fn reserve_until(&mut self, secs: u32, deadline: Instant) -> Result<Option<Job>, ClientError> {
+        if let Some(job) = self.held.take() {
+            return Ok(Some(job));
+        }
+        if self.waiting.is_none() {
+            self.send_wait(secs).await?;
+        }
+        self.read_wait(Some(deadline)).await
     }
 
     /// `reserve-job`.
@@ -335,6 +371,9 @@ impl Connection {
         let delete = Command::Delete(id);
         if let Err(lost) = self.check_not_lost(&delete, id) {
             return Ok((Err(lost), self.reserve_with_timeout(secs).await));
+        }
+        if let Some(job) = self.held_job().await {
+            return Ok((self.delete(id).await, Ok(Some(job))));
         }
         let reserve = Command::ReserveWithTimeout(secs);
         let mut answers = self.pipeline(&[delete.clone(), reserve.clone()]).await?.into_iter();
@@ -548,6 +587,90 @@ impl Connection {
         }
     }
 
+    // ---- a reserve that outlives its call (§Waiting reserve) ----
+
+    /// Writes `reserve-with-timeout secs` without reading its reply.
+    async fn send_wait(&mut self, secs: u32) -> Result<(), ClientError> {
+        let cmd = Command::ReserveWithTimeout(secs);
+        self.ensure_connected(cmd.name()).await?;
+        let mut out = Vec::new();
+        cmd.encode(&mut out);
+        let limit = self.opts.io_timeout;
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(self.unavailable("not connected"));
+        };
+        self.in_flight = true;
+        let written = match timeout(limit, stream.write_all(&out)).await {
+            Ok(result) => result.map_err(WireError::Io),
+            Err(_) => Err(WireError::Timeout(limit)),
+        };
+        self.in_flight = false;
+        if let Err(wire) = written {
+            return Err(self.fail(cmd.name(), wire));
+        }
+        self.waiting = Some(Instant::now() + Duration::from_secs(u64::from(secs)) + limit);
+        Ok(())
+    }
+
+    /// Reads the reply of the wait that is out, until `deadline` (None: until the server
+    /// must have answered). `None` on TIMED_OUT, or when `deadline` came first (the wait
+    /// stays out; reading is cancel-safe, so a partly read reply is kept in the buffer).
+    async fn read_wait(&mut self, deadline: Option<Instant>) -> Result<Option<Job>, ClientError> {
+        let Some(reply_by) = self.waiting else { return Ok(None) };
+        let cmd = Command::ReserveWithTimeout(0);
+        let until = deadline.map_or(reply_by, |d| d.min(reply_by));
+        let Some(stream) = self.stream.as_mut() else {
+            self.waiting = None;
+            return Err(self.unavailable("not connected"));
+        };
+        let read = read_replies(stream, &mut self.rbuf, 1, self.max_body);
+        let result = match tokio::time::timeout_at(until, read).await {
+            Ok(result) => result,
+            Err(_) if Instant::now() < reply_by => return Ok(None),
+            Err(_) => Err(WireError::Timeout(self.opts.io_timeout)),
+        };
+        self.waiting = None;
+        let answers = result.map_err(|wire| self.fail(cmd.name(), wire))?;
+        self.proven = true;
+        self.backoff = self.opts.backoff_min;
+        match self.answer(&cmd, answers.into_iter().next()) {
+            Ok(reply) => self.reserved_job(&cmd, reply).map(Some),
+            Err(e) if e.server_error() == Some(&ServerError::TimedOut) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Before any other command: reads the reply of a wait that is out. A job it brings
+    /// is held for the next reserve; a failure has dropped the socket, and the command
+    /// reconnects as after any failure.
+    async fn settle_wait(&mut self) {
+        if self.waiting.is_none() {
+            return;
+        }
+        match self.read_wait(None).await {
+            Ok(Some(job)) => self.held = Some(job),
+            Ok(None) => {}
+            Err(e) => log::debug!("a reserve that was out ended without a job: {e}"),
+        }
+    }
+
+    /// A job held from an earlier wait, once any wait that is out has been read.
+    async fn held_job(&mut self) -> Option<Job> {
+        self.settle_wait().await;
+        self.held.take()
+    }
+
+    /// Drops the socket after a wire failure (with the backoff when it never served a command).
+    fn fail(&mut self, command: &'static str, wire: WireError) -> ClientError {
+        let err = self.wire_error(command, wire);
+        let proven = self.proven;
+        self.drop_stream(&err.to_string());
+        if !proven {
+            self.hold_off();
+        }
+        err
+    }
+
     // ---- the wire ----
 
     /// One command, one reply. Error replies become `ClientError::Reply`.
@@ -577,6 +700,7 @@ impl Connection {
         for cmd in cmds {
             cmd.encode(&mut out);
         }
+        self.settle_wait().await;
         for attempt in 0..2 {
             let reused = self.ensure_connected(name).await?;
             let Some(stream) = self.stream.as_mut() else {
@@ -592,12 +716,7 @@ impl Connection {
                     return Ok(answers);
                 }
                 Err(wire) => {
-                    let err = self.wire_error(name, wire);
-                    let proven = self.proven;
-                    self.drop_stream(&err.to_string());
-                    if !proven {
-                        self.hold_off();
-                    }
+                    let err = self.fail(name, wire);
                     if !(reused && retry_ok && attempt == 0) {
                         return Err(err);
                     }
@@ -646,6 +765,8 @@ impl Connection {
         }
         self.rbuf.clear();
         self.in_flight = false;
+        self.waiting = None;
+        self.held = None;
         if self.lost.len() > MAX_LOST {
             self.lost.clear();
         }

@@ -19,9 +19,12 @@
 //! - A consumer has one connection per server. `reserve` polls every server
 //!   with `reserve-with-timeout 0`, round-robin from where it last found a
 //!   job; when all are empty it waits with `reserve-with-timeout 1` on one
-//!   server, rotating, and polls again. It never holds more than one new
-//!   reservation per call. Ops on a reserved job go to the connection that
-//!   reserved it.
+//!   server, rotating, and polls again. A caller's timeout shorter than that
+//!   second ends the call, not the wait: the wait stays out on its connection
+//!   and the next `reserve` goes on reading it (docs/beanstalkd-protocol.md
+//!   §Waiting reserve), so an idle worker blocks on the server, never polls.
+//!   It never holds more than one new reservation per call. Ops on a
+//!   reserved job go to the connection that reserved it.
 //! - A dead server takes only its own jobs out of service: puts skip it,
 //!   reserves skip it, admin ops (kick, stats, list) report the others.
 //!
@@ -435,7 +438,7 @@ impl Queue for BeanstalkdQueue {
 
 /// How long `reserve` blocks on one server before polling them all again.
 const WAIT_SLICE_SECS: u32 = 1;
-/// Pause between polls when less than a wait slice is left.
+/// Pause after DEADLINE_SOON (a held job is in its last TTR second), so the wait is not a spin.
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
 /// One connection per server, watching the same tubes.
@@ -473,14 +476,21 @@ impl BeanstalkdConsumer {
         self.conns.get_mut(usize::from(id.shard)).ok_or(QueueError::NotFound(id))
     }
 
-    /// One `reserve-with-timeout 0` on each server in turn. Errors only when every server failed.
+    /// One `reserve-with-timeout 0` on each server in turn; on the server where a wait is
+    /// out, a look at whether its reply has come. Errors only when every server failed.
     async fn poll_round(&mut self) -> QueueResult<Option<Reserved>> {
         let n = self.conns.len();
         let mut failed = 0;
         let mut last_error = None;
         for k in 0..n {
             let i = (self.cursor + k) % n;
-            match self.conns[i].reserve_with_timeout(0).await {
+            let conn = &mut self.conns[i];
+            let polled = if conn.is_waiting() {
+                conn.reserve_until(WAIT_SLICE_SECS, Instant::now()).await
+            } else {
+                conn.reserve_with_timeout(0).await
+            };
+            match polled {
                 Ok(Some(job)) => {
                     self.cursor = (i + 1) % n;
                     return self.reserved(i, job).await.map(Some);
@@ -500,15 +510,22 @@ impl BeanstalkdConsumer {
         }
     }
 
-    /// A blocking `reserve-with-timeout` on the next server in turn.
-    async fn wait_on_next(&mut self) -> QueueResult<Option<Reserved>> {
-        let i = self.cursor;
-        self.cursor = (self.cursor + 1) % self.conns.len();
-        match self.conns[i].reserve_with_timeout(WAIT_SLICE_SECS).await {
+    /// Waits until `deadline` on the server where a wait is out, else on the next in turn
+    /// (`reserve-with-timeout 1`, which may outlive this call: §Waiting reserve).
+    async fn wait_until(&mut self, deadline: Instant) -> QueueResult<Option<Reserved>> {
+        let i = match self.conns.iter().position(Connection::is_waiting) {
+            Some(i) => i,
+            None => {
+                let i = self.cursor;
+                self.cursor = (self.cursor + 1) % self.conns.len();
+                i
+            }
+        };
+        match self.conns[i].reserve_until(WAIT_SLICE_SECS, deadline).await {
             Ok(Some(job)) => self.reserved(i, job).await.map(Some),
             Ok(None) => Ok(None),
             Err(e) if e.server_error() == Some(&ServerError::DeadlineSoon) => {
-                tokio::time::sleep(POLL_PAUSE).await;
+                tokio::time::sleep_until(deadline.min(Instant::now() + POLL_PAUSE)).await;
                 Ok(None)
             }
             // A dead server: the next poll round finds out whether any is alive.
@@ -544,17 +561,11 @@ impl Consumer for BeanstalkdConsumer {
             if let Some(job) = self.poll_round().await? {
                 return Ok(Some(job));
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(None);
             }
-            let left = deadline - now;
-            if left >= Duration::from_secs(u64::from(WAIT_SLICE_SECS)) {
-                if let Some(job) = self.wait_on_next().await? {
-                    return Ok(Some(job));
-                }
-            } else {
-                tokio::time::sleep(left.min(POLL_PAUSE)).await;
+            if let Some(job) = self.wait_until(deadline).await? {
+                return Ok(Some(job));
             }
         }
     }
