@@ -1,0 +1,232 @@
+"""The `geyser` command, run for real as a subprocess (`python -m geyser ...` and the installed
+`geyser` script) against real worker processes and a real store, on the embedded queue and on
+beanstalkd: every command, and the errors an operator meets (one line on stderr, non-zero exit)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+import geyser
+import jobs_for_tests  # noqa: F401  (registers the job types)
+from conftest import free_port, run_worker, worker_env
+from geyser.config import client
+
+MODULE = ["-m", "jobs_for_tests"]
+
+
+def _argv(args: tuple[str, ...], script: bool) -> list[str]:
+    if not script:
+        return [sys.executable, "-m", "geyser", *args]
+    exe = shutil.which("geyser")
+    if exe is None:
+        pytest.fail("the geyser script is not installed: run `pip install -e .`")
+    return [exe, *args]
+
+
+def geyser_cmd(*args: str, script: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m geyser ARGS` (or the installed script) to completion."""
+    return subprocess.run(_argv(args, script), env=worker_env(env), capture_output=True, text=True, timeout=60)
+
+
+def ok(*args: str, script: bool = False) -> str:
+    """Run the command; it must succeed; its standard output."""
+    done = geyser_cmd(*args, script=script)
+    assert done.returncode == 0, f"geyser {' '.join(args)} exited {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
+def refused(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run the command; it must exit 1 with one line on stderr and no traceback; that line."""
+    done = geyser_cmd(*args, env=env)
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geyser: error: "), done.stderr
+    return lines[0]
+
+
+def doc(uuid: str) -> dict[str, Any]:
+    raw = client().get(uuid)
+    assert raw is not None, f"job {uuid} is gone"
+    return json.loads(raw)
+
+
+def failed_job(**values: object) -> str:
+    """A FailJob that crashed on each of its 3 attempts (a worker ran it)."""
+    uuid = geyser.make_base_job({"mode": "crash", **values}, "fail").enqueue()
+    assert run_worker().returncode == 0
+    assert doc(uuid)["status"] == "failed"
+    return uuid
+
+
+def test_enqueue_then_ls_and_show_after_a_worker_ran_it(backend: dict[str, str]) -> None:
+    uuid = ok("enqueue", *MODULE, "echo", '{"message": "hi"}', script=True).strip()
+    assert doc(uuid)["status"] == "queued" and doc(uuid)["message"] == "hi"
+    assert run_worker().returncode == 0
+
+    table = ok("jobs", "ls", script=True)
+    row = next(line for line in table.splitlines() if uuid in line)
+    assert row.split()[1:5] == ["echo", "succeeded", "100%", "1"] and "attempt 1: hi" in row, table
+
+    listed = json.loads(ok("jobs", "ls", "--json"))
+    assert [d["uuid"] for d in listed] == [uuid] and listed[0]["resultString"] == "HI"
+
+    shown = ok("jobs", "show", uuid)
+    for expected in (f"uuid:          {uuid}", "status:        succeeded", "code 0 HI", "attempt 1: hi",
+                     '"message": "hi"'):
+        assert expected in shown, shown
+    assert json.loads(ok("jobs", "show", uuid, "--json")) == doc(uuid)
+
+
+def test_enqueue_with_delay_and_priority(backend: dict[str, str]) -> None:
+    uuid = ok("enqueue", *MODULE, "echo", '{"message": "later"}', "--delay", "300", "--priority", "7").strip()
+    assert doc(uuid)["queueKwargs"]["priority"] == 7
+    stats = json.loads(ok("queues", "echo", "--json"))
+    assert [(s["name"], s["ready"], s["delayed"]) for s in stats] == [("echo", 0, 1)]
+
+
+def test_ls_pages_in_uuid_order_with_filters(backend: dict[str, str]) -> None:
+    echoes = sorted(geyser.make_base_job({"message": str(i)}, "echo").enqueue() for i in range(5))
+    step = geyser.make_base_job({}, "step").enqueue()
+    seen: list[str] = []
+    command = ["jobs", "ls", "--type", "echo", "--limit", "2"]
+    for _ in range(4):
+        lines = ok(*command).splitlines()
+        seen += [line.split()[0] for line in lines[1:] if not line.startswith("next page")]
+        hint = [line for line in lines if line.startswith("next page: geyser ")]
+        if not hint:
+            break
+        command = hint[0].removeprefix("next page: geyser ").split()
+    assert seen == echoes
+    assert [d["uuid"] for d in json.loads(ok("jobs", "ls", "--status", "queued", "--type", "step", "--json"))] == [step]
+    assert json.loads(ok("jobs", "ls", "--status", "succeeded", "--json")) == []
+
+
+def test_show_a_failed_job_lists_its_errors_and_the_last_traceback(backend: dict[str, str]) -> None:
+    uuid = failed_job()
+    shown = ok("jobs", "show", uuid)
+    assert "status:        failed" in shown
+    errors = [line for line in shown.splitlines() if '"exception"  ZeroDivisionError' in line]
+    assert [line.split()[2] for line in errors] == ["1", "2", "3"], shown
+    assert "last error's traceback:" in shown and "Traceback (most recent call last):" in shown
+    assert 'raise ZeroDivisionError("crashed on purpose")' in shown
+
+
+@pytest.mark.parametrize(("job", "values", "status", "code"), [
+    ("slow", {"seconds": 1.0}, "succeeded", 0),
+    ("fail", {"mode": "finish"}, "failed", 1),
+])
+def test_watch_follows_a_job_until_it_ends(backend: dict[str, str], job: str, values: dict[str, Any], status: str,
+                                           code: int) -> None:
+    uuid = geyser.make_base_job(values, job).enqueue()
+    watcher = subprocess.Popen(_argv(("jobs", "watch", uuid), False), env=worker_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert run_worker().returncode == 0
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == code, (out, err)
+    assert f"job {uuid} {status}" in out
+
+
+def test_watch_a_cancelled_job_exits_2_and_an_unknown_one_1(backend: dict[str, str]) -> None:
+    uuid = geyser.make_base_job({"message": "x"}, "echo").enqueue()
+    assert ok("jobs", "cancel", uuid).strip() == f"{uuid}: cancelled"
+    done = geyser_cmd("jobs", "watch", uuid)
+    assert done.returncode == 2 and f"job {uuid} cancelled" in done.stdout
+    assert "job no-such-uuid not found" in refused("jobs", "watch", "no-such-uuid")
+
+
+def test_cancel_a_running_job_asks_its_worker(backend: dict[str, str]) -> None:
+    uuid = geyser.make_base_job({"seconds": 30}, "slow").enqueue()
+    worker = subprocess.Popen(_argv(("worker", "--burst", "-c", "1", *MODULE), False), env=worker_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while doc(uuid)["status"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        assert "cancel requested" in ok("jobs", "cancel", uuid)
+        assert worker.wait(30) == 0
+    finally:
+        worker.kill()
+    assert doc(uuid)["status"] == "cancelled"
+    assert ok("jobs", "cancel", uuid).strip() == f"{uuid}: cancelled"
+
+
+def test_retry_one_then_every_failed_of_a_type(backend: dict[str, str]) -> None:
+    first, second = failed_job(succeed_on=4), failed_job(succeed_on=4)
+    assert ok("jobs", "retry", first).strip() == f"{first}: queued (attempts 3)"
+    out = ok("jobs", "retry", "--failed", "--type", "fail", script=True)
+    assert out.splitlines() == [f"{second}: queued (attempts 3)", "retried 1 job(s)"]
+    assert run_worker().returncode == 0
+    for uuid in (first, second):
+        assert (doc(uuid)["status"], doc(uuid)["attempts"]) == ("succeeded", 4)
+    assert "is succeeded" in refused("jobs", "retry", first)
+    assert "give either a UUID or --failed" in refused("jobs", "retry")
+
+
+def test_delete_only_a_finished_job(backend: dict[str, str]) -> None:
+    uuid = geyser.make_base_job({"message": "x"}, "echo").enqueue()
+    line = refused("jobs", "delete", uuid)
+    assert "queued" in line and "geyser jobs cancel UUID" in line
+    assert run_worker().returncode == 0
+    assert "is succeeded: only a queued or running job can be cancelled" in refused("jobs", "cancel", uuid)
+    assert ok("jobs", "delete", uuid).strip() == f"{uuid}: deleted"
+    assert client().get(uuid) is None
+    assert f"job {uuid} not found" in refused("jobs", "show", uuid)
+
+
+def test_queues_counts_and_kick(backend: dict[str, str]) -> None:
+    uuid = failed_job(succeed_on=4)
+    geyser.make_base_job({"message": "x"}, "echo").enqueue()
+    table = ok("queues", *MODULE)
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert rows == {"echo": ["1", "0", "0", "0"], "fail": ["0", "0", "0", "1"], "slow": ["0"] * 4,
+                    "steps": ["0"] * 4}, table
+    assert ok("queues", "kick", "fail", "5").strip() == "kicked 1 job(s) in fail"
+    assert json.loads(ok("queues", "stats", "fail", "--json"))[0]["ready"] == 1
+    assert run_worker().returncode == 0
+    assert doc(uuid)["status"] == "succeeded"
+    assert "no queues to show" in refused("queues")
+
+
+def test_worker_server_and_maintenance_take_their_own_arguments(backend: dict[str, str]) -> None:
+    uuid = geyser.make_base_job({"message": "x"}, "echo").enqueue()
+    ok("worker", "--burst", "-c", "1", *MODULE, script=True)
+    assert doc(uuid)["status"] == "succeeded"
+    assert "python -m geyser.server" in ok("server", "--help")
+    assert "python -m geyser.maintenance" in ok("maintenance", "--help")
+    assert ok("maintenance", "--min-age", "0").startswith("requeued 0, recovered 0, purged 0")
+
+
+@pytest.mark.parametrize("command", [
+    [], ["jobs"], ["jobs", "ls"], ["jobs", "show"], ["jobs", "watch"], ["jobs", "retry"], ["jobs", "cancel"],
+    ["jobs", "delete"], ["queues"], ["queues", "stats"], ["queues", "kick"], ["enqueue"], ["worker"],
+])
+def test_every_help_shows_an_example(embedded: str, command: list[str]) -> None:
+    out = ok(*command, "--help")
+    assert re.search(r"example:\n +(geyser|python -m geyser\.)\S* ", out), out
+
+
+def test_errors_are_one_line_that_says_what_to_do(backend: dict[str, str]) -> None:
+    assert "`geyser jobs ls` lists" in refused("jobs", "show", "0b6f1c2e-0d5f-4a57-9a55-61f1d0a3c2b4")
+    assert "JSON is not valid" in refused("enqueue", *MODULE, "echo", '{"message": ')
+    assert "JSON must be an object" in refused("enqueue", *MODULE, "echo", "[1]")
+    schema = refused("enqueue", *MODULE, "echo", '{"count": "many"}')
+    assert "message: Missing data for required field." in schema and "count: Not a valid integer." in schema
+    unknown = refused("enqueue", "echo", "{}")
+    assert "unknown job type 'echo'" in unknown and "-m MODULE" in unknown
+    assert "cannot import job module 'no_such_module'" in refused("jobs", "ls", "-m", "no_such_module")
+    store_down = f"postgresql://127.0.0.1:{free_port()}/geyser"
+    assert "check that the queue and store are up" in refused("jobs", "ls", env={"GEYSER_STORE_URL": store_down})
+    queue_down = f"beanstalkd://127.0.0.1:{free_port()}"
+    assert "queue server" in refused("queues", "echo", env={"GEYSER_QUEUE_URL": queue_down})
