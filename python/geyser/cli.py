@@ -21,9 +21,10 @@ from typing import Any, NoReturn
 
 import click
 from marshmallow import ValidationError
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from geyser import registry
 from geyser.config import client
@@ -41,6 +42,8 @@ WATCH_FIRST_POLL = 0.1
 WATCH_MAX_POLL = 1.0
 #: A page of ``geyser jobs retry --failed``.
 RETRY_PAGE = 100
+#: Line width when standard output is not a terminal: wide enough never to cut a row.
+PIPE_WIDTH = 500
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 WHERE = "GEYSER_QUEUE_URL / GEYSER_STORE_URL"
 
@@ -53,8 +56,21 @@ class CliError(Exception):
 
 
 def _console() -> Console:
-    """Standard output; wide enough for uuids when it is not a terminal."""
-    return Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
+    """Standard output: the terminal's width, or lines that never wrap into a pipe or file."""
+    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH, highlight=False)
+
+
+def show(*renderables: RenderableType) -> None:
+    """Print tables and plain text (never read as rich markup), without trailing blanks."""
+    console = _console()
+    with console.capture() as captured:
+        for renderable in renderables:
+            console.print(renderable, markup=False, soft_wrap=isinstance(renderable, str))
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _row(table: Table, *values: object) -> None:
+    table.add_row(*(Text(str(v)) for v in values))
 
 
 def _explain(e: Exception) -> str:
@@ -216,7 +232,7 @@ def jobs() -> None:
     """
 
 
-def _job_row(doc: dict[str, Any], now: float) -> list[str]:
+def _job_row(doc: dict[str, Any], now: float) -> list[object]:
     return [doc["uuid"], doc.get("jobType", ""), doc.get("status", ""), f"{(doc.get('completeness') or 0):.0%}",
             str(doc.get("attempts", 0)), age(doc.get("createdAt"), now), last_event(doc)]
 
@@ -251,14 +267,12 @@ def jobs_ls(status: str | None, job_type: str | None, limit: int, after: str | N
         if hint:
             click.echo(hint, err=True)
         return
-    table = Table("uuid", "type", "status", "done", "attempts", "age", "last event", box=None, pad_edge=False)
+    table = Table(Column("uuid", no_wrap=True, min_width=36), "type", "status", "done", "attempts", "age",
+                  "last event", box=None, pad_edge=False)
     now = time.time()
     for doc in page:
-        table.add_row(*_job_row(doc, now))
-    console = _console()
-    console.print(table if page else "no jobs")
-    if hint:
-        console.print(hint, highlight=False, soft_wrap=True)
+        _row(table, *_job_row(doc, now))
+    show(table if page else "no jobs", *([hint] if hint else []))
 
 
 def _own_fields(doc: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +280,7 @@ def _own_fields(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in INTERNAL_FIELDS and k != "version"}
 
 
-def _show_document(doc: dict[str, Any], console: Console) -> None:
+def _show_document(doc: dict[str, Any]) -> None:
     summary = Table.grid(padding=(0, 2))
     queue = (doc.get("queueKwargs") or {}).get("queue", "")
     for name, value in (
@@ -280,23 +294,23 @@ def _show_document(doc: dict[str, Any], console: Console) -> None:
         ("result", f"code {json.dumps(doc.get('resultCode'))} {doc.get('resultString') or ''}".rstrip()),
         ("fields", json.dumps(_own_fields(doc))),
     ):
-        summary.add_row(f"{name}:", str(value))
-    console.print(summary, highlight=False)
+        _row(summary, f"{name}:", value)
+    parts: list[RenderableType] = [summary]
     events, errors = doc.get("events") or [], doc.get("errors") or []
     if events:
         table = Table("time", "action", "event", title="events", title_justify="left", box=None, pad_edge=False)
         for e in events:
-            table.add_row(when(e.get("at")), e.get("action") or "", e.get("msg", ""))
-        console.print(table, highlight=False)
+            _row(table, when(e.get("at")), e.get("action") or "", e.get("msg", ""))
+        parts.append(table)
     if errors:
         table = Table("time", "attempt", "code", "error", title="errors", title_justify="left", box=None, pad_edge=False)
         for e in errors:
-            table.add_row(when(e.get("at")), str(e.get("attempt", "")), json.dumps(e.get("errorCode")), e.get("msg", ""))
-        console.print(table, highlight=False)
+            _row(table, when(e.get("at")), e.get("attempt", ""), json.dumps(e.get("errorCode")), e.get("msg", ""))
+        parts.append(table)
         traceback = errors[-1].get("traceback")
         if traceback:
-            console.print("last error's traceback:", highlight=False)
-            console.print(traceback.rstrip(), highlight=False, markup=False, soft_wrap=True)
+            parts += ["last error's traceback:", traceback.rstrip()]
+    show(*parts)
 
 
 @jobs.command("show")
@@ -314,7 +328,7 @@ def jobs_show(uuid: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    _show_document(doc, _console())
+    _show_document(doc)
 
 
 def _poll(uuid: str) -> Iterator[dict[str, Any]]:
@@ -342,8 +356,8 @@ def jobs_watch(uuid: str) -> None:
       geyser jobs watch 0b6f1c2e-0d5f-4a57-9a55-61f1d0a3c2b4 && echo done
     """
     console = _console()
-    columns = (TextColumn("{task.fields[status]:<9}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[event]}"))
+    columns = (TextColumn("{task.fields[status]:<9}", markup=False), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[event]}", markup=False))
     doc: dict[str, Any] = {}
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(uuid, total=1.0, status="", event="")
@@ -351,7 +365,7 @@ def jobs_watch(uuid: str) -> None:
             progress.update(task, completed=doc.get("completeness") or 0, status=doc.get("status", ""),
                             event=last_event(doc))
     status = doc.get("status", "")
-    console.print(f"job {uuid} {status}: {last_event(doc) or '-'}", highlight=False, markup=False, soft_wrap=True)
+    show(f"job {uuid} {status}: {last_event(doc) or '-'}")
     sys.exit(WATCH_EXIT[status])
 
 
@@ -491,8 +505,8 @@ def queues_stats(names: tuple[str, ...], as_json: bool) -> None:
         return
     table = Table("queue", "ready", "delayed", "reserved", "buried", box=None, pad_edge=False)
     for s in stats:
-        table.add_row(str(s["name"]), *(str(s[k]) for k in ("ready", "delayed", "reserved", "buried")))
-    _console().print(table)
+        _row(table, s["name"], *(s[k] for k in ("ready", "delayed", "reserved", "buried")))
+    show(table)
 
 
 @queues.command("kick")
