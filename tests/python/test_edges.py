@@ -313,3 +313,29 @@ def test_an_entry_that_is_no_job_is_buried_and_quoted_short(beanstalkd: Any) -> 
     assert "50011 bytes" in lines[0]
     assert client().stats_tube("echo")["buried"] == 1
     assert stored(kept)["status"] == "succeeded"
+
+
+def test_the_new_operations_refuse_careless_input_clearly(embedded: str) -> None:
+    ghost = geyser.make_base_job({"message": "never enqueued"}, "echo")
+    for call in (ghost.retry, ghost.delete, lambda: ghost.wait(timeout=1)):
+        with pytest.raises(geyser.JobNotFound, match=ghost.uuid):
+            call()
+    with pytest.raises(geyser.errors.InvalidDocument, match="bad tube name"):
+        geyser.kick("no spaces allowed", 1)
+    assert geyser.kick("a_queue_nobody_used", 5) == 0
+    queued = geyser.make_base_job({"message": "x"}, "echo")
+    queued.enqueue()
+    with pytest.raises(geyser.WaitTimeout):
+        queued.wait(timeout=0)
+    with pytest.raises(geyser.WaitTimeout):
+        queued.wait(timeout=-5)
+
+    async def async_forms() -> None:
+        with pytest.raises(geyser.JobNotFound):
+            await ghost.retry_async()
+        with pytest.raises(geyser.InvalidTransition, match="queued"):
+            await queued.delete_async()
+        with pytest.raises(geyser.WaitTimeout):
+            await queued.wait_async(timeout=0)
+
+    asyncio.run(async_forms())
