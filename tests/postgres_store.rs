@@ -162,32 +162,6 @@ async fn read_then_write_starts_over_when_another_process_wrote_in_between() {
     assert_eq!(store.get(&doc.uuid).await.expect("get").map(|d| (d.attempts, d.version)), Some((6, 3)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_updates_let_exactly_one_writer_win() {
-    let (store, _schema) = postgres_store().await;
-    let doc = store.create(&document(&job_type("race"))).await.expect("create");
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let (store, mut doc) = (store.clone(), doc.clone());
-        tasks.push(tokio::spawn(async move {
-            doc.completeness = f64::from(i) / 10.0;
-            store.update(&doc).await
-        }));
-    }
-    let mut wins = 0;
-    for task in tasks {
-        match task.await.expect("writer") {
-            Ok(d) => {
-                wins += 1;
-                assert_eq!(d.version, 2);
-            }
-            Err(StoreError::Conflict { expected: 1, .. }) => {}
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
-    assert_eq!(wins, 1);
-}
-
 /// A 1 MiB document and text from many scripts, escapes and control characters come back as written.
 #[tokio::test]
 async fn large_and_unicode_documents_round_trip() {

@@ -24,7 +24,8 @@ macro_rules! store_contract_tests {
                 stale_update_conflicts, update_of_missing_is_not_found, fixed_fields_are_kept, delete, list_filters,
                 list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
                 lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
-                import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document);
+                import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document,
+                concurrent_updates_let_exactly_one_writer_win);
         }
     };
     (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
@@ -359,4 +360,28 @@ pub async fn delete_at_version_refuses_a_newer_document(s: &dyn Store) {
     let err = s.delete_at_version(&doc.uuid, newer.version).await.expect_err("second delete");
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     assert!(s.get(&doc.uuid).await.expect("get").is_none());
+}
+
+/// Eight writers update the same version at once: exactly one wins, the others conflict.
+pub async fn concurrent_updates_let_exactly_one_writer_win(s: &dyn Store) {
+    let doc = create(s, &document(&job_type("race"))).await;
+    let update = |i: u8| {
+        let mut doc = doc.clone();
+        doc.completeness = f64::from(i) / 10.0;
+        async move { s.update(&doc).await }
+    };
+    let results = tokio::join!(update(0), update(1), update(2), update(3), update(4), update(5), update(6), update(7));
+    let results = [results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7];
+    let mut wins = 0;
+    for result in results {
+        match result {
+            Ok(d) => {
+                wins += 1;
+                assert_eq!(d.version, 2);
+            }
+            Err(StoreError::Conflict { expected: 1, .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
 }
