@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,22 @@ def start_worker(*args: str) -> subprocess.Popen[str]:
     """Start `python -m geyser.worker -m jobs_for_tests ARGS` in the background."""
     cmd = [sys.executable, "-m", "geyser.worker", "-m", "jobs_for_tests", *args]
     return subprocess.Popen(cmd, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(what: str, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Call `pred` until it returns something truthy and return that; fail naming `what`
+    after `timeout` seconds. The one way tests wait for something to happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def job(uuid: str) -> geyser.BaseJob:
+    """The stored job `uuid`; fails the test when it is gone."""
+    found = geyser.get_base_job(uuid)
+    assert found is not None, f"job {uuid} is gone"
+    return found

@@ -19,7 +19,7 @@ import beta_jobs  # noqa: F401  (registers "beta" in this producer process)
 import edge_jobs
 import jobs_for_tests  # noqa: F401  (registers "echo")
 import geyser
-from conftest import run_worker, worker_env
+from conftest import run_worker, wait_for, worker_env
 from geyser.config import client
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -29,17 +29,6 @@ def stored(uuid: str) -> dict[str, Any]:
     doc = client().get(uuid)
     assert doc is not None, f"job {uuid} is gone"
     return json.loads(doc)
-
-
-def poll(what: str, check: Any, timeout: float = 30.0) -> Any:
-    """Call `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- 1. what enqueue accepts, a worker can load ------------------------------------------------
@@ -183,7 +172,7 @@ def test_a_worker_leaves_other_applications_jobs_alone(embedded: str) -> None:
     cmd = [sys.executable, "-m", "geyser.worker", "-c", "1", "-m", "edge_jobs"]
     alpha_only = subprocess.Popen(cmd, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        poll("the alpha-only worker to release the beta job",
+        wait_for("the alpha-only worker to release the beta job",
              lambda: any(e["action"] == "unknown-type-released" for e in stored(uuid)["events"]))
     finally:
         alpha_only.terminate()

@@ -18,7 +18,7 @@ import pytest
 
 import geyser
 from geyser.config import client
-from conftest import run_worker, worker_env
+from conftest import job, run_worker, wait_for, worker_env
 
 import engine_jobs  # noqa: F401  (registers the job classes in this process)
 
@@ -75,21 +75,6 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Workers]]:
         if w.proc.poll() is None:
             w.kill_all()
         w.log_file.close()
-
-
-def wait_for(what: str, pred: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def job(uuid: str) -> geyser.BaseJob:
-    found = geyser.get_base_job(uuid)
-    assert found is not None
-    return found
 
 
 def status_is(uuid: str, *statuses: str) -> Callable[[], bool]:

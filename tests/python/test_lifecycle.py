@@ -10,19 +10,13 @@ import pytest
 import geyser
 from geyser.config import client
 import jobs_for_tests  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import EVERY_BACKEND, run_worker
+from conftest import EVERY_BACKEND, job, run_worker
 
 pytestmark = pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 
 
 def enqueue(job_type: str, **values: object) -> str:
     return geyser.make_base_job(values, job_type).enqueue()
-
-
-def job(uuid: str) -> geyser.BaseJob:
-    found = geyser.get_base_job(uuid)
-    assert found is not None
-    return found
 
 
 def test_success_records_progress_and_result(backend: dict[str, str]) -> None:

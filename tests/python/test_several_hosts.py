@@ -15,9 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid as uuids
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import greenstalk
@@ -26,7 +25,7 @@ import pytest
 import geyser
 from geyser.config import client
 import hosts_jobs  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import HERE, POSTGRES_URL, Beanstalkd, NetworkStore, free_port
+from conftest import HERE, POSTGRES_URL, Beanstalkd, NetworkStore, free_port, job, wait_for
 from test_examples import ROOT, live_members, readme_block
 
 GROUP_SIZE = 2
@@ -104,21 +103,6 @@ class Group(Host):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
-
-
-def wait_for(what: str, pred: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def job(uuid: str) -> geyser.BaseJob:
-    found = geyser.get_base_job(uuid)
-    assert found is not None
-    return found
 
 
 def pid_of(j: geyser.BaseJob) -> int:
