@@ -509,6 +509,7 @@ def make_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     watch_interval: float = 0.5,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    dashboard: bool = True,
     **settings: Any,
 ) -> GeyserApplication:
     """A Tornado Application serving ``routes()`` at the root, with JSON 404s elsewhere.
@@ -516,9 +517,15 @@ def make_app(
     Arguments as for ``routes``; ``header_timeout``: seconds a client may take to send
     a request's head before ``app.listen(...)``'s server closes its connection (a server
     you build yourself takes it as ``HTTPServer(app, idle_connection_timeout=...)``).
-    ``settings`` go to ``tornado.web.Application``.
+    ``dashboard``: also serve the HTML dashboard (``geyser.dashboard``) under ``/dashboard``,
+    with ``/`` redirecting there. ``settings`` go to ``tornado.web.Application``.
     """
     handlers = routes(token=token, max_body_size=max_body_size, watch_interval=watch_interval)
+    if dashboard:
+        from geyser.dashboard import routes as dashboard_routes  # it imports this module
+
+        handlers += [tornado.web.url("/", tornado.web.RedirectHandler, {"url": "/dashboard/", "permanent": False}),
+                     *dashboard_routes("/dashboard", token=token, watch_interval=watch_interval)]
     settings.setdefault("default_handler_class", NotFoundHandler)
     settings.setdefault("default_handler_args", dict(handlers[0].kwargs))
     return GeyserApplication(handlers, header_timeout=header_timeout, **settings)
