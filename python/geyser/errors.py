@@ -16,6 +16,8 @@ from geyser._core import (
     InvalidDocument,
     InvalidTransition,
     JobNotFound,
+    QueueUnavailable,
+    StoreUnavailable,
 )
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "InvalidTransition",
     "JobCancelled",
     "JobNotFound",
+    "QueueUnavailable",
+    "StoreUnavailable",
     "UnknownJobType",
     "WaitTimeout",
     "WFError",

@@ -16,6 +16,8 @@ create_exception!(_core, ConfigError, GeyserError, "A queue or store URL is wron
 create_exception!(_core, ConflictError, GeyserError, "The job changed since it was read; reload() and try again.");
 create_exception!(_core, JobNotFound, GeyserError, "No job with that uuid.");
 create_exception!(_core, BackendError, GeyserError, "The queue or store failed or went away.");
+create_exception!(_core, StoreUnavailable, BackendError, "The store failed or went away.");
+create_exception!(_core, QueueUnavailable, BackendError, "The queue failed or went away.");
 create_exception!(_core, InvalidDocument, GeyserError, "A job document is not valid.");
 create_exception!(
     _core,
@@ -32,7 +34,7 @@ pub fn store_err(e: StoreError) -> PyErr {
         | StoreError::Corrupt { .. }
         | StoreError::Inconsistent { .. }
         | StoreError::FixedField { .. } => InvalidDocument::new_err(e.to_string()),
-        _ => BackendError::new_err(e.to_string()),
+        _ => StoreUnavailable::new_err(e.to_string()),
     }
 }
 
@@ -41,7 +43,7 @@ pub fn queue_err(e: QueueError) -> PyErr {
         QueueError::JobTooBig { .. } | QueueError::BadTube(_) | QueueError::BadJobId(_) => {
             InvalidDocument::new_err(e.to_string())
         }
-        _ => BackendError::new_err(e.to_string()),
+        _ => QueueUnavailable::new_err(e.to_string()),
     }
 }
 

@@ -25,6 +25,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
     m.add("JobNotFound", py.get_type::<errors::JobNotFound>())?;
     m.add("BackendError", py.get_type::<errors::BackendError>())?;
+    m.add("StoreUnavailable", py.get_type::<errors::StoreUnavailable>())?;
+    m.add("QueueUnavailable", py.get_type::<errors::QueueUnavailable>())?;
     m.add("InvalidDocument", py.get_type::<errors::InvalidDocument>())?;
     m.add("InvalidTransition", py.get_type::<errors::InvalidTransition>())?;
     m.add("default_sqlite_path", crate::config::default_sqlite_path())?;

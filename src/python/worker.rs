@@ -159,7 +159,8 @@ impl PyAttempt {
         self.with(|a| a.is_lost())
     }
 
-    /// End the attempt: save the final document, then settle the queue entry.
+    /// End the attempt: save the final document, then settle the queue entry; returns the
+    /// job's status as saved ("queued" when it will run again).
     #[pyo3(signature = (doc_json, outcome, at=None, code_json=None, msg=None, traceback=None))]
     #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python method
     fn finish(
@@ -171,7 +172,7 @@ impl PyAttempt {
         code_json: Option<&str>,
         msg: Option<String>,
         traceback: Option<String>,
-    ) -> PyResult<()> {
+    ) -> PyResult<&'static str> {
         let doc = parse_doc(doc_json)?;
         let outcome = outcome_from(outcome, at, code_json, msg, traceback)?;
         let attempt = self
@@ -180,8 +181,8 @@ impl PyAttempt {
             .map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
-        drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
-        Ok(())
+        let saved = drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
+        Ok(saved.status.as_str())
     }
 }
 
