@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import marshmallow
 from marshmallow import Schema, ValidationError
 
-from geyser import _core, registry
+from geyser import _core, metrics, registry
 from geyser.config import client
 from geyser.errors import JobCancelled, WaitTimeout
 from geyser.watch import get_progress_async, watch_async
@@ -349,13 +349,17 @@ class BaseJob:
         reservation lasts without a heartbeat.
         """
         doc = self._prepare_enqueue(priority, ttr)
-        self._apply_lifecycle(client().enqueue(doc, float(delay)))
+        with metrics.counting_errors("enqueue"):
+            self._apply_lifecycle(client().enqueue(doc, float(delay)))
+        metrics.enqueued(self.jobType, self.QUEUE_NAME)
         return self.uuid
 
     async def enqueue_async(self, delay: float = 0, priority: int | None = None, ttr: float | None = None) -> str:
         """``enqueue`` for asyncio/Tornado code: never blocks the event loop."""
         doc = self._prepare_enqueue(priority, ttr)
-        self._apply_lifecycle(await client().enqueue_async(doc, float(delay)))
+        with metrics.counting_errors("enqueue"):
+            self._apply_lifecycle(await client().enqueue_async(doc, float(delay)))
+        metrics.enqueued(self.jobType, self.QUEUE_NAME)
         return self.uuid
 
     def save(self) -> None:
@@ -386,20 +390,32 @@ class BaseJob:
 
     def cancel(self) -> None:
         """Request cancellation: a queued job never starts; a running one is stopped."""
-        self._apply_document(client().cancel(self.uuid))
+        with metrics.counting_errors("cancel"):
+            doc = client().cancel(self.uuid)
+        self._apply_document(doc)
+        metrics.cancel_requested(json.loads(doc))
 
     async def cancel_async(self) -> None:
         """``cancel`` for asyncio code."""
-        self._apply_document(await client().cancel_async(self.uuid))
+        with metrics.counting_errors("cancel"):
+            doc = await client().cancel_async(self.uuid)
+        self._apply_document(doc)
+        metrics.cancel_requested(json.loads(doc))
 
     def retry(self) -> None:
         """Queue a failed (or buried) or cancelled job again, with its retry budget renewed;
         its attempts, events and errors are kept. ``InvalidTransition`` for any other status."""
-        self._apply_document(client().retry(self.uuid))
+        with metrics.counting_errors("retry"):
+            doc = client().retry(self.uuid)
+        self._apply_document(doc)
+        metrics.retried(json.loads(doc))
 
     async def retry_async(self) -> None:
         """``retry`` for asyncio code."""
-        self._apply_document(await client().retry_async(self.uuid))
+        with metrics.counting_errors("retry"):
+            doc = await client().retry_async(self.uuid)
+        self._apply_document(doc)
+        metrics.retried(json.loads(doc))
 
     def delete(self) -> None:
         """Forget a finished job (succeeded, failed or cancelled) and its queue entry.

@@ -2,6 +2,7 @@
 
     python -m geyser.server [--port 8000] [--address 127.0.0.1] [-m jobs.my_job ...]
                             [--max-body-size BYTES] [--header-timeout SECONDS]
+                            [--log-level LEVEL] [--log-format text|json]
 
 Imports the ``-m/--module`` job modules and then ``geyser.registry.JOB_MODULES`` so
 POST knows the job types. ``GEYSER_API_TOKEN``, when set, is the bearer token
@@ -18,7 +19,7 @@ import os
 import signal
 import sys
 
-from geyser import registry
+from geyser import logs, registry
 from geyser.config import client
 from geyser.web import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY_SIZE, make_app
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds a client may take to send a request's line and headers, and a "
                         f"keep-alive connection may stay idle, before it is closed (default {DEFAULT_HEADER_TIMEOUT:g})")
     p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="log lines as text, or as one JSON object each (default text)")
     args = p.parse_args(argv)
     if not args.header_timeout > 0:
         p.error(f"--header-timeout must be a positive number of seconds, not {args.header_timeout}")
@@ -71,7 +74,7 @@ async def serve(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, import job modules, serve."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     registry.import_job_modules(args.module)

@@ -8,8 +8,10 @@ dying young, unless a job it ran was the cause), records on the job a child died
 running how it died (``geyser._core.record_crash``, from the child's ledger, see
 ``geyser.ledger``), stops with the message when a child cannot start as configured,
 passes SIGTERM/SIGINT on to the children, and runs the maintenance sweep periodically.
-It runs no jobs; it touches the store and queue only through the sweep, crash records
-and (``--burst``) queue statistics.
+With ``--metrics-port`` it gives the children a private ``PROMETHEUS_MULTIPROC_DIR`` and
+serves the sum of their metrics (``geyser.metrics``). It runs no jobs; it touches the
+store and queue only through the sweep, crash records and queue statistics (``--burst``,
+the metrics' queue depths).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from geyser import _core, maintenance, registry
+from geyser import _core, maintenance, metrics, registry
 from geyser.config import client
 from geyser.errors import ConfigError, GeyserError
 from geyser.ledger import LedgerEntry, read_ledger
@@ -87,6 +89,11 @@ class Supervisor:
         # (a launcher script's directory, paths it added).
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         self.child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        #: Where the children write their metrics (--metrics-port), removed at exit.
+        self.metrics_dir: str | None = None
+        if args.metrics_port is not None:
+            self.metrics_dir = tempfile.mkdtemp(prefix="geyser-metrics-")
+            self.child_env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         self.slots = [Slot() for _ in range(args.concurrency)]
         self.signals = 0
         self.kill_at: float | None = None
@@ -121,6 +128,8 @@ class Supervisor:
         code = slot.proc.returncode
         pid, slot.proc = slot.proc.pid, None
         state = read_ledger(self.ledger_dir, pid)
+        if self.metrics_dir is not None:
+            metrics.worker_process_dead(pid, self.metrics_dir)
         if code == EXIT_CONFIG:
             self.stop_for(state.config_error or f"worker process {pid} cannot start as configured (see its log above)")
             return
@@ -203,18 +212,31 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until every child has exited after a signal (or, with --burst, the
         queues are empty); EXIT_CONFIG when a child cannot start as configured."""
+        stop_metrics = None
         try:
-            client()
-        except ConfigError as e:
-            log.error("cannot start: %s", e)
-            return EXIT_CONFIG
-        signal.signal(signal.SIGTERM, self.on_signal)
-        signal.signal(signal.SIGINT, self.on_signal)
-        log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
-        try:
+            try:
+                client()
+            except ConfigError as e:
+                log.error("cannot start: %s", e)
+                return EXIT_CONFIG
+            if self.metrics_dir is not None:
+                address, port = self.args.metrics_address, self.args.metrics_port
+                try:
+                    stop_metrics = metrics.serve_worker_metrics(address, port, self.metrics_dir, self.queues)
+                except OSError as e:
+                    log.error("cannot start: --metrics-port %d on %s: %s", port, address, e)
+                    return EXIT_CONFIG
+                log.info("supervisor %d: metrics on http://%s:%d/metrics", os.getpid(), address, port)
+            signal.signal(signal.SIGTERM, self.on_signal)
+            signal.signal(signal.SIGINT, self.on_signal)
+            log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
             return self._loop()
         finally:
+            if stop_metrics is not None:
+                stop_metrics()
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _loop(self) -> int:
         while True:

@@ -7,7 +7,7 @@
     DELETE /jobs/<uuid>          request cancellation → 202 (409 once the job has finished)
     POST   /jobs/<uuid>/retry    queue a failed job again → 202 (409 when it is not failed)
     GET    /healthz              store and queue reachable
-    GET    /metrics              Prometheus gauges of the registered job classes' queues
+    GET    /metrics              Prometheus metrics of this process and the job classes' queue depths
 
 Every error body is JSON: ``{"error": "<what was wrong>"}`` (plus ``"errors"``,
 field → messages, for schema errors and for values a job document cannot hold
@@ -34,7 +34,7 @@ import tornado.iostream
 import tornado.web
 from marshmallow import ValidationError
 
-from geyser import registry
+from geyser import metrics, registry
 from geyser.config import client
 from geyser.errors import BackendError, GeyserError, InvalidDocument, InvalidTransition, JobNotFound, UnknownJobType
 from geyser.jobs import make_base_job
@@ -336,11 +336,14 @@ class EnqueueAndJobHandler(GeyserHandler):
             raise _finished(uuid, current["status"])
         # The client call, not job.cancel_async(): it needs no job class in this process.
         try:
-            doc = public_document(json.loads(await client().cancel_async(uuid)))
+            with metrics.counting_errors("cancel"):
+                stored = json.loads(await client().cancel_async(uuid))
         except JobNotFound:
             raise ApiError(404, f"job {uuid} not found") from None
         except InvalidTransition as e:  # it finished between the read and the cancel
             raise await _conflict(uuid, str(e)) from None
+        metrics.cancel_requested(stored)
+        doc = public_document(stored)
         if doc["status"] in TERMINAL_STATUSES - {"cancelled"}:  # likewise
             raise _finished(uuid, doc["status"])
         self.write_json(202, doc)
@@ -365,12 +368,14 @@ class RetryHandler(GeyserHandler):
 
     async def post(self, uuid: str) -> None:
         try:
-            doc = await client().retry_async(uuid)
+            with metrics.counting_errors("retry"):
+                stored = json.loads(await client().retry_async(uuid))
         except JobNotFound:
             raise ApiError(404, f"job {uuid} not found") from None
         except InvalidTransition as e:
             raise await _conflict(uuid, str(e)) from None
-        self.write_json(202, public_document(json.loads(doc)))
+        metrics.retried(stored)
+        self.write_json(202, public_document(stored))
 
 
 class EventsHandler(GeyserHandler):
@@ -435,31 +440,15 @@ def _queues() -> list[str]:
     return sorted({cls.QUEUE_NAME for cls in registry.job_classes().values()})
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 class MetricsHandler(GeyserHandler):
-    """``GET /metrics``: Prometheus text format, ``geyser_queue_jobs{queue, state}`` gauges
-    (ready, delayed, reserved, buried) for the queues of the registered job classes."""
-
-    STATES = ("ready", "delayed", "reserved", "buried")
+    """``GET /metrics``: Prometheus text format (``geyser.metrics``): this process's counters
+    (jobs enqueued, cancelled and retried through it, store and queue errors) and the
+    ``geyser_queue_jobs{queue, state}`` gauges of the registered job classes' queues; a
+    queue that does not answer is left out of the gauges."""
 
     async def get(self) -> None:
-        queues = _queues()
-        try:
-            stats = await asyncio.gather(*(client().stats_tube_async(q) for q in queues))
-        except GeyserError as e:
-            raise ApiError(503, f"queue unreachable: {e}") from None
-        lines = [
-            "# HELP geyser_queue_jobs Jobs in a queue, by state.",
-            "# TYPE geyser_queue_jobs gauge",
-        ]
-        for queue, counts in zip(queues, stats):
-            for state in self.STATES:
-                lines.append(f'geyser_queue_jobs{{queue="{_label(queue)}",state="{state}"}} {counts[state]}')
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish("\n".join(lines) + "\n")
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.finish(await metrics.exposition_async(_queues()))
 
 
 def routes(

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from geyser import _core, registry
+from geyser import _core, logs, metrics, registry
 from geyser.config import client
 from geyser.errors import (
+    BackendError,
     ConfigError,
     ConflictError,
     GeyserError,
@@ -130,11 +131,14 @@ class Running:
         return None if value is None else float(value)
 
 
-def _finish(attempt: _core.Attempt, doc_json: str, outcome: str, **kw: Any) -> None:
+def _finish(attempt: _core.Attempt, doc_json: str, outcome: str, **kw: Any) -> str | None:
+    """Finish the attempt; returns the job's status as saved, None when a newer attempt owns it."""
     try:
-        attempt.finish(doc_json, outcome, **kw)
+        with metrics.counting_errors("finish"):
+            return attempt.finish(doc_json, outcome, **kw)
     except ConflictError as e:
         log.warning("%s", e)
+        return None
 
 
 def _outcome_args(stop: type[_Stop], running: Running) -> tuple[str, dict[str, Any]]:
@@ -149,20 +153,35 @@ def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
     """Run one reserved job to its outcome; returns the outcome's name.
 
     With a ``runner``, the attempt is shown as its ``current`` so a watchdog can stop it,
-    and noted in its process's ledger while it runs."""
+    and noted in its process's ledger while it runs. Logs the start and the end (see
+    ``_log_end``) and counts both in ``geyser.metrics``."""
     started = time.monotonic()
+    doc = json.loads(attempt.document)
+    fields = {"uuid": attempt.uuid, "job_type": attempt.job_type,
+              "queue": str((doc.get("queueKwargs") or {}).get("queue", "")), "attempt": int(doc.get("attempts", 0))}
+    metrics.attempt_started(fields["job_type"], fields["queue"])
+    log.info("job %s (%s) attempt %d: started on queue %s", fields["uuid"], fields["job_type"], fields["attempt"],
+             fields["queue"], extra={**fields, "outcome": "started"})
+    outcome, status, kw = _attempt_outcome(attempt, doc, runner)
+    seconds = time.monotonic() - started
+    metrics.attempt_ended(fields["job_type"], fields["queue"], outcome, status, seconds)
+    _log_end(fields, outcome, status, kw, seconds)
+    return outcome
+
+
+def _attempt_outcome(attempt: _core.Attempt, doc: dict[str, Any],
+                     runner: Runner | None) -> tuple[str, str | None, dict[str, Any]]:
+    """Run the attempt and save its outcome; returns the outcome, the job's status as
+    saved (None: not saved) and the outcome's arguments."""
     try:
         cls = registry.job_class(attempt.job_type)
-        job: BaseJob = cls.from_document(json.loads(attempt.document))
+        job: BaseJob = cls.from_document(doc)
     except UnknownJobType as e:  # the native triage releases these; one arriving anyway is retried, then buried
-        msg = f"{e}; this worker cannot run it"
-        _finish(attempt, attempt.document, "continue", code_json=json.dumps("unknown-job-type"), msg=msg)
-        log.warning("job %s: %s", attempt.uuid, msg)
-        return "continue"
+        kw = {"code_json": json.dumps("unknown-job-type"), "msg": f"{e}; this worker cannot run it"}
+        return "continue", _finish(attempt, attempt.document, "continue", **kw), kw
     except Exception as e:  # a document its schema no longer accepts
-        log.error("job %s cannot run here: %s", attempt.uuid, e)
-        _finish(attempt, attempt.document, "reject", code_json=json.dumps("unrunnable"), msg=str(e))
-        return "reject"
+        kw = {"code_json": json.dumps("unrunnable"), "msg": f"cannot run here: {e}"}
+        return "reject", _finish(attempt, attempt.document, "reject", **kw), kw
     running = Running(attempt, job, threading.get_ident())
     if runner is not None:
         runner.current = running
@@ -172,9 +191,7 @@ def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
         outcome, kw = _run(job, running)
     finally:
         job._attempt = None
-    outcome, kw = _save_outcome(attempt, job, outcome, kw)
-    _log_outcome(job, outcome, kw, time.monotonic() - started)
-    return outcome
+    return _save_outcome(attempt, job, outcome, kw)
 
 
 def _run(job: BaseJob, running: Running) -> tuple[str, dict[str, Any]]:
@@ -218,8 +235,10 @@ def _check_result(job: BaseJob, result: Any) -> tuple[float, bool]:
     return float(at), bool(requeue)
 
 
-def _save_outcome(attempt: _core.Attempt, job: BaseJob, outcome: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Finish the attempt with the job's final document; returns the outcome saved.
+def _save_outcome(attempt: _core.Attempt, job: BaseJob, outcome: str,
+                  kw: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    """Finish the attempt with the job's final document; returns the outcome saved, the
+    job's status as saved (None: a newer attempt owns it) and the outcome's arguments.
 
     A document that cannot be saved (a value JSON cannot hold, NaN, a field the schema
     refuses) is an error of this attempt: the document as the attempt started is saved
@@ -230,17 +249,16 @@ def _save_outcome(attempt: _core.Attempt, job: BaseJob, outcome: str, kw: dict[s
         outcome, kw = _invalid_document(job, e, outcome, kw)
         doc_json = attempt.document
     try:
-        attempt.finish(doc_json, "hand_back" if outcome == "lost" else outcome, **kw)
-        return outcome, kw
+        with metrics.counting_errors("finish"):
+            return outcome, attempt.finish(doc_json, "hand_back" if outcome == "lost" else outcome, **kw), kw
     except ConflictError as e:
         log.warning("%s", e)
-        return outcome, kw
+        return outcome, None, kw
     except InvalidDocument as e:  # the engine refused it: NaN, infinity, a number it cannot hold
         if doc_json == attempt.document:
             raise
         outcome, kw = _invalid_document(job, e, outcome, kw)
-    _finish(attempt, attempt.document, "hand_back" if outcome == "lost" else outcome, **kw)
-    return outcome, kw
+    return outcome, _finish(attempt, attempt.document, "hand_back" if outcome == "lost" else outcome, **kw), kw
 
 
 def _invalid_document(job: BaseJob, error: Exception, outcome: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -271,18 +289,39 @@ def _unsaveable_field(job: BaseJob, error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _log_outcome(job: BaseJob, outcome: str, kw: dict[str, Any], seconds: float) -> None:
-    """One line per attempt: its outcome, how long it ran, and the error if there was one."""
+#: The transitions an attempt ends with that are logged as warnings.
+_TROUBLE = frozenset({"retrying", "failed", "gave_up", "lost"})
+
+
+def _transition(outcome: str, status: str | None) -> str:
+    """What an attempt's end did to its job: succeeded, retrying, requeued, failed (for good,
+    by the job's own decision or a document it cannot run), gave_up (no retries left),
+    cancelled, handed_back, or lost (a newer attempt owns the job; nothing was saved)."""
+    if status is None or outcome == "lost":
+        return "lost"
+    if status == "failed":
+        return "gave_up" if outcome == "continue" else "failed"
+    if status == "queued":
+        return {"continue": "retrying", "requeue": "requeued"}.get(outcome, "handed_back")
+    return status
+
+
+def _log_end(fields: dict[str, Any], outcome: str, status: str | None, kw: dict[str, Any], seconds: float) -> None:
+    """One line per attempt's end: what became of the job, how long the attempt ran, and the
+    error if there was one; the job fields also as the record's attributes (``geyser.logs``)."""
+    transition = _transition(outcome, status)
     detail = kw.get("msg") or ""
-    if outcome == "lost":
+    if transition == "lost":
         detail = "lost the job to a newer attempt; abandoned"
     elif outcome == "requeue":
         detail = f"to run again at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(kw['at']))}"
-    level = logging.WARNING if outcome in ("continue", "finish", "reject", "lost") else logging.INFO
-    log.log(level, "job %s (%s) attempt %d: %s after %.3f s%s", job.uuid, job.jobType, job.attempts, outcome,
-            seconds, f": {detail}" if detail else "")
+    level = logging.WARNING if transition in _TROUBLE else logging.INFO
+    extra = {**fields, "duration_s": round(seconds, 6), "outcome": transition}
+    log.log(level, "job %s (%s) attempt %d: %s after %.3f s%s", fields["uuid"], fields["job_type"], fields["attempt"],
+            transition.replace("_", " "), seconds, f": {detail}" if detail else "", extra=extra)
     if kw.get("traceback"):
-        log.debug("job %s attempt %d traceback:\n%s", job.uuid, job.attempts, kw["traceback"].rstrip())
+        log.debug("job %s attempt %d traceback:\n%s", fields["uuid"], fields["attempt"], kw["traceback"].rstrip(),
+                  extra=extra)
 
 
 class Runner:
@@ -324,7 +363,8 @@ class Runner:
         while not self.stopping:
             try:
                 attempt = self.worker.next(RESERVE_SLICE)
-            except _core.BackendError as e:
+            except BackendError as e:
+                metrics.note_backend_error(e, "reserve")
                 log.warning("queue or store unavailable, trying again in %g s: %s", BACKEND_PAUSE, e)
                 time.sleep(BACKEND_PAUSE)
                 continue
@@ -596,6 +636,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress writes of one job")
     p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"),
                    help="Python logging level (DEBUG shows the traceback of every failed attempt)")
+    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                   help="log lines as text, or as one JSON object each (fields: docs/operating.md)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve the Prometheus metrics of every worker process on http://ADDRESS:PORT/metrics "
+                        "(None: not served)")
+    p.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
+                   help="address --metrics-port listens on")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ledger-dir", default=None, help=argparse.SUPPRESS)
     return p
@@ -611,6 +658,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--max-jobs-per-child must be at least 1")
     if args.max_memory_per_child is not None and args.max_memory_per_child <= 0:
         p.error("--max-memory-per-child must be more than 0")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        p.error(f"--metrics-port must be a TCP port from 1 to 65535, not {args.metrics_port}")
     return args
 
 
@@ -629,9 +678,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Exits with EXIT_CONFIG (78) when the worker cannot start as configured."""
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     ledger = Ledger(args.ledger_dir) if args.child else None
+    if args.child:
+        metrics.count_heartbeat_failures()
     try:
         modules, queues = _configure(args)
         process = WorkerProcess(args, queues, ledger) if args.child else None

@@ -241,7 +241,7 @@ def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> Non
     os.kill(child, signal.SIGCONT)
     wait_for("the second attempt to succeed", status_is(uuid, "succeeded"))
     # The outcome line is the paused attempt's last act: any late write it tried came before.
-    ended = f"job {uuid} (engine_long) attempt 1: "
+    ended = f"job {uuid} (engine_long) attempt 1: lost after "
     wait_for("the paused attempt to end", lambda: ended in paused.output, timeout=15)
     assert "lost the job" in paused.output
     j = job(uuid)
@@ -319,8 +319,8 @@ def test_a_failed_attempt_is_logged_with_its_error(embedded: str) -> None:
     done = run_worker("-m", "engine_jobs", "-q", "engine_divide")
     assert done.returncode == 0, done.stderr
     assert job(uuid).status == "failed"
-    (line,) = [ln for ln in done.stderr.splitlines() if f"job {uuid}" in ln and "attempt 1" in ln]
-    assert "WARNING" in line and "continue after" in line, line
+    (line,) = [ln for ln in done.stderr.splitlines() if f"job {uuid}" in ln and "attempt 1: gave up after" in ln]
+    assert "WARNING" in line, line
     assert line.endswith("ZeroDivisionError: division by zero"), line
     assert "Traceback" not in done.stderr, "the traceback is for --log-level DEBUG"
     assert "Traceback" in job(uuid).errors[0]["traceback"]

@@ -336,7 +336,7 @@ async def test_healthz_and_metrics(api: Api) -> None:
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     lines = response.body.decode().splitlines()
     assert "# TYPE geyser_queue_jobs gauge" in lines
-    assert 'geyser_queue_jobs{queue="echo",state="ready"} 2' in lines
+    assert 'geyser_queue_jobs{queue="echo",state="ready"} 2.0' in lines
     for queue in ("echo", "slow", "steps", "fail"):
         for state in ("ready", "delayed", "reserved", "buried"):
             assert any(line.startswith(f'geyser_queue_jobs{{queue="{queue}",state="{state}"}} ') for line in lines)
