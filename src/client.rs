@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::enqueue::{Enqueuer, TwoStep};
 use crate::model::{now, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{PutOptions, Queue, QueueError, QueueJobId, TubeStats};
-use crate::store::{ListFilter, NextDocument, Page, Store, StoreError};
+use crate::store::{ListFilter, NextDocument, Page, Store, StoreError, WorkerRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -306,7 +306,7 @@ impl Geyser {
         }
         let Some(known) = job_types.filter(|_| backlog.waiting > 0) else { return Ok(backlog) };
         let filter = ListFilter { status: Some(Status::Queued), ..ListFilter::default() };
-        let mut page = Page { after: None, limit: 500 };
+        let mut page = Page { limit: 500, ..Page::default() };
         loop {
             let docs = self.store.list(&filter, &page).await?;
             let Some(last) = docs.last() else { break };
@@ -322,6 +322,11 @@ impl Geyser {
 
     pub async fn list(&self, filter: &ListFilter, page: &Page) -> ClientResult<Vec<JobDocument>> {
         Ok(self.store.list(filter, page).await?)
+    }
+
+    /// The live workers, as each registers itself in the store (by id; expired ones left out).
+    pub async fn workers(&self) -> ClientResult<Vec<WorkerRecord>> {
+        Ok(self.store.list_workers(now()).await?)
     }
 
     pub async fn stats_tube(&self, tube: &str) -> ClientResult<TubeStats> {

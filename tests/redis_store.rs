@@ -288,7 +288,7 @@ async fn sparse_filters_over_large_indexes_find_every_match() {
     }
     running.sort();
     let filter = ListFilter { status: Some(Status::Running), ..by_type(&jt) };
-    let mut page = Page { after: None, limit: 2 };
+    let mut page = Page { limit: 2, ..Page::default() };
     let mut seen = Vec::new();
     loop {
         let docs = store.list(&filter, &page).await.expect("list");

@@ -54,7 +54,7 @@ async fn copy(
 /// Every document of a store, in uuid order.
 async fn all_documents(store: &dyn Store) -> Vec<JobDocument> {
     let mut docs = Vec::new();
-    let mut page = Page { after: None, limit: 100 };
+    let mut page = Page { limit: 100, ..Page::default() };
     loop {
         let batch = store.list(&ListFilter::default(), &page).await.expect("list");
         let Some(last) = batch.last() else { return docs };

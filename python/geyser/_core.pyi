@@ -42,7 +42,15 @@ class Client:
         job_type: str | None = None,
         after: str | None = None,
         limit: int = 100,
-    ) -> list[str]: ...
+        newest_first: bool = False,
+        queue: str | None = None,
+    ) -> list[str]:
+        """Documents (JSON) in uuid order, descending with ``newest_first`` (new uuids are
+        time-ordered, so that is newest first), ``limit`` after the uuid ``after``."""
+    def workers(self) -> list[dict[str, Any]]:
+        """The live workers by id, each ``{"id", "host", "pid", "queues", "started_at",
+        "heartbeat_at", "job" (uuid or None), "expires_at"}``."""
+    def workers_async(self) -> Awaitable[list[dict[str, Any]]]: ...
     def backlog(self, queues: list[str], job_types: list[str] | None = None) -> dict[str, int]: ...
     def stats_tube(self, tube: str) -> dict[str, int | str]: ...
     def stats_tube_async(self, tube: str) -> Awaitable[dict[str, int | str]]: ...

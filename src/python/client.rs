@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use super::awaitable;
 use super::errors::{client_err, config_err, json_err};
@@ -12,7 +12,7 @@ use crate::client::{secs, ClientResult, Geyser};
 use crate::config;
 use crate::model::{JobDocument, Status};
 use crate::queue::TubeStats;
-use crate::store::{ListFilter, Page};
+use crate::store::{ListFilter, Page, WorkerRecord};
 
 /// Run a future on the shared runtime with the GIL released; this thread only waits
 /// (see `blocking.rs`).
@@ -145,8 +145,10 @@ impl PyClient {
         })
     }
 
-    /// Documents by status and/or job type, ordered by uuid, `limit` after `after`.
-    #[pyo3(signature = (status=None, job_type=None, after=None, limit=100))]
+    /// Documents by status, job type and/or queue, ordered by uuid (descending, which for
+    /// time-ordered uuids is newest first, with `newest_first`), `limit` after `after`.
+    #[pyo3(signature = (status=None, job_type=None, after=None, limit=100, newest_first=false, queue=None))]
+    #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python method
     fn list(
         &self,
         py: Python<'_>,
@@ -154,11 +156,13 @@ impl PyClient {
         job_type: Option<String>,
         after: Option<String>,
         limit: usize,
+        newest_first: bool,
+        queue: Option<String>,
     ) -> PyResult<Vec<String>> {
         let status =
             status.map(|s| s.parse::<Status>()).transpose().map_err(pyo3::exceptions::PyValueError::new_err)?;
-        let filter = ListFilter { status, job_type, updated_before: None };
-        let page = Page { after, limit };
+        let filter = ListFilter { status, job_type, updated_before: None, queue };
+        let page = Page { after, limit, newest_first };
         let docs = wait(py, self.geyser.list(&filter, &page)).map_err(client_err)?;
         Ok(docs.into_iter().map(to_json).collect())
     }
@@ -179,6 +183,19 @@ impl PyClient {
         d.set_item("reserved", b.reserved)?;
         d.set_item("foreign", b.foreign)?;
         Ok(d)
+    }
+
+    /// The live workers, each a dict: `id`, `host`, `pid`, `queues`, `started_at`,
+    /// `heartbeat_at`, `job` (the uuid it runs, or None) and `expires_at`; by id.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let workers = wait(py, self.geyser.workers()).map_err(client_err)?;
+        workers.into_iter().map(|w| worker_dict(py, w)).collect()
+    }
+
+    /// `workers` as an awaitable, for event loops.
+    fn workers_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move { geyser.workers().await.map(WorkerDicts).map_err(client_err) })
     }
 
     /// Counts of one queue: ready, delayed, reserved, buried, total.
@@ -206,6 +223,33 @@ impl<'py> IntoPyObject<'py> for StatsDict {
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, self.0)
     }
+}
+
+/// Worker records that become a list of dicts where the awaitable is resolved.
+struct WorkerDicts(Vec<WorkerRecord>);
+
+impl<'py> IntoPyObject<'py> for WorkerDicts {
+    type Target = PyList;
+    type Output = Bound<'py, PyList>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let dicts = self.0.into_iter().map(|w| worker_dict(py, w)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, dicts)
+    }
+}
+
+fn worker_dict(py: Python<'_>, w: WorkerRecord) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", w.id)?;
+    d.set_item("host", w.host)?;
+    d.set_item("pid", w.pid)?;
+    d.set_item("queues", w.queues)?;
+    d.set_item("started_at", w.started_at)?;
+    d.set_item("heartbeat_at", w.heartbeat_at)?;
+    d.set_item("job", w.job)?;
+    d.set_item("expires_at", w.expires_at)?;
+    Ok(d)
 }
 
 fn stats_dict(py: Python<'_>, s: TubeStats) -> PyResult<Bound<'_, PyDict>> {

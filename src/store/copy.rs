@@ -222,7 +222,7 @@ pub async fn copy_documents(
 /// place.
 async fn read_page(from: &dyn Store, after: Option<String>, limit: usize) -> StoreResult<Vec<Row>> {
     let all = ListFilter::default();
-    match from.list(&all, &Page { after: after.clone(), limit }).await {
+    match from.list(&all, &Page { after: after.clone(), limit, newest_first: false }).await {
         Ok(docs) => return Ok(docs.into_iter().map(|doc| Row::Doc(Box::new(doc))).collect()),
         Err(StoreError::Corrupt { .. }) => {}
         Err(e) => return Err(e),
@@ -230,7 +230,7 @@ async fn read_page(from: &dyn Store, after: Option<String>, limit: usize) -> Sto
     let mut rows = Vec::new();
     let mut after = after;
     while rows.len() < limit {
-        let row = match from.list(&all, &Page { after: after.clone(), limit: 1 }).await {
+        let row = match from.list(&all, &Page { after: after.clone(), limit: 1, newest_first: false }).await {
             Ok(mut docs) => match docs.pop() {
                 Some(doc) => Row::Doc(Box::new(doc)),
                 None => break,

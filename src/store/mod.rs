@@ -63,19 +63,63 @@ pub struct ListFilter {
     pub job_type: Option<String>,
     /// Only documents last written before this time (epoch seconds).
     pub updated_before: Option<f64>,
+    /// Only documents put on this queue (`queueKwargs.queue`). No store indexes it: a listing
+    /// walks its order (by uuid, or a status's or type's index) and checks each document, so a
+    /// rare queue among many documents costs a long walk (docs/stores.md).
+    pub queue: Option<String>,
 }
 
-/// Keyset paging: documents after `after` (a uuid from the previous page), at most `limit`.
+/// Keyset paging: documents after `after` (a uuid from the previous page) in uuid order, at
+/// most `limit`; with `newest_first`, in descending uuid order (after `after` in that order,
+/// i.e. below it). New uuids are time-ordered (UUIDv7), so descending is newest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub after: Option<String>,
     pub limit: usize,
+    pub newest_first: bool,
 }
 
 impl Default for Page {
     fn default() -> Self {
-        Self { after: None, limit: 100 }
+        Self { after: None, limit: 100, newest_first: false }
     }
+}
+
+/// A live worker as it registers itself in the store (`Store::register_worker`): one record
+/// per worker (runner thread), written again at every job start and finish and every few
+/// seconds while idle, removed when it stops, and not listed once `expires_at` has passed
+/// (a worker that died without removing it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerRecord {
+    /// The worker's name, unique among live workers (`host:pid`, or `host:pid/thread`).
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    /// When the worker started (epoch seconds).
+    pub started_at: f64,
+    /// When the worker last wrote this record.
+    pub heartbeat_at: f64,
+    /// The uuid of the job it is running, if any.
+    pub job: Option<String>,
+    /// When the record stops counting as live unless written again.
+    pub expires_at: f64,
+}
+
+impl WorkerRecord {
+    /// The record as the stores keep it (JSON text).
+    pub fn to_json(&self) -> StoreResult<String> {
+        serde_json::to_string(self).map_err(|e| unreadable_worker(&self.id, e))
+    }
+
+    /// A stored record; `where_` names where it was read, should it be unreadable.
+    pub fn from_json(json: &[u8], where_: &str) -> StoreResult<Self> {
+        serde_json::from_slice(json).map_err(|e| unreadable_worker(where_, e))
+    }
+}
+
+fn unreadable_worker(what: &str, source: serde_json::Error) -> StoreError {
+    StoreError::Backend { context: format!("worker registration {what}: not a worker record"), source: source.into() }
 }
 
 /// Where a row sits in `Store::list_stale`'s order (oldest write first); a page starts after it.
@@ -125,7 +169,8 @@ pub trait Store: Send + Sync {
     /// Delete the document only if its stored version is still `version`: `Conflict` if it
     /// changed, `NotFound` if it is gone.
     async fn delete_at_version(&self, uuid: &str, version: u64) -> StoreResult<()>;
-    /// Documents matching `filter`, ordered by uuid, one page at a time.
+    /// Documents matching `filter`, ordered by uuid (descending with `page.newest_first`), one
+    /// page at a time.
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>>;
     /// Documents of `status` last written before `before`, oldest write first (then by uuid),
     /// at most `limit` of them after `after`. Reads only those rows (SQLite: an index on
@@ -146,6 +191,12 @@ pub trait Store: Send + Sync {
     /// Give up the lease `name` if `holder` holds it (anyone may take it at once);
     /// returns whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
+    /// Write worker `record.id`'s registration, replacing the one it wrote before.
+    async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()>;
+    /// The registrations whose `expires_at` is after `now`, by id; expired ones may be dropped.
+    async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>>;
+    /// Remove worker `id`'s registration; returns whether there was one.
+    async fn remove_worker(&self, id: &str) -> StoreResult<bool>;
     /// Forget finished documents (succeeded, failed, cancelled) whose `expiresAt` has passed;
     /// a job still queued or running is never forgotten under it. Returns how many.
     async fn purge_expired(&self, now: f64) -> StoreResult<u64>;

@@ -1,6 +1,6 @@
 //! Job documents in PostgreSQL, shared by every machine that reaches the server:
 //! `postgresql://user[:password]@host[:port]/database[?schema=NAME]` (also `postgres://`).
-//! Owns the tables `geyser_documents`, `geyser_leases` and `geyser_meta` of one schema and
+//! Owns the tables `geyser_documents`, `geyser_leases`, `geyser_workers` and `geyser_meta` of one schema and
 //! touches nothing else in the database; knows nothing about queues.
 //!
 //! - **Schema.** `geyser` unless the URL says `?schema=NAME`: Geyser's tables stay out of the
@@ -46,7 +46,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, MAX_CONFLICTS};
+use super::{
+    Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord,
+    MAX_CONFLICTS,
+};
 use crate::model::{JobDocument, Status};
 use json::{document_json, JsonText};
 
@@ -76,6 +79,10 @@ struct Sql {
     take_lease: String,
     read_lease: String,
     release_lease: String,
+    /// Writes a worker's registration and drops expired ones, in one statement.
+    put_worker: String,
+    live_workers: String,
+    remove_worker: String,
     /// `Store::import`'s replace: the whole row, if the stored version is still the one named.
     import_replace: String,
     /// One statement per status, in `Status::ALL` order (see `stale_sql`).
@@ -89,19 +96,29 @@ const BY_STATUS: usize = 1;
 const BY_TYPE: usize = 2;
 const BY_UPDATED: usize = 4;
 const AFTER: usize = 8;
+const BY_QUEUE: usize = 16;
+/// Not a condition: descending uuid order (`Page::newest_first`).
+const NEWEST_FIRST: usize = 32;
 
 fn list_sql(docs: &str, conditions: usize) -> String {
+    let newest_first = conditions & NEWEST_FIRST != 0;
+    let after = if newest_first { "uuid < " } else { "uuid > " };
     let mut clauses = Vec::new();
-    for (bit, clause) in
-        [(BY_STATUS, "status = "), (BY_TYPE, "job_type = "), (BY_UPDATED, "updated_at < "), (AFTER, "uuid > ")]
-    {
+    for (bit, clause) in [
+        (BY_STATUS, "status = "),
+        (BY_TYPE, "job_type = "),
+        (BY_UPDATED, "updated_at < "),
+        (BY_QUEUE, "doc->'queueKwargs'->>'queue' = "),
+        (AFTER, after),
+    ] {
         if conditions & bit != 0 {
             clauses.push(format!("{clause}${}", clauses.len() + 1));
         }
     }
     let limit = clauses.len() + 1;
     let where_clause = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-    format!("SELECT uuid, doc FROM {docs} {where_clause} ORDER BY uuid LIMIT ${limit}")
+    let order = if newest_first { "DESC" } else { "" };
+    format!("SELECT uuid, doc FROM {docs} {where_clause} ORDER BY uuid {order} LIMIT ${limit}")
 }
 
 /// Stale documents of one status, oldest write first. The status is written into the SQL (one
@@ -122,6 +139,7 @@ impl Sql {
         let s = schema::quoted(schema);
         let docs = format!("{s}.geyser_documents");
         let leases = format!("{s}.geyser_leases");
+        let workers = format!("{s}.geyser_workers");
         Self {
             get: format!("SELECT doc FROM {docs} WHERE uuid = $1"),
             create: format!(
@@ -163,6 +181,13 @@ impl Sql {
             ),
             read_lease: format!("SELECT holder, expires_at, version FROM {leases} WHERE name = $1"),
             release_lease: format!("UPDATE {leases} SET expires_at = 0 WHERE name = $1 AND holder = $2"),
+            put_worker: format!(
+                "WITH dropped AS (DELETE FROM {workers} WHERE expires_at <= $4 AND id <> $1)
+                 INSERT INTO {workers} (id, expires_at, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, record = excluded.record"
+            ),
+            live_workers: format!("SELECT record FROM {workers} WHERE expires_at > $1 ORDER BY id"),
+            remove_worker: format!("DELETE FROM {workers} WHERE id = $1"),
             import_replace: format!(
                 "WITH written AS (
                      UPDATE {docs} SET version = $2, status = $3, job_type = $4, updated_at = $5, expires_at = $6,
@@ -172,7 +197,7 @@ impl Sql {
                  SELECT EXISTS (SELECT 1 FROM written), EXISTS (SELECT 1 FROM {docs} WHERE uuid = $1)"
             ),
             stale: Status::ALL.iter().map(|&status| stale_sql(&docs, status)).collect(),
-            list: (0..16).map(|conditions| list_sql(&docs, conditions)).collect(),
+            list: (0..64).map(|conditions| list_sql(&docs, conditions)).collect(),
         }
     }
 }
@@ -439,9 +464,16 @@ impl Store for PostgresStore {
             conditions |= BY_UPDATED;
             params.push(before);
         }
+        if let Some(queue) = &filter.queue {
+            conditions |= BY_QUEUE;
+            params.push(queue);
+        }
         if let Some(after) = &page.after {
             conditions |= AFTER;
             params.push(after);
+        }
+        if page.newest_first {
+            conditions |= NEWEST_FIRST;
         }
         params.push(&limit);
         let rows = self.query(OP, &self.inner.sql.list[conditions], &params).await?;
@@ -489,6 +521,28 @@ impl Store for PostgresStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         Ok(self.execute("release lease", &self.inner.sql.release_lease, &[&name, &holder]).await? > 0)
+    }
+
+    async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()> {
+        let json = record.to_json()?;
+        let params: [&(dyn ToSql + Sync); 4] = [&record.id, &record.expires_at, &json, &record.heartbeat_at];
+        self.execute("register worker", &self.inner.sql.put_worker, &params).await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>> {
+        const OP: &str = "list workers";
+        let rows = self.query(OP, &self.inner.sql.live_workers, &[&now]).await?;
+        rows.iter()
+            .map(|row| {
+                let json: &str = self.column(OP, row, 0)?;
+                WorkerRecord::from_json(json.as_bytes(), &format!("in {}", self.inner.label))
+            })
+            .collect()
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.execute("remove worker", &self.inner.sql.remove_worker, &[&id]).await? > 0)
     }
 
     /// An insert (the statement of `create`, with the document's own version) or a replace of

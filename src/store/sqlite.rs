@@ -1,5 +1,5 @@
 //! Job documents in a SQLite file (WAL), shared by every process of one machine.
-//! Owns the `geyser_documents` and `geyser_leases` tables of that file (which may also hold the queue's tables)
+//! Owns the `geyser_documents`, `geyser_leases` and `geyser_workers` tables of that file (which may also hold the queue's tables)
 //! and nothing else; every SQLite call runs on a thread that owns the connection.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
 
-use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult};
+use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord};
 use crate::model::{JobDocument, Status};
 use crate::sqlite_conn::{open_wal, ConnThread};
 
@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS geyser_leases (
     holder     TEXT    NOT NULL,
     expires_at REAL    NOT NULL,
     version    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS geyser_workers (
+    id         TEXT    PRIMARY KEY,
+    expires_at REAL    NOT NULL,
+    record     TEXT    NOT NULL
 );
 ";
 
@@ -166,9 +171,19 @@ fn purge(conn: &Connection, now: f64) -> rusqlite::Result<u64> {
     Ok(n as u64)
 }
 
-/// `(uuid, json)` of one page of matching documents, in uuid order. Only the conditions in use
-/// appear in the SQL, so each combination gets its own cached plan on the right index.
+/// `(uuid, json)` of one page of matching documents, in uuid order (descending with
+/// `newest_first`). Only the conditions in use appear in the SQL, so each combination gets its
+/// own cached plan on the right index (read backwards for descending pages).
 fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    let (sql, values) = page_sql(filter, page);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+    let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    rows
+}
+
+/// The SQL of `select_page` and its parameters.
+fn page_sql(filter: &ListFilter, page: &Page) -> (String, Vec<Box<dyn ToSql>>) {
     let mut conds = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(status) = filter.status {
@@ -183,17 +198,20 @@ fn select_page(conn: &Connection, filter: &ListFilter, page: &Page) -> rusqlite:
         conds.push("updated_at < ?");
         values.push(Box::new(before));
     }
+    if let Some(queue) = &filter.queue {
+        conds.push("json_extract(doc, '$.queueKwargs.queue') = ?");
+        values.push(Box::new(queue.clone()));
+    }
     if let Some(after) = &page.after {
-        conds.push("uuid > ?");
+        conds.push(if page.newest_first { "uuid < ?" } else { "uuid > ?" });
         values.push(Box::new(after.clone()));
     }
     values.push(Box::new(i64::try_from(page.limit).unwrap_or(i64::MAX)));
     let where_clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-    let sql = format!("SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid LIMIT ?");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-    let rows = stmt.query_map(&*params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
-    rows
+    let order = if page.newest_first { "DESC" } else { "" };
+    let sql =
+        format!("SELECT uuid, CAST(doc AS BLOB) FROM geyser_documents {where_clause} ORDER BY uuid {order} LIMIT ?");
+    (sql, values)
 }
 
 /// One page of `Store::list_stale` as `(key, json)` rows. Queued documents (a backlog may
@@ -266,6 +284,21 @@ fn drop_lease(conn: &Connection, name: &str, holder: &str) -> rusqlite::Result<b
         .prepare_cached("UPDATE geyser_leases SET expires_at = 0 WHERE name = ? AND holder = ?")?
         .execute([name, holder])?;
     Ok(n > 0)
+}
+
+/// Writes worker `record.id`'s registration and drops every registration that has expired
+/// by this record's time (the table holds only about as many rows as there are live workers).
+fn put_worker(conn: &Connection, record: &WorkerRecord, json: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM geyser_workers WHERE expires_at <= ?")?.execute([record.heartbeat_at])?;
+    conn.prepare_cached("INSERT OR REPLACE INTO geyser_workers (id, expires_at, record) VALUES (?, ?, ?)")?
+        .execute(params![record.id, record.expires_at, json])?;
+    Ok(())
+}
+
+fn live_workers(conn: &Connection, now: f64) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT record FROM geyser_workers WHERE expires_at > ? ORDER BY id")?;
+    let rows = stmt.query_map([now], |r| r.get(0))?.collect();
+    rows
 }
 
 /// The store's connection, owned by one thread that runs its tasks' calls in order.
@@ -391,6 +424,37 @@ impl Store for SqliteStore {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.with_conn("release lease", move |conn, path| {
             drop_lease(conn, &name, &holder).map_err(sql_err(path, "release lease"))
+        })
+        .await
+    }
+
+    async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()> {
+        let record = record.clone();
+        let json = record.to_json()?;
+        self.with_conn("register worker", move |conn, path| {
+            put_worker(conn, &record, &json).map_err(sql_err(path, "register worker"))
+        })
+        .await
+    }
+
+    async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>> {
+        self.with_conn("list workers", move |conn, path| {
+            let rows = live_workers(conn, now).map_err(sql_err(path, "list workers"))?;
+            rows.iter()
+                .map(|json| WorkerRecord::from_json(json.as_bytes(), &format!("in {}", path.display())))
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.with_conn("remove worker", move |conn, path| {
+            let n = conn
+                .prepare_cached("DELETE FROM geyser_workers WHERE id = ?")
+                .and_then(|mut stmt| stmt.execute([&id]))
+                .map_err(sql_err(path, "remove worker"))?;
+            Ok(n > 0)
         })
         .await
     }

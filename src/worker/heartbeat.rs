@@ -11,11 +11,15 @@
 //! Starting or ending an attempt only swaps shared state: the task wakes on its own
 //! schedule, at least every `TICK`, so a short job costs it no wake-up at all.
 //!
+//! The same task keeps the worker's registration fresh (`registration.rs`): written at once
+//! when an attempt starts or ends, and every `REFRESH_EVERY` besides.
+//!
 //! It is also the last resort for TIMEOUT: a job stuck in C code that holds the GIL
 //! cannot be stopped from Python, so once the attempt is `hard_stop_after` past its
 //! TIMEOUT, the heartbeat saves the timeout failure itself and ends the process with
 //! `EXIT_REPLACE` (the supervisor starts a new one).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 use super::fenced::{FenceError, FencedWriter};
 use super::outcome::{self, Outcome};
 use super::progress::Coalescer;
+use super::registration::{Registration, REFRESH_EVERY};
 use super::reservations::Reservations;
 use super::settle;
 use crate::client::secs;
@@ -57,6 +62,9 @@ struct Shared {
     busy: tokio::sync::Mutex<()>,
     /// How long past its TIMEOUT a job that cannot be interrupted may run.
     hard_stop_after: Duration,
+    registration: Arc<Registration>,
+    /// Set when the registration is to be written at once (an attempt started or ended).
+    register_now: AtomicBool,
 }
 
 /// How much longer the attempt of a `running` document counts as alive: its last sign of
@@ -104,12 +112,15 @@ struct Due {
 impl Heartbeat {
     /// Start the task on the current runtime. `hard_stop_after`: how long past its
     /// TIMEOUT a job that cannot be interrupted may run before the process ends.
-    pub fn start(reservations: Reservations, hard_stop_after: Duration) -> Self {
+    /// It writes `registration` at once, then as the module says.
+    pub fn start(reservations: Reservations, hard_stop_after: Duration, registration: Arc<Registration>) -> Self {
         let shared = Arc::new(Shared {
             current: Mutex::new(None),
             wake: Notify::new(),
             busy: tokio::sync::Mutex::new(()),
             hard_stop_after,
+            registration,
+            register_now: AtomicBool::new(true),
         });
         let task = tokio::spawn(run(shared.clone(), reservations));
         Self { shared, task }
@@ -131,6 +142,8 @@ impl Heartbeat {
             progress: Coalescer::new(progress_every, now),
         };
         *self.shared.current() = Some(beat);
+        self.shared.registration.set_job(Some(&started.uuid));
+        self.shared.register_soon();
     }
 
     /// Note the attempt's latest state; it is written within one progress interval.
@@ -148,6 +161,8 @@ impl Heartbeat {
     /// write carries the progress not yet written.
     pub async fn forget(&self, writer: &Arc<FencedWriter>) {
         self.shared.forget(writer);
+        self.shared.registration.set_job(None);
+        self.shared.register_soon();
         drop(self.shared.busy.lock().await);
     }
 }
@@ -161,6 +176,23 @@ impl Drop for Heartbeat {
 impl Shared {
     fn current(&self) -> MutexGuard<'_, Option<Beat>> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register_soon(&self) {
+        self.register_now.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Writes the registration if it is due at `now`; returns when it is due next.
+    async fn keep_registered(&self, now: Instant, due_at: Instant) -> Instant {
+        if now < due_at && !self.register_now.swap(false, Ordering::AcqRel) {
+            return due_at;
+        }
+        self.register_now.store(false, Ordering::Release);
+        if let Err(e) = self.registration.refresh().await {
+            log::warn!("could not refresh this worker's registration (tried again in {REFRESH_EVERY:?}): {e}");
+        }
+        now + REFRESH_EVERY
     }
 
     fn is_current(&self, writer: &Arc<FencedWriter>) -> bool {
@@ -213,8 +245,11 @@ fn watches(current: &Option<Beat>, writer: &Arc<FencedWriter>) -> bool {
 }
 
 async fn run(shared: Arc<Shared>, reservations: Reservations) {
+    let mut register_at = Instant::now();
     loop {
+        register_at = shared.keep_registered(Instant::now(), register_at).await;
         let (due, wake_at) = shared.take_due(Instant::now());
+        let wake_at = wake_at.min(register_at);
         if let Some(due) = due {
             let _busy = shared.busy.lock().await;
             // The attempt may have ended while this waited for the lock: then its work is over.

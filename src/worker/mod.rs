@@ -11,6 +11,7 @@ mod fenced;
 mod heartbeat;
 pub mod outcome;
 mod progress;
+mod registration;
 mod reservations;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::sync::Mutex;
 pub use fenced::FenceError;
 use fenced::FencedWriter;
 use heartbeat::Heartbeat;
+use registration::Registration;
 pub use outcome::Outcome;
 use outcome::QueueAction;
 use reservations::{Reservations, SharedConsumer};
@@ -78,6 +80,7 @@ pub struct Worker {
     consumer: SharedConsumer,
     runtime: Arc<Runtime>,
     heartbeat: Arc<Heartbeat>,
+    registration: Arc<Registration>,
     finished: FinishedEntry,
     config: WorkerConfig,
 }
@@ -101,18 +104,20 @@ pub struct Attempt {
 
 impl Worker {
     /// Open the consumer on the worker's own runtime and start its heartbeat on
-    /// `heartbeat_on`. Blocks: call it where blocking is allowed.
+    /// `heartbeat_on`; the heartbeat registers the worker in the store under `config.name`
+    /// (`registration.rs`). Blocks: call it where blocking is allowed.
     pub fn open(geyser: Geyser, config: WorkerConfig, heartbeat_on: &tokio::runtime::Handle) -> WorkerResult<Self> {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(WorkerError::Runtime)?;
         let runtime = Arc::new(runtime);
         let consumer: SharedConsumer = Arc::new(Mutex::new(runtime.block_on(geyser.queue.consumer(&config.tubes))?));
         let reservations = Reservations::new(consumer.clone(), &runtime);
+        let registration = Arc::new(Registration::new(geyser.store.clone(), &config.name, &config.tubes));
         let heartbeat = {
             let _on = heartbeat_on.enter();
-            Arc::new(Heartbeat::start(reservations, config.hard_stop_after))
+            Arc::new(Heartbeat::start(reservations, config.hard_stop_after, registration.clone()))
         };
-        Ok(Self { geyser, consumer, runtime, heartbeat, finished: FinishedEntry::default(), config })
+        Ok(Self { geyser, consumer, runtime, heartbeat, registration, finished: FinishedEntry::default(), config })
     }
 
     /// The runtime that drives this worker's calls and its attempts' (`runtime.block_on`,
@@ -121,12 +126,14 @@ impl Worker {
         &self.runtime
     }
 
-    /// Delete the entry of the job that succeeded last, if that is still to do. For a
-    /// worker about to stop reserving.
+    /// Remove the worker's registration and delete the entry of the job that succeeded last,
+    /// if that is still to do. For a worker about to stop reserving.
     pub async fn close(&self) -> WorkerResult<()> {
+        let removed = self.registration.remove().await;
         if let Some((id, uuid)) = take(&self.finished) {
             self.consumer.lock().await.delete(id).await.inspect_err(|e| warn_delete_failed(&uuid, id, e))?;
         }
+        removed?;
         Ok(())
     }
 

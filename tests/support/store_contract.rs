@@ -7,7 +7,7 @@
 use geyser::model::{JobDocument, Status};
 use std::sync::Arc;
 
-use geyser::store::{ListFilter, Page, StaleKey, Store, StoreError};
+use geyser::store::{ListFilter, Page, StaleKey, Store, StoreError, WorkerRecord};
 
 /// Generates one `#[tokio::test]` per contract test in a `store_contract` module.
 /// `store_contract_tests!(ignore = "why", make_store())` generates the same tests marked
@@ -25,7 +25,8 @@ macro_rules! store_contract_tests {
                 list_pages_by_uuid, purge_expired, read_then_write, list_stale_pages_oldest_first,
                 lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
                 import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document,
-                concurrent_updates_let_exactly_one_writer_win);
+                concurrent_updates_let_exactly_one_writer_win, list_pages_newest_first, list_by_queue,
+                workers_register_refresh_expire_and_leave);
         }
     };
     (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
@@ -135,7 +136,7 @@ pub async fn fixed_fields_are_kept(s: &dyn Store) {
     assert!(matches!(&err, StoreError::FixedField { field: "expiresAt", .. }), "{err:?}");
     assert_eq!(s.get(&doc.uuid).await.expect("get").expect("the document"), doc, "nothing changed");
     let filter = ListFilter { job_type: Some(kind), ..Default::default() };
-    let listed = s.list(&filter, &Page { after: None, limit: 10 }).await.expect("list");
+    let listed = s.list(&filter, &Page { limit: 10, ..Page::default() }).await.expect("list");
     assert_eq!(listed, vec![doc]);
 }
 
@@ -177,7 +178,7 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
     }
     uuids.sort();
     let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
-    let mut page = Page { after: None, limit: 3 };
+    let mut page = Page { limit: 3, ..Page::default() };
     let mut seen = Vec::new();
     let mut sizes = Vec::new();
     loop {
@@ -189,6 +190,103 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
     }
     assert_eq!(seen, uuids, "every document once, in uuid order");
     assert_eq!(sizes, vec![3, 3, 1, 0]);
+}
+
+/// Descending keyset paging: every document once, highest uuid first, each page below the last.
+pub async fn list_pages_newest_first(s: &dyn Store) {
+    let jt = job_type("newest");
+    let mut uuids = Vec::new();
+    for _ in 0..7 {
+        uuids.push(create(s, &document(&jt)).await.uuid);
+    }
+    uuids.sort();
+    uuids.reverse();
+    let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
+    let mut page = Page { limit: 3, newest_first: true, ..Page::default() };
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let docs = s.list(&filter, &page).await.expect("list page");
+        sizes.push(docs.len());
+        let Some(last) = docs.last() else { break };
+        page.after = Some(last.uuid.clone());
+        seen.extend(docs.into_iter().map(|d| d.uuid));
+    }
+    assert_eq!(seen, uuids, "every document once, in descending uuid order");
+    assert_eq!(sizes, vec![3, 3, 1, 0]);
+    // A page may start below any uuid, listed or not.
+    page.after = Some(uuids[2].clone());
+    let below = s.list(&filter, &page).await.expect("list below");
+    assert_eq!(below.iter().map(|d| d.uuid.clone()).collect::<Vec<_>>(), uuids[3..6].to_vec());
+}
+
+/// The queue filter keeps the documents put on that queue, with the other filters and in
+/// either order.
+pub async fn list_by_queue(s: &dyn Store) {
+    let jt = job_type("queue");
+    let queue = format!("q_{}", uuid::Uuid::new_v4().simple());
+    let mut on_queue = Vec::new();
+    for i in 0..4 {
+        let mut doc = document(&jt);
+        if i % 2 == 0 {
+            doc.queue_kwargs.queue = queue.clone();
+            on_queue.push(doc.uuid.clone());
+        }
+        create(s, &doc).await;
+    }
+    on_queue.sort();
+    let uuids = |docs: Vec<JobDocument>| docs.into_iter().map(|d| d.uuid).collect::<Vec<_>>();
+    let filter = ListFilter { queue: Some(queue.clone()), ..ListFilter::default() };
+    assert_eq!(uuids(s.list(&filter, &Page::default()).await.expect("list")), on_queue);
+    let newest = Page { newest_first: true, ..Page::default() };
+    let typed = ListFilter { job_type: Some(jt), status: Some(Status::Queued), ..filter };
+    let mut descending = on_queue.clone();
+    descending.reverse();
+    assert_eq!(uuids(s.list(&typed, &newest).await.expect("list")), descending);
+    let nowhere = ListFilter { queue: Some(format!("{queue}_none")), ..typed };
+    assert!(s.list(&nowhere, &Page::default()).await.expect("list").is_empty());
+}
+
+/// A worker's registration is listed once written, shows its latest write, is not listed
+/// once it expires, and is gone once removed.
+pub async fn workers_register_refresh_expire_and_leave(s: &dyn Store) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let record = |id: &str, at: f64, job: Option<&str>| WorkerRecord {
+        id: format!("{tag}-{id}"),
+        host: "h".into(),
+        pid: 42,
+        queues: vec!["a".into(), "b".into()],
+        started_at: 1000.0,
+        heartbeat_at: at,
+        job: job.map(str::to_owned),
+        expires_at: at + 15.0,
+    };
+    let mine = |all: Vec<WorkerRecord>| all.into_iter().filter(|w| w.id.starts_with(&tag)).collect::<Vec<_>>();
+    s.register_worker(&record("one", 1000.0, None)).await.expect("register one");
+    s.register_worker(&record("two", 1000.0, None)).await.expect("register two");
+    let listed = mine(s.list_workers(1001.0).await.expect("list"));
+    assert_eq!(listed, vec![record("one", 1000.0, None), record("two", 1000.0, None)], "both, by id");
+
+    // Refreshed with a job: the latest write shows, and it outlives the other one's time.
+    s.register_worker(&record("one", 1010.0, Some("job-uuid"))).await.expect("refresh one");
+    assert_eq!(
+        mine(s.list_workers(1011.0).await.expect("list")),
+        vec![record("one", 1010.0, Some("job-uuid")), record("two", 1000.0, None)]
+    );
+    assert_eq!(
+        mine(s.list_workers(1020.0).await.expect("list")),
+        vec![record("one", 1010.0, Some("job-uuid"))],
+        "two expired at 1015"
+    );
+    // An expired record written again is live again.
+    s.register_worker(&record("two", 1021.0, None)).await.expect("register two again");
+    assert_eq!(mine(s.list_workers(1022.0).await.expect("list")).len(), 2);
+
+    assert!(s.remove_worker(&format!("{tag}-one")).await.expect("remove"));
+    assert!(!s.remove_worker(&format!("{tag}-one")).await.expect("remove again"), "gone already");
+    assert_eq!(mine(s.list_workers(1022.0).await.expect("list")), vec![record("two", 1021.0, None)]);
+    assert!(s.remove_worker(&format!("{tag}-two")).await.expect("remove two"));
+    assert!(mine(s.list_workers(1022.0).await.expect("list")).is_empty());
 }
 
 pub async fn purge_expired(s: &dyn Store) {
@@ -321,7 +419,7 @@ pub async fn import_keeps_the_document_as_given(s: &dyn Store) {
         status,
         ..Default::default()
     };
-    let page = Page { after: None, limit: 10 };
+    let page = Page { limit: 10, ..Page::default() };
     assert_eq!(s.list(&by(&kind, Some(Status::Queued)), &page).await.expect("list"), vec![doc.clone()]);
 
     let newer = JobDocument {

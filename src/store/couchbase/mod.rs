@@ -1,5 +1,6 @@
 //! Job documents in Couchbase, shared by every host that reaches the cluster. Owns the keys
-//! under its prefix (`PREFIX::UUID` for documents, `PREFIX:lease:NAME` for leases) in one
+//! under its prefix (`PREFIX::UUID` for documents, `PREFIX:lease:NAME` for leases,
+//! `PREFIX:workers` for the live workers' registrations) in one
 //! collection, and the `geyser_PREFIX_*` indexes on it, and nothing else. A document is the
 //! JSON text serde_json wrote, unchanged, so it moves to and from the other stores as is.
 //!
@@ -35,7 +36,10 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::time::{timeout_at, Instant};
 
-use super::{Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, MAX_CONFLICTS};
+use super::{
+    Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord,
+    MAX_CONFLICTS,
+};
 use crate::model::{now, JobDocument, Status};
 use sql::Statements;
 pub use url::{redact, CouchbaseUrl};
@@ -79,6 +83,9 @@ struct LeaseDoc {
     expires_at: f64,
     version: u64,
 }
+
+/// The live workers' registrations, as their one document holds them (by id).
+type Workers = std::collections::BTreeMap<String, WorkerRecord>;
 
 /// One row of `list`.
 #[derive(Deserialize)]
@@ -344,6 +351,49 @@ impl CouchbaseStore {
         self.within(op, self.inner.url.query_timeout, Box::pin(rows)).await?.map_err(|e| self.failure(op, e))
     }
 
+    fn workers_key(&self) -> String {
+        format!("{}:workers", self.inner.url.prefix)
+    }
+
+    /// Every worker registration (one document, id -> record) with its CAS, or None.
+    async fn read_workers(&self, op: &str) -> StoreResult<Option<(Workers, u64)>> {
+        let key = self.workers_key();
+        let Some((raw, cas)) = self.read(op, &key).await? else { return Ok(None) };
+        let workers = serde_json::from_slice(&raw).map_err(|e| StoreError::Backend {
+            context: format!(
+                "couchbase store {}: {op}: the document {key} is not worker registrations",
+                self.redacted_url()
+            ),
+            source: e.into(),
+        })?;
+        Ok(Some((workers, cas)))
+    }
+
+    /// Applies `change` to the registrations and writes them back if it says they changed,
+    /// compare-and-swap on the document's CAS, at most `MAX_CONFLICTS` times. Returns what
+    /// `change` said.
+    async fn change_workers(&self, op: &str, change: impl Fn(&mut Workers) -> bool + Send + Sync) -> StoreResult<bool> {
+        let key = self.workers_key();
+        for _ in 0..MAX_CONFLICTS {
+            let (mut workers, cas) = match self.read_workers(op).await? {
+                Some((workers, cas)) => (workers, Some(cas)),
+                None => (Workers::new(), None),
+            };
+            if !change(&mut workers) {
+                return Ok(false);
+            }
+            let json = serde_json::to_vec(&workers).map_err(|e| self.unavailable(op, &e.to_string()))?;
+            let written = match cas {
+                Some(cas) => self.replace(op, &key, &json, cas, None).await?,
+                None => self.insert(op, &key, &json, None).await?,
+            };
+            if written {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Contended { uuid: key, tries: MAX_CONFLICTS })
+    }
+
     /// The lease `name` as stored with its CAS, or None.
     async fn read_lease(&self, op: &str, name: &str) -> StoreResult<Option<(LeaseDoc, u64)>> {
         let Some((raw, cas)) = self.read(op, &self.lease_key(name)).await? else { return Ok(None) };
@@ -407,9 +457,10 @@ impl Store for CouchbaseStore {
 
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
         let after = page.after.as_deref().map(|uuid| self.doc_key(uuid));
-        let statement = self.inner.sql.list(filter, after.is_none());
-        let mut parameters =
-            vec![("after", Value::from(after.unwrap_or_else(|| self.doc_key("")))), ("limit", Value::from(page.limit))];
+        let statement = self.inner.sql.list(filter, after.is_none(), page.newest_first);
+        // From the start: the first key of this store's range, or descending its last.
+        let start = if page.newest_first { format!("{}:;", self.inner.url.prefix) } else { self.doc_key("") };
+        let mut parameters = vec![("after", Value::from(after.unwrap_or(start))), ("limit", Value::from(page.limit))];
         if let Some(status) = filter.status {
             parameters.push(("status", Value::from(status.as_str())));
         }
@@ -418,6 +469,9 @@ impl Store for CouchbaseStore {
         }
         if let Some(before) = filter.updated_before {
             parameters.push(("before", Value::from(before)));
+        }
+        if let Some(queue) = &filter.queue {
+            parameters.push(("queue", Value::from(queue.as_str())));
         }
         let rows: Vec<ListRow> = self.query("list", statement, parameters).await?;
         rows.into_iter()
@@ -480,6 +534,28 @@ impl Store for CouchbaseStore {
             }
         }
         Err(StoreError::Contended { uuid: format!("lease {name}"), tries: MAX_CONFLICTS })
+    }
+
+    async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()> {
+        let at = record.heartbeat_at;
+        let record = record.clone();
+        self.change_workers("register worker", move |workers| {
+            workers.retain(|_, w| w.expires_at > at);
+            workers.insert(record.id.clone(), record.clone());
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>> {
+        let Some((workers, _)) = self.read_workers("list workers").await? else { return Ok(Vec::new()) };
+        Ok(workers.into_values().filter(|w| w.expires_at > now).collect())
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.change_workers("remove worker", move |workers| workers.remove(&id).is_some()).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {

@@ -48,11 +48,18 @@ impl Statements {
     }
 
     /// `list`: documents matching `filter` after the key `$after` (or from the first key when
-    /// `from_start`), in key order, at most `$limit`. Named parameters: `$after`, `$limit`,
-    /// and `$status`, `$jobType`, `$before` for the filter's parts.
-    pub fn list(&self, filter: &ListFilter, from_start: bool) -> String {
+    /// `from_start`), in key order (descending, and after meaning below, with `newest_first`),
+    /// at most `$limit`. Named parameters: `$after`, `$limit`, and `$status`, `$jobType`,
+    /// `$before`, `$queue` for the filter's parts.
+    pub fn list(&self, filter: &ListFilter, from_start: bool, newest_first: bool) -> String {
         let mut conditions = vec![self.own_keys.clone()];
-        conditions.push(format!("META(d).id {} $after", if from_start { ">=" } else { ">" }));
+        let after = match (from_start, newest_first) {
+            (true, false) => ">=",
+            (true, true) => "<=",
+            (false, false) => ">",
+            (false, true) => "<",
+        };
+        conditions.push(format!("META(d).id {after} $after"));
         if filter.status.is_some() {
             conditions.push("d.status = $status".into());
         }
@@ -62,10 +69,14 @@ impl Statements {
         if filter.updated_before.is_some() {
             conditions.push("IS_NUMBER(d.updatedAt) AND d.updatedAt < $before".into());
         }
+        if filter.queue.is_some() {
+            conditions.push("d.queueKwargs.queue = $queue".into());
+        }
         format!(
-            "SELECT META(d).id AS id, d AS doc FROM {} AS d WHERE {} ORDER BY META(d).id LIMIT $limit",
+            "SELECT META(d).id AS id, d AS doc FROM {} AS d WHERE {} ORDER BY META(d).id{} LIMIT $limit",
             self.keyspace,
-            conditions.join(" AND ")
+            conditions.join(" AND "),
+            if newest_first { " DESC" } else { "" }
         )
     }
 
@@ -125,10 +136,15 @@ mod tests {
     #[test]
     fn list_names_only_the_filters_given() {
         let s = statements();
-        let all = s.list(&ListFilter::default(), true);
+        let all = s.list(&ListFilter::default(), true, false);
         assert!(all.contains("META(d).id >= $after") && !all.contains("$status") && !all.contains("$jobType"), "{all}");
-        let filter = ListFilter { status: Some(Status::Queued), job_type: Some("t".into()), updated_before: Some(1.0) };
-        let some = s.list(&filter, false);
+        let filter = ListFilter {
+            status: Some(Status::Queued),
+            job_type: Some("t".into()),
+            updated_before: Some(1.0),
+            queue: None,
+        };
+        let some = s.list(&filter, false, false);
         for part in ["META(d).id > $after", "d.status = $status", "d.jobType = $jobType", "d.updatedAt < $before"] {
             assert!(some.contains(part), "{part} in {some}");
         }

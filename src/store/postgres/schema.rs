@@ -10,7 +10,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`; `{s}` stands for the quoted
 /// schema name. Version 0 is a schema with no Geyser tables. Append steps; never edit one.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: documents (the JSON as jsonb, the fields that `list`, the sweep and purge filter on as
     // columns; uuids compared byte by byte, as in every store) and named leases.
     "CREATE TABLE {s}.geyser_documents (
@@ -32,6 +32,12 @@ const MIGRATIONS: [&str; 1] = [
         holder     text             NOT NULL,
         expires_at double precision NOT NULL,
         version    bigint           NOT NULL
+    );",
+    // 2: live workers' registrations (`Store::register_worker`), one row per worker, as JSON text.
+    "CREATE TABLE {s}.geyser_workers (
+        id         text COLLATE \"C\" PRIMARY KEY,
+        expires_at double precision NOT NULL,
+        record     text             NOT NULL
     );",
 ];
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script, ScriptInvocation};
 
-use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult};
+use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord};
 use crate::model::{JobDocument, Status};
 pub use url::{redact, RedisUrl};
 
@@ -126,6 +126,10 @@ impl RedisStore {
         format!("{}doc:{uuid}", self.inner.url.prefix)
     }
 
+    fn workers_key(&self) -> String {
+        format!("{}workers", self.inner.url.prefix)
+    }
+
     /// The key prefix of this store (from the URL).
     pub fn prefix(&self) -> &str {
         &self.inner.url.prefix
@@ -186,6 +190,7 @@ impl RedisStore {
         filter: &ListFilter,
         after: &str,
         limit: usize,
+        newest_first: bool,
     ) -> StoreResult<(Vec<(String, Vec<u8>)>, Option<String>)> {
         let mut invocation = scripts::LIST.prepare_invoke();
         invocation
@@ -195,7 +200,9 @@ impl RedisStore {
             .arg(limit)
             .arg(filter.status.map_or("", Status::as_str))
             .arg(filter.updated_before.map(number).unwrap_or_default())
-            .arg(SCAN_BUDGET);
+            .arg(SCAN_BUDGET)
+            .arg(if newest_first { "desc" } else { "" })
+            .arg(filter.queue.as_deref().unwrap_or_default());
         let reply = self.run("list", invocation).await?;
         let mut fields = reply.into_iter().skip(1);
         let resume = fields.next().filter(|r| !r.is_empty()).map(|r| text(&r));
@@ -305,7 +312,8 @@ impl Store for RedisStore {
     }
 
     /// Walks the most selective index the filter names (type, else status, else all) in uuid
-    /// order; the other conditions are checked against the indexes inside the script.
+    /// order, or backwards; the other conditions are checked against the indexes inside the
+    /// script, the queue against the document's JSON.
     async fn list(&self, filter: &ListFilter, page: &Page) -> StoreResult<Vec<JobDocument>> {
         let index = match (&filter.job_type, filter.status) {
             (Some(job_type), _) => format!("type:{job_type}"),
@@ -315,7 +323,8 @@ impl Store for RedisStore {
         let mut docs = Vec::new();
         let mut after = page.after.clone().unwrap_or_default();
         while docs.len() < page.limit {
-            let (rows, resume) = self.list_once(&index, filter, &after, page.limit - docs.len()).await?;
+            let (rows, resume) =
+                self.list_once(&index, filter, &after, page.limit - docs.len(), page.newest_first).await?;
             for (uuid, json) in rows {
                 docs.push(parse(&uuid, &json)?);
             }
@@ -370,6 +379,55 @@ impl Store for RedisStore {
         let released: i64 =
             self.answer("release lease", async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(released == 1)
+    }
+
+    /// Registrations live in one hash, `P..workers`, id -> the record's JSON: a worker's write
+    /// is one HSET; a listing drops the expired fields it finds.
+    async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()> {
+        let json = record.to_json()?;
+        let (key, id) = (self.workers_key(), record.id.clone());
+        let mut conn = self.inner.conn.clone();
+        self.answer("register worker", async move {
+            redis::cmd("HSET").arg(key).arg(id).arg(json).query_async::<i64>(&mut conn).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>> {
+        let key = self.workers_key();
+        let mut conn = self.inner.conn.clone();
+        let all: Vec<(String, Vec<u8>)> = self
+            .answer("list workers", async move { redis::cmd("HGETALL").arg(key).query_async(&mut conn).await })
+            .await?;
+        let mut live = Vec::new();
+        let mut expired = Vec::new();
+        for (id, json) in all {
+            let record = WorkerRecord::from_json(&json, &format!("{id} in {}", self.inner.url.redacted))?;
+            if record.expires_at > now {
+                live.push(record);
+            } else {
+                expired.push(id);
+            }
+        }
+        if !expired.is_empty() {
+            let (key, mut conn) = (self.workers_key(), self.inner.conn.clone());
+            self.answer("list workers: drop expired", async move {
+                redis::cmd("HDEL").arg(key).arg(expired).query_async::<i64>(&mut conn).await
+            })
+            .await?;
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
+    }
+
+    async fn remove_worker(&self, id: &str) -> StoreResult<bool> {
+        let (key, id) = (self.workers_key(), id.to_owned());
+        let mut conn = self.inner.conn.clone();
+        let n: i64 = self
+            .answer("remove worker", async move { redis::cmd("HDEL").arg(key).arg(id).query_async(&mut conn).await })
+            .await?;
+        Ok(n > 0)
     }
 
     async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {

@@ -1,11 +1,14 @@
 -- list: ARGV: prefix, the index to walk (P-relative: 'all', 'type:T' or 'status:S'), the uuid
 -- to start after ('' from the start), how many documents, status ('' any), updated before
--- ('' any), how many index entries this call may read. Walks the index in uuid order and
+-- ('' any), how many index entries this call may read, 'desc' to walk in descending uuid order
+-- ('' ascending), the queue ('' any: else only documents whose queueKwargs.queue is it, read
+-- from the JSON). Walks the index in uuid order and
 -- returns {'ok', resume, uuid1, json1, uuid2, json2, ...}: `resume` is '' when the page is
 -- full or the index ends, else the uuid to start after in the next call (the read budget
 -- ran out: one call never blocks the server for long). Entries whose key expired are skipped.
 local index = P .. ARGV[2]
 local limit, status, budget = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[7])
+local desc, queue = ARGV[8] == 'desc', ARGV[9]
 local before = nil
 if ARGV[6] ~= '' then
   before = tonumber(ARGV[6])
@@ -33,21 +36,36 @@ local function matches(uuid)
   return score and (not before or tonumber(score) < before)
 end
 
+-- Whether the stored JSON names the queue asked for (any queue when none is).
+local function on_queue(raw)
+  if queue == '' then
+    return true
+  end
+  local ok, doc = pcall(cjson.decode, raw)
+  return ok and type(doc) == 'table' and type(doc.queueKwargs) == 'table' and doc.queueKwargs.queue == queue
+end
+
 local out = {'ok', ''}
 local found, scanned = 0, 0
-local min = '-'
+-- `bound` is the exclusive end already read: the next read starts past it.
+local bound = nil
 if ARGV[3] ~= '' then
-  min = '(' .. ARGV[3]
+  bound = '(' .. ARGV[3]
 end
 while scanned < budget do
   local want = math.min(math.max(limit - found, 16), budget - scanned)
-  local members = redis.call('ZRANGEBYLEX', index, min, '+', 'LIMIT', 0, want)
+  local members
+  if desc then
+    members = redis.call('ZREVRANGEBYLEX', index, bound or '+', '-', 'LIMIT', 0, want)
+  else
+    members = redis.call('ZRANGEBYLEX', index, bound or '-', '+', 'LIMIT', 0, want)
+  end
   for _, uuid in ipairs(members) do
     scanned = scanned + 1
-    min = '(' .. uuid
+    bound = '(' .. uuid
     if matches(uuid) then
       local raw = redis.call('GET', doc_key(uuid))
-      if raw then
+      if raw and on_queue(raw) then
         out[#out + 1] = uuid
         out[#out + 1] = raw
         found = found + 1
@@ -61,5 +79,5 @@ while scanned < budget do
     return out
   end
 end
-out[2] = string.sub(min, 2)
+out[2] = string.sub(bound, 2)
 return out
