@@ -142,11 +142,14 @@ class DashboardHandler(tornado.web.RequestHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, tornado.web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
+        elif isinstance(error, GeyserError):  # what handlers do not catch: the store or queue failed
+            self.set_status(503)
+            message = f"store or queue unavailable: {error}"
         elif status_code >= 500:
-            message = "the store or queue failed; see the server log"
+            message = "internal server error; see the server log"
         else:
             message = self._reason
-        self.render("error.html", title=f"{status_code} {self._reason}", message=message)
+        self.render("error.html", title=f"{self.get_status()} {self._reason}", message=message)
 
     async def blocking(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``call(*args, **kwargs)`` on a thread, so a synchronous client call never blocks the IOLoop."""
@@ -314,7 +317,7 @@ class CancelHandler(DashboardHandler):
             await client().cancel_async(uuid)
         except JobNotFound:
             raise tornado.web.HTTPError(404, "job %s not found", uuid) from None
-        except (InvalidTransition, GeyserError) as e:
+        except InvalidTransition as e:
             raise tornado.web.HTTPError(409, "%s", str(e)) from None
         self.redirect(f"{self.prefix}/jobs/{uuid}", status=303)
 

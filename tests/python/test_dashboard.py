@@ -18,7 +18,7 @@ import dashboard_jobs  # noqa: F401  (registers the gated job types)
 import geyser
 import geyser.web
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import job, run_worker
+from conftest import free_port, job, run_worker
 from geyser.dashboard import SESSION_COOKIE
 from test_web import Api
 
@@ -29,8 +29,8 @@ HOSTILE = "<script>alert('owned')</script>"
 class Browser:
     """A client of one dashboard that keeps its cookies and never follows redirects."""
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    def __init__(self, api: Api, token: str) -> None:
+        self.api, self.token = api, token
         self.cookies: dict[str, str] = {}
 
     async def get(self, path: str, **kw: Any) -> HTTPResponse:
@@ -40,13 +40,9 @@ class Browser:
                    headers: dict[str, str] | None = None) -> HTTPResponse:
         """POST a form; with ``xsrf`` the ``_xsrf`` field repeats the cookie, as the pages' forms do."""
         if xsrf and "_xsrf" not in self.cookies:
-            await self.get("/dashboard/login" if self.api_token else "/dashboard/")
+            await self.get("/dashboard/login" if self.token else "/dashboard/")
         fields = {**({"_xsrf": self.cookies["_xsrf"]} if xsrf else {}), **(form or {})}
         return await self.fetch("POST", path, body=urllib.parse.urlencode(fields), headers=headers)
-
-    @property
-    def api_token(self) -> bool:
-        return bool(self.api.token)
 
     async def fetch(self, method: str, path: str, body: str | None = None,
                     headers: dict[str, str] | None = None) -> HTTPResponse:
@@ -99,9 +95,7 @@ def failed_job(**values: Any) -> str:
 
 
 async def open_dashboard(token: str) -> Browser:
-    api = Api(geyser.web.make_app(token=token, watch_interval=0.05))
-    api.token = token
-    return Browser(api)
+    return Browser(Api(geyser.web.make_app(token=token, watch_interval=0.05)), token)
 
 
 @pytest.fixture
@@ -302,3 +296,14 @@ async def test_hostile_job_text_is_escaped_everywhere(browser: Browser) -> None:
     assert "&lt;SCRIPT&gt;ALERT" in page  # the result string too
     response = await browser.get(f"/dashboard/jobs/{uuid}")
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+async def test_a_queue_that_does_not_answer_is_a_503_page(embedded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEYSER_QUEUE_URL", f"beanstalkd://127.0.0.1:{free_port()}")
+    geyser.configure()
+    b = await open_dashboard("")
+    try:
+        response = await b.api.fetch("GET", "/dashboard/", request_timeout=60)
+        assert response.code == 503 and "store or queue unavailable" in text(response)
+    finally:
+        await b.api.close()
