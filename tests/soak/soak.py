@@ -19,6 +19,7 @@ processes it starts, each stopped by PID."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -133,6 +134,8 @@ class Soak:
     faults: list[Fault] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)  # uuid -> kind
     env: dict[str, str] = field(default_factory=dict)
+    #: Why the supervisor stopped by itself, each time it did.
+    gave_up: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -299,15 +302,27 @@ class Soak:
             if time.monotonic() - last_report > 10:
                 log(f"{left} entries left; {len(self.faults)} faults so far")
                 last_report = time.monotonic()
-            if self.supervisor is not None and self.supervisor.poll() is not None:
-                raise RuntimeError(f"the supervisor exited by itself with {self.supervisor.returncode}")
+            self.restart_stopped_supervisor()
             self.fault(self.rng.choice(faults))
         log(f"chaos stopped at its time limit ({self.mode.chaos_limit:g} s) with jobs left")
+
+    def restart_stopped_supervisor(self) -> None:
+        """A supervisor that stopped by itself is noted (with the reason it logged) and
+        started again, as a service manager would: today a worker process that cannot reach
+        the queue or store as it starts stops its supervisor (exit 78, as for a bad URL)."""
+        if self.supervisor is None or self.supervisor.poll() is None:
+            return
+        errors = [line for line in (self.folder / "worker.log").read_text(errors="replace").splitlines()
+                  if " ERROR geyser.supervisor" in line]
+        self.gave_up.append(f"exit {self.supervisor.returncode}: {errors[-1] if errors else 'no ERROR line'}")
+        log(f"the supervisor stopped by itself ({self.gave_up[-1]}); starting it again")
+        self.start_supervisor()
 
     def settle(self, timeout: float) -> bool:
         """Wait (bounded) until the queues hold nothing ready, delayed or reserved."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.restart_stopped_supervisor()
             if self.remaining() == 0:
                 return True
             time.sleep(0.5)
@@ -330,13 +345,12 @@ class Soak:
         problems: list[str] = []
         counts: Counter[str] = Counter()
         for uuid, kind in self.jobs.items():
-            raw = client().get(uuid)
+            raw = read(uuid)
             if raw is None:
                 counts["lost"] += 1
                 problems.append(f"{uuid} ({kind}): the document is gone")
                 continue
-            doc = geyser.get_base_job(uuid)
-            assert doc is not None
+            doc = soak_jobs.KINDS[kind].from_document(json.loads(raw))
             expected = soak_jobs.KINDS[kind].EXPECTED
             status, attempts = doc.status, int(doc.attempts)
             oks = self.ledger.oks.get(uuid, [])
@@ -391,6 +405,20 @@ class Soak:
         return times
 
 
+def read(uuid: str) -> str | None:
+    """The stored document; a call that fails is tried again (bounded): the first call on a
+    connection the store server closed when it restarted fails once."""
+    tries = 10
+    for left in range(tries - 1, -1, -1):
+        try:
+            return client().get(uuid)
+        except geyser.GeyserError:
+            if not left:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("not reached")
+
+
 def percentile(values: list[float], q: float) -> str:
     if not values:
         return "-"
@@ -428,6 +456,7 @@ def run_one(backend: str, mode: Mode, seed: int, keep: bool) -> bool:
             ("backend", backend),
             ("jobs", f"{len(soak.jobs)} ({', '.join(f'{k} {v}' for k, v in sorted(Counter(soak.jobs.values()).items()))})"),
             ("faults", f"{len(soak.faults)} (" + ", ".join(f"{k} {faults[k]}" for k in FAULTS if faults[k]) + ")"),
+            ("supervisor stopped by itself", len(soak.gave_up)),
             ("lost", counts["lost"]),
             ("double successes saved", counts["double_success"]),
             ("wrong final state", counts["wrong_state"]),
@@ -446,6 +475,8 @@ def run_one(backend: str, mode: Mode, seed: int, keep: bool) -> bool:
         for k, v in rows:
             print(f"{k:<{width}}  {v}")
         print(f"{'-' * 72}", flush=True)
+        for why in soak.gave_up:
+            print(f"NOTE the supervisor stopped by itself: {why}")
         for p in problems[:30]:
             print(f"PROBLEM {p}")
         if len(problems) > 30:
