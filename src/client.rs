@@ -292,7 +292,8 @@ impl Geyser {
     /// entries waiting (ready or delayed) and reserved, and how many of the waiting ones are
     /// jobs of other types (queued documents of an unknown type on these queues, which such
     /// a worker only releases). For `--burst`: the queues are drained for this worker when
-    /// `waiting - foreign` is 0 and nothing is reserved.
+    /// `waiting - foreign` is 0 and nothing is reserved. A paused queue's waiting entries
+    /// are not counted: no worker can take them until it is resumed.
     pub async fn backlog(
         &self,
         tubes: &[String],
@@ -301,7 +302,9 @@ impl Geyser {
         let mut backlog = Backlog::default();
         for tube in tubes {
             let s = self.queue.stats_tube(tube).await?;
-            backlog.waiting += s.ready + s.delayed;
+            if !s.paused {
+                backlog.waiting += s.ready + s.delayed;
+            }
             backlog.reserved += s.reserved;
         }
         let Some(known) = job_types.filter(|_| backlog.waiting > 0) else { return Ok(backlog) };
@@ -331,6 +334,16 @@ impl Geyser {
 
     pub async fn stats_tube(&self, tube: &str) -> ClientResult<TubeStats> {
         Ok(self.queue.stats_tube(tube).await?)
+    }
+
+    /// Engine operation `pause`: no worker reserves from `queue` until `resume`; its jobs
+    /// wait, and running ones go on (see `Queue::pause`).
+    pub async fn pause(&self, queue: &str) -> ClientResult<()> {
+        Ok(self.queue.pause(queue).await?)
+    }
+
+    pub async fn resume(&self, queue: &str) -> ClientResult<()> {
+        Ok(self.queue.resume(queue).await?)
     }
 }
 

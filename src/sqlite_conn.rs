@@ -67,12 +67,12 @@ thread_local! {
 }
 
 /// Runs `action` on the committing thread right after each commit of `conn` that changed a
-/// row of `table`; by then the commit is visible to every other connection (SQLite calls
+/// row of one of `tables`; by then the commit is visible to every other connection (SQLite calls
 /// the WAL hook after the write lock is released). A transaction runs on one thread, so the
 /// row change marks that thread and the commit (or rollback) that ends it clears the mark.
-pub(crate) fn after_commits_changing(conn: &Connection, table: &'static str, action: CommitAction) {
+pub(crate) fn after_commits_changing(conn: &Connection, tables: &'static [&'static str], action: CommitAction) {
     conn.update_hook(Some(move |_: rusqlite::hooks::Action, _: &str, changed: &str, _: i64| {
-        if changed == table {
+        if tables.contains(&changed) {
             PENDING.with(|p| {
                 p.borrow_mut().get_or_insert_with(|| Arc::clone(&action));
             });

@@ -270,3 +270,53 @@ async fn bad_tube_names_are_refused() {
     assert!(queue.put("has space", b"x", PutOptions::default()).await.is_err());
     assert!(queue.consumer(&["".to_owned()]).await.is_err());
 }
+
+/// A pause lives in the file: a queue opened on it later (another process, a restart) finds
+/// the tube paused, and a resume there frees its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_is_kept_in_the_file() {
+    let (queue, dir) = sqlite_queue().await;
+    let t = tube("keptpause");
+    queue.pause(&t).await.expect("pause an empty tube");
+    let id = queue.put(&t, b"x", PutOptions::default()).await.expect("put");
+    let reopened = SqliteQueue::open(&dir.path().join("queue.db")).expect("reopen");
+    assert!(reopened.stats_tube(&t).await.expect("stats").paused);
+    let mut consumer = reopened.consumer(std::slice::from_ref(&t)).await.expect("consumer");
+    assert!(consumer.reserve(Duration::ZERO).await.expect("reserve").is_none());
+    reopened.resume(&t).await.expect("resume");
+    assert!(!queue.stats_tube(&t).await.expect("stats").paused);
+    assert_eq!(consumer.reserve(Duration::from_secs(2)).await.expect("reserve").map(|j| j.id), Some(id));
+}
+
+/// A file made before jobs carried their put time gets the column when opened: its old jobs
+/// are kept (with no age), and new ones have one.
+#[tokio::test]
+async fn a_file_without_put_times_is_migrated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    let t = tube("migrated");
+    let old = rusqlite::Connection::open(&path).expect("create the old file");
+    old.execute_batch(
+        "CREATE TABLE geyser_queue_jobs (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, tube TEXT NOT NULL, priority INTEGER NOT NULL,
+             state INTEGER NOT NULL, due_at INTEGER, ttr_ms INTEGER NOT NULL, token INTEGER, body BLOB NOT NULL);",
+    )
+    .expect("old schema");
+    old.execute(
+        "INSERT INTO geyser_queue_jobs (tube, priority, state, ttr_ms, body) VALUES (?1, 5, 0, 60000, x'6f6c64')",
+        [&t],
+    )
+    .expect("an old job");
+    drop(old);
+
+    let queue = SqliteQueue::open(&path).expect("open the old file");
+    let stats = queue.stats_tube(&t).await.expect("stats");
+    assert_eq!((stats.ready, stats.oldest_ready_age), (1, None));
+    queue.put(&t, b"new", PutOptions::default()).await.expect("put");
+    assert!(queue.stats_tube(&t).await.expect("stats").oldest_ready_age.is_some());
+    drop(queue);
+    let reopened = SqliteQueue::open(&path).expect("open the migrated file again");
+    let mut consumer = reopened.consumer(&[t]).await.expect("consumer");
+    let job = consumer.reserve(Duration::ZERO).await.expect("reserve").expect("the old job");
+    assert_eq!(job.body, b"old");
+}

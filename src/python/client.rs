@@ -198,7 +198,18 @@ impl PyClient {
         awaitable::future_into_py(py, async move { geyser.workers().await.map(WorkerDicts).map_err(client_err) })
     }
 
-    /// Counts of one queue: ready, delayed, reserved, buried, total.
+    /// Stop every worker from reserving `queue`'s jobs until `resume` (running jobs go on).
+    fn pause(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        wait(py, self.geyser.pause(queue)).map_err(client_err)
+    }
+
+    /// Let workers reserve `queue`'s jobs again; waiting workers get them at once.
+    fn resume(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        wait(py, self.geyser.resume(queue)).map_err(client_err)
+    }
+
+    /// One queue: counts (ready, delayed, reserved, buried, total_jobs), `paused`,
+    /// `oldest_ready_age` (seconds, or None) and `watching` (consumers, or None when unknown).
     fn stats_tube<'py>(&self, py: Python<'py>, tube: &str) -> PyResult<Bound<'py, PyDict>> {
         let s = wait(py, self.geyser.stats_tube(tube)).map_err(client_err)?;
         stats_dict(py, s)
@@ -260,5 +271,8 @@ fn stats_dict(py: Python<'_>, s: TubeStats) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("reserved", s.reserved)?;
     d.set_item("buried", s.buried)?;
     d.set_item("total_jobs", s.total_jobs)?;
+    d.set_item("paused", s.paused)?;
+    d.set_item("oldest_ready_age", s.oldest_ready_age.map(|age| age.as_secs_f64()))?;
+    d.set_item("watching", s.watching)?;
     Ok(d)
 }

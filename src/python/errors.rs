@@ -43,6 +43,7 @@ pub fn queue_err(e: QueueError) -> PyErr {
         QueueError::JobTooBig { .. } | QueueError::BadTube(_) | QueueError::BadJobId(_) => {
             InvalidDocument::new_err(e.to_string())
         }
+        QueueError::UnknownTube(_) => GeyserError::new_err(e.to_string()),
         _ => QueueUnavailable::new_err(e.to_string()),
     }
 }

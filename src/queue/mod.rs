@@ -75,7 +75,8 @@ pub enum JobState {
     Buried,
 }
 
-/// Counts for one tube, as beanstalkd's `stats-tube` gives them.
+/// Counts for one tube, as beanstalkd's `stats-tube` gives them, and what else an operator
+/// asks of a tube: whether it is paused, how long its next job has waited, who watches it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TubeStats {
     pub name: String,
@@ -84,6 +85,15 @@ pub struct TubeStats {
     pub reserved: u64,
     pub buried: u64,
     pub total_jobs: u64,
+    /// No consumer reserves from the tube (`Queue::pause`).
+    pub paused: bool,
+    /// Time since the put of a ready job, None when none is ready: on the embedded queue the
+    /// oldest ready job; on beanstalkd the one reserved next (smallest priority, then oldest),
+    /// as the server finds no other (docs/beanstalkd-protocol.md §Pause).
+    pub oldest_ready_age: Option<Duration>,
+    /// Consumers watching the tube (beanstalkd: connections, the most on any one server);
+    /// None where the backend cannot tell (the embedded queue keeps no list of consumers).
+    pub watching: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +106,9 @@ pub enum QueueError {
     BadJobId(String),
     #[error("bad tube name {0:?}: 1 to 200 characters of letters, digits and -+/;.$_()")]
     BadTube(String),
+    /// beanstalkd has no such tube: none holds a job of it and no connection watches or uses it.
+    #[error("queue {0:?} not found: the queue server knows a queue only while it holds jobs or a worker watches it")]
+    UnknownTube(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -175,6 +188,13 @@ pub trait Queue: Send + Sync {
     /// whoever acts on a remembered id checks the body first.
     async fn peek(&self, id: QueueJobId) -> QueueResult<Option<Vec<u8>>>;
     async fn stats_tube(&self, tube: &str) -> QueueResult<TubeStats>;
+    /// Stop every consumer (of every process) from reserving the tube's jobs until `resume`;
+    /// its jobs wait, puts go on, and jobs reserved already are not affected. `UnknownTube`
+    /// where the backend has no such tube (beanstalkd: docs/beanstalkd-protocol.md §Pause).
+    async fn pause(&self, tube: &str) -> QueueResult<()>;
+    /// Undo `pause`: the tube's ready jobs go to waiting consumers at once. A tube that is
+    /// not paused is left as it is.
+    async fn resume(&self, tube: &str) -> QueueResult<()>;
     async fn list_tubes(&self) -> QueueResult<Vec<String>>;
     /// A new consumer watching `tubes` (its own connection where the backend has them).
     async fn consumer(&self, tubes: &[String]) -> QueueResult<Box<dyn Consumer>>;

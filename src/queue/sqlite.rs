@@ -1,5 +1,5 @@
 //! Embedded queue on a SQLite file (WAL): beanstalkd semantics for every process of one machine.
-//! Owns the `geyser_queue_jobs` table of that file and nothing else;
+//! Owns the `geyser_queue_jobs` and `geyser_queue_paused` tables of that file and nothing else;
 //! every SQLite call runs on a thread that owns its connection, never on an async worker thread.
 //!
 //! A job row holds `state` and `due_at` (epoch ms): when a delayed job becomes ready, or when a
@@ -9,6 +9,9 @@
 //! A waiting reserve sleeps until a job can be ready: every connection that changes the table
 //! rings the file's bell after its commit (see `bell`), and the reserve sleeps until a ring,
 //! the next `due_at` of the table, or its timeout, whichever comes first.
+//!
+//! A paused tube has a row in `geyser_queue_paused`, which every reserve consults; resuming
+//! deletes it, and that commit rings the bell like any change of the jobs table.
 
 mod bell;
 
@@ -49,13 +52,20 @@ CREATE TABLE IF NOT EXISTS geyser_queue_jobs (
     due_at   INTEGER,
     ttr_ms   INTEGER NOT NULL,
     token    INTEGER,
-    body     BLOB    NOT NULL
+    body     BLOB    NOT NULL,
+    put_at   INTEGER
 );
 CREATE INDEX IF NOT EXISTS geyser_queue_jobs_next
     ON geyser_queue_jobs (tube, state, priority, id, due_at);
 CREATE INDEX IF NOT EXISTS geyser_queue_jobs_due
     ON geyser_queue_jobs (state, due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS geyser_queue_paused (
+    tube TEXT PRIMARY KEY
+);
 ";
+/// The tables whose changes ring the bell (a rowid table each: SQLite reports no row change
+/// of a WITHOUT ROWID table to the hook that rings).
+const RINGING_TABLES: &[&str] = &["geyser_queue_jobs", "geyser_queue_paused"];
 
 /// Milliseconds since the Unix epoch: every process of the machine shares this clock.
 fn now_ms() -> i64 {
@@ -94,16 +104,34 @@ fn call_err<'a>(path: &'a Path, op: &'a str) -> impl FnOnce(CallFailed) -> Queue
 /// Opens one connection with the queue's schema in place, creating the file and its folders;
 /// each of its commits that changes the queue rings the file's bell.
 pub(crate) fn open_connection(path: &Path) -> QueueResult<Connection> {
-    let conn = open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
+    let mut conn = open_wal(path, SCHEMA).map_err(|e| QueueError::Io {
         context: format!("sqlite queue {}: open", path.display()),
         source: std::io::Error::other(e),
     })?;
+    add_put_time(&mut conn).map_err(sql_err(path, "add the put_at column to geyser_queue_jobs"))?;
     let ringer = Ringer::open(path).map_err(|source| QueueError::Io {
         context: format!("sqlite queue {}: open its wake-up file", path.display()),
         source,
     })?;
-    after_commits_changing(&conn, "geyser_queue_jobs", Arc::new(move || ringer.ring()));
+    after_commits_changing(&conn, RINGING_TABLES, Arc::new(move || ringer.ring()));
     Ok(conn)
+}
+
+/// A file made before jobs carried their put time gets the column; its old rows have none,
+/// and count for no age (`tube_stats`). Checked again under the write lock, so that two
+/// processes opening the file at once add it once.
+fn add_put_time(conn: &mut Connection) -> rusqlite::Result<()> {
+    let has_column = |conn: &Connection| {
+        conn.prepare("SELECT 1 FROM pragma_table_info('geyser_queue_jobs') WHERE name = 'put_at'")?.exists([])
+    };
+    if has_column(conn)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !has_column(&tx)? {
+        tx.execute_batch("ALTER TABLE geyser_queue_jobs ADD COLUMN put_at INTEGER")?;
+    }
+    tx.commit()
 }
 
 /// Starts the thread that owns `state` (a connection and what goes with it).
@@ -165,9 +193,10 @@ pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptio
     };
     let ttr_ms = millis(opts.ttr).max(MIN_TTR_MS);
     conn.prepare_cached(
-        "INSERT INTO geyser_queue_jobs (tube, priority, state, due_at, ttr_ms, body) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO geyser_queue_jobs (tube, priority, state, due_at, ttr_ms, body, put_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![tube, opts.priority, state, due_at, ttr_ms, body])?;
+    .execute(params![tube, opts.priority, state, due_at, ttr_ms, body, now_ms()])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -226,18 +255,31 @@ fn body(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
     conn.prepare_cached("SELECT body FROM geyser_queue_jobs WHERE id = ?")?.query_row([id], |r| r.get(0)).optional()
 }
 
+/// Counts by effective state, the put time of the oldest ready job, and the pause, in one
+/// pass over the tube's rows.
 fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
-    let (ready, delayed, reserved, buried) = conn
+    let now = now_ms();
+    let (ready, delayed, reserved, buried, oldest_put, paused) = conn
         .prepare_cached(
             "SELECT
                  COALESCE(SUM(state = ?2 OR (state = ?3 AND due_at <= ?6) OR (state = ?4 AND due_at < ?6)), 0),
                  COALESCE(SUM(state = ?3 AND due_at > ?6), 0),
                  COALESCE(SUM(state = ?4 AND due_at >= ?6), 0),
-                 COALESCE(SUM(state = ?5), 0)
+                 COALESCE(SUM(state = ?5), 0),
+                 MIN(CASE WHEN state = ?2 OR (state = ?3 AND due_at <= ?6) OR (state = ?4 AND due_at < ?6)
+                     THEN put_at END),
+                 EXISTS (SELECT 1 FROM geyser_queue_paused WHERE tube = ?1)
              FROM geyser_queue_jobs WHERE tube = ?1",
         )?
-        .query_row(params![tube, READY, DELAYED, RESERVED, BURIED, now_ms()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        .query_row(params![tube, READY, DELAYED, RESERVED, BURIED, now], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
         })?;
     let count = |n: i64| n.max(0) as u64;
     Ok(TubeStats {
@@ -249,7 +291,22 @@ fn tube_stats(conn: &Connection, tube: &str) -> rusqlite::Result<TubeStats> {
         // beanstalkd counts every job ever put in the tube; keeping that count would cost every
         // put a second write, so here it is the jobs the tube holds now.
         total_jobs: count(ready + delayed + reserved + buried),
+        paused,
+        oldest_ready_age: oldest_put.map(|at| Duration::from_millis(count(now - at))),
+        // Consumers leave no trace in the file while they wait, so their number is unknown here.
+        watching: None,
     })
+}
+
+/// Pauses (`true`) or resumes the tube; a commit that changes the table rings the bell.
+fn set_paused(conn: &Connection, tube: &str, paused: bool) -> rusqlite::Result<()> {
+    let sql = if paused {
+        "INSERT OR IGNORE INTO geyser_queue_paused (tube) VALUES (?)"
+    } else {
+        "DELETE FROM geyser_queue_paused WHERE tube = ?"
+    };
+    conn.prepare_cached(sql)?.execute([tube])?;
+    Ok(())
 }
 
 /// Tubes that hold at least one job, found by skipping through the index rather than scanning it.
@@ -317,6 +374,18 @@ impl Queue for SqliteQueue {
         check_tube(tube)?;
         let tube = tube.to_owned();
         self.with_conn("stats tube", move |conn| tube_stats(conn, &tube)).await
+    }
+
+    async fn pause(&self, tube: &str) -> QueueResult<()> {
+        check_tube(tube)?;
+        let tube = tube.to_owned();
+        self.with_conn("pause", move |conn| set_paused(conn, &tube, true)).await
+    }
+
+    async fn resume(&self, tube: &str) -> QueueResult<()> {
+        check_tube(tube)?;
+        let tube = tube.to_owned();
+        self.with_conn("resume", move |conn| set_paused(conn, &tube, false)).await
     }
 
     async fn list_tubes(&self) -> QueueResult<Vec<String>> {
@@ -487,11 +556,14 @@ impl ConsumerConn {
     }
 }
 
-/// The ready job to reserve next from `tubes`: lowest priority, then oldest, across all of them.
-/// One indexed lookup per tube, rather than one sort over every ready job of every tube.
+/// The ready job to reserve next from `tubes`: lowest priority, then oldest, across all of them,
+/// paused tubes left out. One indexed lookup per tube, rather than one sort over every ready
+/// job of every tube.
 fn best_ready(conn: &Connection, tubes: &[String]) -> rusqlite::Result<Option<i64>> {
     let mut head = conn.prepare_cached(
-        "SELECT priority, id FROM geyser_queue_jobs WHERE tube = ? AND state = ? ORDER BY priority, id LIMIT 1",
+        "SELECT priority, id FROM geyser_queue_jobs
+         WHERE tube = ?1 AND state = ?2 AND NOT EXISTS (SELECT 1 FROM geyser_queue_paused WHERE tube = ?1)
+         ORDER BY priority, id LIMIT 1",
     )?;
     let mut best: Option<(i64, i64)> = None;
     for tube in tubes {

@@ -23,7 +23,8 @@ macro_rules! queue_contract_tests {
                 lost_job_is_not_yours, reserve_times_out, reserve_wakes_on_put, reserve_watches_several_tubes,
                 queue_delete_spares_reserved, closed_consumer_gives_jobs_back, peek_reads_the_body_in_any_state,
                 delete_then_reserve_moves_on, reserve_wakes_on_release_and_when_a_delay_ends, reserve_wakes_on_kick,
-                release_with_a_tiny_delay_is_not_lost);
+                release_with_a_tiny_delay_is_not_lost, pause_holds_jobs_until_resume,
+                resume_wakes_a_waiting_reserve, stats_give_the_age_of_a_ready_job);
         }
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -439,4 +440,72 @@ pub async fn reserve_wakes_on_kick(q: &dyn Queue) {
     let waiting = tokio::spawn(async move { must_reserve(c.as_mut(), WAIT).await });
     assert_eq!(q.kick(&t, 1).await.expect("kick"), 1);
     assert_eq!(waiting.await.expect("waiter").id, id, "the kicked job");
+}
+
+/// A paused tube's jobs, put before or during the pause, wait while other tubes' jobs go
+/// out; a job reserved before the pause stays its holder's; resume hands them out in order.
+pub async fn pause_holds_jobs_until_resume(q: &dyn Queue) {
+    let (t, other) = (tube("paused"), tube("unpaused"));
+    let held = put(q, &t, b"held", opts(0)).await;
+    let mut c = consumer(q, &[&t, &other]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, held);
+    let before = put(q, &t, b"before", opts(1)).await;
+    q.pause(&t).await.expect("pause");
+    q.pause(&t).await.expect("pause a paused tube");
+    let after = put(q, &t, b"after", opts(2)).await;
+    let control = put(q, &other, b"control", opts(9)).await;
+    c.touch(held).await.expect("touch a job reserved before the pause");
+
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, control, "the other tube's job, though less urgent");
+    assert!(c.reserve(SECOND).await.expect("reserve").is_none(), "a job of a paused tube was reserved");
+    let stats = q.stats_tube(&t).await.expect("stats");
+    assert_eq!((stats.paused, stats.ready, stats.reserved), (true, 2, 1));
+    assert!(!q.stats_tube(&other).await.expect("stats").paused);
+    c.delete(held).await.expect("delete a job reserved before the pause");
+
+    q.resume(&t).await.expect("resume");
+    assert!(!q.stats_tube(&t).await.expect("stats").paused);
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, before);
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, after);
+    q.resume(&t).await.expect("resume a tube that is not paused");
+    assert!(matches!(q.pause("-bad").await, Err(QueueError::BadTube(_))));
+}
+
+/// A reserve that waits on a paused tube gets nothing while it is paused, and its job as soon
+/// as the tube is resumed (not at the end of its wait).
+pub async fn resume_wakes_a_waiting_reserve(q: &dyn Queue) {
+    let t = tube("resumewake");
+    let id = put(q, &t, b"x", opts(1)).await;
+    q.pause(&t).await.expect("pause");
+    let mut c = consumer(q, &[&t]).await;
+    let mut waiting = tokio::spawn(async move { c.reserve(Duration::from_secs(30)).await.expect("reserve") });
+    assert!(tokio::time::timeout(SECOND, &mut waiting).await.is_err(), "a reserve got a job of a paused tube");
+    let resumed = Instant::now();
+    q.resume(&t).await.expect("resume");
+    let job = tokio::time::timeout(WAIT, waiting).await.expect("woke within the wait").expect("waiter");
+    assert_eq!(job.map(|j| j.id), Some(id));
+    assert!(resumed.elapsed() < Duration::from_millis(2500), "woke {:?} after the resume", resumed.elapsed());
+}
+
+/// Stats give how long a ready job has waited since its put; none when no job is ready
+/// (delayed, reserved and buried jobs have no such age).
+pub async fn stats_give_the_age_of_a_ready_job(q: &dyn Queue) {
+    let t = tube("age");
+    put(q, &t, b"later", PutOptions { delay: Duration::from_secs(60), ..opts(1) }).await;
+    assert_eq!(q.stats_tube(&t).await.expect("stats").oldest_ready_age, None, "a delayed job has no age");
+    let id = put(q, &t, b"x", opts(1)).await;
+    let start = Instant::now();
+    loop {
+        let age = q.stats_tube(&t).await.expect("stats").oldest_ready_age.expect("a ready job's age");
+        assert!(age <= start.elapsed() + SECOND, "age {age:?} after {:?}", start.elapsed());
+        if age >= SECOND {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "age still {age:?} after {:?}", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = consumer(q, &[&t]).await;
+    assert_eq!(must_reserve(c.as_mut(), SECOND).await.id, id);
+    assert_eq!(q.stats_tube(&t).await.expect("stats").oldest_ready_age, None, "a reserved job has no age");
+    c.delete(id).await.expect("delete");
 }

@@ -196,6 +196,29 @@ impl BeanstalkdQueue {
         self.shards.get(usize::from(id.shard)).ok_or(QueueError::NotFound(id))
     }
 
+    /// `pause-tube` on every server that has the tube (§Pause); `UnknownTube` when none has.
+    async fn pause_tube(&self, tube: &str, delay: u32) -> QueueResult<()> {
+        check_tube(tube)?;
+        let owned = tube.to_owned();
+        let found = self
+            .on_all("pause-tube", |conn| {
+                let tube = owned.clone();
+                Box::pin(async move {
+                    match conn.pause_tube(&tube, delay).await {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.is_not_found() => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })
+            })
+            .await?;
+        if found.contains(&true) {
+            Ok(())
+        } else {
+            Err(QueueError::UnknownTube(tube.to_owned()))
+        }
+    }
+
     /// Runs `op` on one producer connection of every server; failed servers are
     /// logged and skipped unless all fail.
     async fn on_all<T, F>(&self, what: &str, mut op: F) -> QueueResult<Vec<T>>
@@ -295,6 +318,21 @@ pub fn parse_url_with_options(url: &str) -> QueueResult<(Vec<String>, ConnectOpt
 
 fn parse_count(map: &std::collections::HashMap<String, String>, key: &str) -> u64 {
     map.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The longest pause `pause-tube` takes: a paused queue stays paused until resumed (§Pause).
+pub const PAUSE_FOREVER_SECS: u32 = u32::MAX;
+
+/// The `age` of the job the tube's next reserve on this server would take (§Pause), None
+/// when it has no ready job (or that job went between `peek-ready` and `stats-job`).
+async fn next_ready_age(conn: &mut Connection, tube: &str) -> Result<Option<u64>, ClientError> {
+    conn.use_tube(tube).await?;
+    let Some(job) = conn.peek_ready().await? else { return Ok(None) };
+    match conn.stats_job(job.id).await {
+        Ok(stats) => Ok(stats.get("age").and_then(|v| v.parse().ok())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[async_trait]
@@ -404,23 +442,40 @@ impl Queue for BeanstalkdQueue {
             .on_all("stats-tube", |conn| {
                 let tube = owned.clone();
                 Box::pin(async move {
-                    match conn.stats_tube(&tube).await {
-                        Ok(map) => Ok(Some(map)),
-                        Err(e) if e.is_not_found() => Ok(None),
-                        Err(e) => Err(e),
-                    }
+                    let map = match conn.stats_tube(&tube).await {
+                        Ok(map) => map,
+                        Err(e) if e.is_not_found() => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    let age = if parse_count(&map, "current-jobs-ready") > 0 {
+                        next_ready_age(conn, &tube).await?
+                    } else {
+                        None
+                    };
+                    Ok(Some((map, age)))
                 })
             })
             .await?;
-        let mut total = TubeStats { name: tube.to_owned(), ..TubeStats::default() };
-        for map in per_shard.into_iter().flatten() {
+        let mut total = TubeStats { name: tube.to_owned(), watching: Some(0), ..TubeStats::default() };
+        for (map, age) in per_shard.into_iter().flatten() {
             total.ready += parse_count(&map, "current-jobs-ready");
             total.delayed += parse_count(&map, "current-jobs-delayed");
             total.reserved += parse_count(&map, "current-jobs-reserved");
             total.buried += parse_count(&map, "current-jobs-buried");
             total.total_jobs += parse_count(&map, "total-jobs");
+            total.paused |= parse_count(&map, "pause") > 0 || parse_count(&map, "pause-time-left") > 0;
+            total.watching = total.watching.max(Some(parse_count(&map, "current-watching")));
+            total.oldest_ready_age = total.oldest_ready_age.max(age.map(Duration::from_secs));
         }
         Ok(total)
+    }
+
+    async fn pause(&self, tube: &str) -> QueueResult<()> {
+        self.pause_tube(tube, PAUSE_FOREVER_SECS).await
+    }
+
+    async fn resume(&self, tube: &str) -> QueueResult<()> {
+        self.pause_tube(tube, 0).await
     }
 
     async fn list_tubes(&self) -> QueueResult<Vec<String>> {
