@@ -44,7 +44,9 @@ from geyser.jobs import INTERNAL_FIELDS
 from geyser.watch import TERMINAL_STATUSES
 from geyser.web import EventsHandler, _queues
 
-__all__ = ["ASSETS", "KICK_BOUND", "PAGE_SIZE", "SESSION_COOKIE", "DashboardHandler", "routes"]
+__all__ = [
+    "ASSETS", "KICK_BOUND", "PAGE_SIZE", "SESSION_COOKIE", "DashboardHandler", "has_session", "routes", "session_value",
+]
 
 #: Templates (``templates/``) and the stylesheet and script (``static/``), shipped in the package.
 ASSETS: Path = Path(__file__).resolve().parent / "dashboard_assets"
@@ -75,6 +77,13 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"geyser dashboard session", hashlib.sha256).hexdigest()
 
 
+def has_session(handler: tornado.web.RequestHandler, token: str) -> bool:
+    """True when ``token`` is empty or ``handler``'s request carries the login's session cookie for it."""
+    if not token:
+        return True
+    return hmac.compare_digest(handler.get_cookie(SESSION_COOKIE, "").encode(), session_value(token).encode())
+
+
 class DashboardHandler(tornado.web.RequestHandler):
     """Base of the dashboard's pages: login, XSRF and same-site checks, templates, HTML errors.
 
@@ -82,10 +91,9 @@ class DashboardHandler(tornado.web.RequestHandler):
     ``prefix``: where the dashboard is mounted ("" for the root).
     """
 
-    def initialize(self, token: str = "", prefix: str = "", watch_interval: float = 0.5) -> None:
+    def initialize(self, token: str = "", prefix: str = "") -> None:
         self.token = token
         self.prefix = prefix
-        self.watch_interval = watch_interval
 
     def get_template_path(self) -> str:
         return str(ASSETS / "templates")
@@ -102,10 +110,7 @@ class DashboardHandler(tornado.web.RequestHandler):
 
     def logged_in(self) -> bool:
         """True when no token is set or the request carries the session cookie of the token."""
-        if not self.token:
-            return True
-        given = self.get_cookie(SESSION_COOKIE, "")
-        return hmac.compare_digest(given.encode(), session_value(self.token).encode())
+        return has_session(self, self.token)
 
     def prepare(self) -> None:
         if self.request.method not in ("GET", "HEAD"):
@@ -127,10 +132,10 @@ class DashboardHandler(tornado.web.RequestHandler):
         ``Sec-Fetch-Site`` other than same-origin / none."""
         fetch_site = self.request.headers.get("Sec-Fetch-Site")
         if fetch_site is not None and fetch_site not in SAME_SITE_FETCH:
-            raise tornado.web.HTTPError(403, f"cross-site request refused (Sec-Fetch-Site: {fetch_site})")
+            raise tornado.web.HTTPError(403, "cross-site request refused (Sec-Fetch-Site: %s)", fetch_site)
         origin = self.request.headers.get("Origin")
         if origin is not None and urllib.parse.urlsplit(origin).netloc != self.request.host:
-            raise tornado.web.HTTPError(403, f"cross-site request refused (Origin {origin} is not this server)")
+            raise tornado.web.HTTPError(403, "cross-site request refused (Origin %s is not this server)", origin)
 
     def safe_next(self, default: str) -> str:
         """The ``next`` argument when it is a path of this dashboard, else ``default``."""
@@ -258,8 +263,9 @@ class JobsHandler(DashboardHandler):
         if status is not None and status not in STATUSES:
             raise tornado.web.HTTPError(400, "status must be one of %s", ", ".join(STATUSES))
         types: list[str | None] = [job_type]
+        queue_types = _types_of_queue(queue) if queue is not None else []
         if queue is not None:
-            types = [t for t in _types_of_queue(queue) if job_type in (None, t)]
+            types = [t for t in queue_types if job_type in (None, t)]
         pages = await asyncio.gather(*(self.blocking(client().list, status=status, job_type=t, after=after,
                                                      limit=limit + 1) for t in types))
         docs = sorted((json.loads(raw) for page in pages for raw in page), key=lambda d: d["uuid"])
@@ -274,7 +280,7 @@ class JobsHandler(DashboardHandler):
                  "age": age(d.get("createdAt"), now), "last_event": last_event(d)} for d in page]
         self.render("jobs.html", title="Jobs", rows=rows, filters=filters, statuses=STATUSES,
                     job_types=sorted(registry.job_classes()), queues=_queues(), next_url=next_url,
-                    first_url=first_url, empty_queue=queue is not None and not types)
+                    first_url=first_url, empty_queue=queue is not None and not queue_types)
 
 
 class JobHandler(DashboardHandler):
@@ -326,18 +332,19 @@ class JobEventsHandler(EventsHandler):
     """``GET /jobs/<uuid>/events``: the API's event stream behind the dashboard's login
     (a browser's EventSource sends cookies, not an Authorization header)."""
 
-    def initialize(self, token: str = "", prefix: str = "", watch_interval: float = 0.5) -> None:
-        super().initialize(token="", watch_interval=watch_interval)
+    def initialize(self, token: str = "", watch_interval: float = 0.5) -> None:
+        super().initialize(token="", watch_interval=watch_interval)  # no bearer token: the cookie instead
         self.session_token = token
 
     def prepare(self) -> None:
-        given = self.get_cookie(SESSION_COOKIE, "")
-        if self.session_token and not hmac.compare_digest(given.encode(), session_value(self.session_token).encode()):
+        if not has_session(self, self.session_token):
             raise tornado.web.HTTPError(401, "log in to the dashboard first")
         super().prepare()
 
 
-def routes(prefix: str = "/dashboard", *, token: str | None = None, watch_interval: float = 0.5) -> list[tornado.web.URLSpec]:
+def routes(
+    prefix: str = "/dashboard", *, token: str | None = None, watch_interval: float = 0.5
+) -> list[tornado.web.URLSpec]:
     """The dashboard's routes under ``prefix`` (e.g. ``"/dashboard"``), to add to your own Application.
 
     ``token``: what the login form asks for; None reads ``GEYSER_API_TOKEN``, "" leaves the
@@ -346,7 +353,8 @@ def routes(prefix: str = "/dashboard", *, token: str | None = None, watch_interv
     if token is None:
         token = os.environ.get("GEYSER_API_TOKEN", "")
     p = prefix.rstrip("/")
-    opts = {"token": token, "prefix": p, "watch_interval": float(watch_interval)}
+    opts = {"token": token, "prefix": p}
+    stream = {"token": token, "watch_interval": float(watch_interval)}
     job = r"([0-9A-Za-z-]+)"
     bare = [tornado.web.url(p, tornado.web.RedirectHandler, {"url": f"{p}/", "permanent": False})] if p else []
     return [
@@ -356,7 +364,7 @@ def routes(prefix: str = "/dashboard", *, token: str | None = None, watch_interv
         tornado.web.url(rf"{p}/queues/([^/]+)/kick", KickHandler, opts),
         tornado.web.url(rf"{p}/jobs", JobsHandler, opts),
         tornado.web.url(rf"{p}/jobs/{job}", JobHandler, opts),
-        tornado.web.url(rf"{p}/jobs/{job}/events", JobEventsHandler, opts),
+        tornado.web.url(rf"{p}/jobs/{job}/events", JobEventsHandler, stream),
         tornado.web.url(rf"{p}/jobs/{job}/retry", RetryHandler, opts),
         tornado.web.url(rf"{p}/jobs/{job}/cancel", CancelHandler, opts),
         tornado.web.url(rf"{p}/login", LoginHandler, opts),

@@ -5,8 +5,10 @@ cancel / kick, XSRF and cross-site refusals, the token login, and escaped job te
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.parse
+import zipfile
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from typing import Any
@@ -19,7 +21,7 @@ import geyser
 import geyser.web
 import jobs_for_tests  # noqa: F401  (registers the job types)
 from conftest import free_port, job, run_worker
-from geyser.dashboard import SESSION_COOKIE
+from geyser.dashboard import ASSETS, SESSION_COOKIE
 from test_web import Api
 
 TOKEN = "dashboard-s3cret"
@@ -178,7 +180,8 @@ async def test_the_jobs_list_filters_by_status_type_and_queue(browser: Browser) 
 async def test_keyset_pages_cover_every_job_once_in_uuid_order(browser: Browser) -> None:
     # Two job types on one queue: the queue filter merges two indexed range reads per page.
     gate = "/nonexistent/gate"
-    made = sorted([enqueue("gated", gate=gate) for _ in range(4)] + [enqueue("gated-twin", gate=gate) for _ in range(3)])
+    made = sorted([enqueue("gated", gate=gate) for _ in range(4)] +
+                  [enqueue("gated-twin", gate=gate) for _ in range(3)])
     for query in ("queue=gated&limit=2", "limit=3", "status=queued&queue=gated&limit=1"):
         seen: list[str] = []
         url: str | None = f"/dashboard/jobs?{query}"
@@ -307,3 +310,16 @@ async def test_a_queue_that_does_not_answer_is_a_503_page(embedded: str, monkeyp
         assert response.code == 503 and "store or queue unavailable" in text(response)
     finally:
         await b.api.close()
+
+
+# -- packaging ------------------------------------------------------------------------------
+
+
+def test_the_wheel_ships_every_template_and_static_file() -> None:
+    wheel = os.environ.get("GEYSER_TEST_WHEEL")
+    if not wheel:
+        pytest.skip("set GEYSER_TEST_WHEEL to a built wheel to check what it ships")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assets = {f"geyser/dashboard_assets/{p.relative_to(ASSETS).as_posix()}" for p in ASSETS.rglob("*") if p.is_file()}
+    assert {"geyser/dashboard_assets/templates/job.html", "geyser/dashboard_assets/static/dashboard.js"} <= assets
+    assert assets - shipped == set()
