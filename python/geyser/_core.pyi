@@ -103,6 +103,8 @@ def sweep(
     force: bool = False,
     release: bool = False,
 ) -> dict[str, bool | int | str | list[str] | None]: ...
+def new_uuid() -> str:
+    """A new job uuid: UUIDv7 (time-ordered), so uuid order is creation order."""
 def record_crash(client: Client, uuid: str, fence: str, attempt: int, reason: str) -> str:
     """Record that job ``uuid``'s attempt ``attempt`` (fencing token ``fence``) died with its
     worker process, as ``reason`` says; returns "retrying", "failed", "amended",

@@ -1,7 +1,7 @@
 """``geyser``: the operator's command line (console script and ``python -m geyser``).
 
-Lists, shows, watches, retries, cancels and deletes jobs, shows and kicks queues, and
-enqueues a job, through the native client of ``geyser.config.client()`` (so the same
+Lists, shows, watches, retries, cancels and deletes jobs, shows and kicks queues, lists
+live workers, and enqueues a job, through the native client of ``geyser.config.client()`` (so the same
 ``GEYSER_QUEUE_URL`` / ``GEYSER_STORE_URL`` as the worker); ``worker``, ``server`` and
 ``maintenance`` hand their arguments unchanged to those modules' ``main``. Every error
 becomes one line on stderr and a non-zero exit. Touches the queue and store only through
@@ -237,31 +237,44 @@ def _job_row(doc: dict[str, Any], now: float) -> list[object]:
             str(doc.get("attempts", 0)), age(doc.get("createdAt"), now), last_event(doc)]
 
 
-def _next_page_command(status: str | None, job_type: str | None, limit: int, after: str) -> str:
+def _next_page_command(status: str | None, job_type: str | None, queue: str | None, oldest_first: bool, limit: int,
+                       after: str) -> str:
     parts = ["geyser jobs ls"]
     parts += [f"--status {status}"] if status else []
     parts += [f"--type {job_type}"] if job_type else []
+    parts += [f"--queue {queue}"] if queue else []
+    parts += ["--oldest-first"] if oldest_first else []
     return " ".join([*parts, f"--limit {limit}", f"--after {after}"])
 
 
 @jobs.command("ls")
 @click.option("--status", type=click.Choice(STATUSES), help="only jobs with this status")
 @click.option("--type", "job_type", metavar="T", help="only jobs of this JOB_TYPE")
+@click.option("--queue", metavar="Q", help="only jobs put on queue Q (as their documents say)")
+@click.option("--oldest-first", is_flag=True, help="oldest first (default: newest first)")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="jobs per page")
 @click.option("--after", metavar="UUID", help="the page after this uuid (printed under the previous page)")
 @click.option("--json", "as_json", is_flag=True, help="the whole documents as one JSON array")
 @with_modules
-def jobs_ls(status: str | None, job_type: str | None, limit: int, after: str | None, as_json: bool) -> None:
-    """List jobs, a page at a time, in uuid order (not creation order).
+def jobs_ls(status: str | None, job_type: str | None, queue: str | None, oldest_first: bool, limit: int,
+            after: str | None, as_json: bool) -> None:
+    """List jobs, a page at a time, newest first.
+
+    Jobs are listed in uuid order, descending: a job's uuid is time-ordered (UUIDv7), so that
+    is creation order. Jobs stored with random uuids by an older Geyser come after them, in
+    uuid order.
 
     \b
     example:
-      geyser jobs ls --status failed --limit 20
-      geyser jobs ls --status failed --limit 20 --after 0b6f...   (the next page)
+      geyser jobs ls --status failed --queue images --limit 20
+      geyser jobs ls --status failed --limit 20 --after 019a...   (the next page)
     """
-    docs = [json.loads(raw) for raw in client().list(status=status, job_type=job_type, after=after, limit=limit + 1)]
+    docs = [json.loads(raw) for raw in client().list(status=status, job_type=job_type, after=after, limit=limit + 1,
+                                                      newest_first=not oldest_first, queue=queue)]
     page, more = docs[:limit], len(docs) > limit
-    hint = f"next page: {_next_page_command(status, job_type, limit, page[-1]['uuid'])}" if more else ""
+    hint = ""
+    if more:
+        hint = f"next page: {_next_page_command(status, job_type, queue, oldest_first, limit, page[-1]['uuid'])}"
     if as_json:
         click.echo(json.dumps(page, indent=2))
         if hint:
@@ -567,3 +580,26 @@ def enqueue(job_type: str, values: str, delay: float, priority: int | None) -> N
                        "fix them and enqueue again") from e
     click.echo(job.enqueue(delay=delay, priority=priority))
 
+
+@main.command("workers", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="the records as one JSON array")
+def workers(as_json: bool) -> None:
+    """List the live workers: each registers itself in the store and writes that record again
+    every few seconds; one that stopped is gone at once, one that died within 15 s.
+
+    \b
+    example:
+      geyser workers
+      geyser workers --json
+    """
+    records = client().workers()
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    table = Table("worker", "host", "pid", "queues", Column("running job", no_wrap=True), "started",
+                  "last heartbeat", box=None, pad_edge=False)
+    now = time.time()
+    for w in records:
+        _row(table, w["id"], w["host"], w["pid"], ",".join(w["queues"]), w["job"] or "-", when(w["started_at"]),
+             f"{age(w['heartbeat_at'], now)} ago")
+    show(table if records else "no live workers")

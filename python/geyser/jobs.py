@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid as uuid_module
 from typing import Any, ClassVar
 
 import marshmallow
@@ -206,7 +205,8 @@ class BaseJob:
         now = time.time()
         for name, default in _DEFAULTS.items():
             setattr(self, name, kwargs.get(name, default))
-        self.uuid = kwargs.get("uuid") or str(uuid_module.uuid4())
+        # Time-ordered (UUIDv7): uuid order is creation order, which `jobs ls` lists by.
+        self.uuid = kwargs.get("uuid") or _core.new_uuid()
         self.jobType = self.JOB_TYPE
         self.createdAt = kwargs.get("createdAt", now)
         self.updatedAt = kwargs.get("updatedAt", now)

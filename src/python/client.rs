@@ -236,6 +236,14 @@ impl<'py> IntoPyObject<'py> for StatsDict {
     }
 }
 
+/// A new job uuid: UUIDv7, whose first 48 bits are the time in milliseconds, so that uuid
+/// order is creation order (`geyser jobs ls` lists newest first by it); uuids made by one
+/// process are strictly increasing.
+#[pyfunction]
+pub fn new_uuid() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Worker records that become a list of dicts where the awaitable is resolved.
 struct WorkerDicts(Vec<WorkerRecord>);
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import geyser
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import free_port, run_worker, worker_env
+from conftest import free_port, run_worker, wait_for, worker_env
 from geyser.config import client
 
 MODULE = ["-m", "jobs_for_tests"]
@@ -92,8 +95,10 @@ def test_enqueue_with_delay_and_priority(backend: dict[str, str]) -> None:
     assert [(s["name"], s["ready"], s["delayed"]) for s in stats] == [("echo", 0, 1)]
 
 
-def test_ls_pages_in_uuid_order_with_filters(backend: dict[str, str]) -> None:
-    echoes = sorted(geyser.make_base_job({"message": str(i)}, "echo").enqueue() for i in range(5))
+def test_ls_pages_newest_first_with_filters(backend: dict[str, str]) -> None:
+    created = [geyser.make_base_job({"message": str(i)}, "echo").enqueue() for i in range(5)]
+    assert sorted(created) == created, "new uuids are time-ordered (UUIDv7)"
+    echoes = created[::-1]
     step = geyser.make_base_job({}, "step").enqueue()
     seen: list[str] = []
     command = ["jobs", "ls", "--type", "echo", "--limit", "2"]
@@ -104,9 +109,51 @@ def test_ls_pages_in_uuid_order_with_filters(backend: dict[str, str]) -> None:
         if not hint:
             break
         command = hint[0].removeprefix("next page: geyser ").split()
-    assert seen == echoes
+    assert seen == echoes, "newest first, page after page"
     assert [d["uuid"] for d in json.loads(ok("jobs", "ls", "--status", "queued", "--type", "step", "--json"))] == [step]
     assert json.loads(ok("jobs", "ls", "--status", "succeeded", "--json")) == []
+    # --queue: the queue each document names (EchoJob's QUEUE_NAME is "echo", StepJob's "steps").
+    assert [d["uuid"] for d in json.loads(ok("jobs", "ls", "--queue", "steps", "--json"))] == [step]
+    assert [d["uuid"] for d in json.loads(ok("jobs", "ls", "--queue", "echo", "--json"))] == echoes
+    oldest = ok("jobs", "ls", "--queue", "echo", "--oldest-first", "--limit", "2").splitlines()
+    assert [line.split()[0] for line in oldest[1:3]] == created[:2]
+    assert oldest[-1].startswith("next page: ") and "--queue echo --oldest-first" in oldest[-1], oldest
+
+
+def _workers() -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads(ok("workers", "--json"))
+    return records
+
+
+def test_workers_lists_live_worker_processes_and_their_running_job(backend: dict[str, str]) -> None:
+    assert ok("workers").strip() == "no live workers"
+    worker = subprocess.Popen(_argv(("worker", "-c", "2", *MODULE), False), env=worker_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        listed = wait_for("two worker processes listed", lambda: w if len(w := _workers()) == 2 else None)
+        pids = {w["pid"] for w in listed}
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert pids == {int(p) for p in children}, ("the supervisor's two worker processes", listed, children)
+        for w in listed:
+            assert w["host"] == socket.gethostname() and w["id"] == f"{w['host']}:{w['pid']}", w
+            assert "slow" in w["queues"] and "echo" in w["queues"], w
+            assert w["job"] is None and w["heartbeat_at"] >= w["started_at"], w
+
+        uuid = geyser.make_base_job({"seconds": 30}, "slow").enqueue()
+        running = wait_for("the job shown on its worker", lambda: [w for w in _workers() if w["job"] == uuid])
+        assert running[0]["pid"] in pids
+        table = ok("workers")
+        row = next(line for line in table.splitlines() if uuid in line)
+        assert str(running[0]["pid"]) in row.split() and socket.gethostname() in row, table
+
+        assert "cancel requested" in ok("jobs", "cancel", uuid)
+        wait_for("the job gone from the list once cancelled", lambda: all(w["job"] is None for w in _workers()))
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.kill()
+    assert _workers() == [], "a worker that stopped removes its registration"
+    assert ok("workers").strip() == "no live workers"
 
 
 def test_show_a_failed_job_lists_its_errors_and_the_last_traceback(backend: dict[str, str]) -> None:
@@ -210,7 +257,7 @@ def test_worker_server_and_maintenance_take_their_own_arguments(backend: dict[st
 
 @pytest.mark.parametrize("command", [
     [], ["jobs"], ["jobs", "ls"], ["jobs", "show"], ["jobs", "watch"], ["jobs", "retry"], ["jobs", "cancel"],
-    ["jobs", "delete"], ["queues"], ["queues", "stats"], ["queues", "kick"], ["enqueue"], ["worker"],
+    ["jobs", "delete"], ["queues"], ["queues", "stats"], ["queues", "kick"], ["enqueue"], ["worker"], ["workers"],
 ])
 def test_every_help_shows_an_example(embedded: str, command: list[str]) -> None:
     out = ok(*command, "--help")

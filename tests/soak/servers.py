@@ -27,7 +27,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(host: str, port: int, what: str, proc: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
+def wait_listening(host: str, port: int, what: str, proc: subprocess.Popen[bytes],
+                   timeout: float = START_TIMEOUT) -> None:
     """Return once ``host:port`` accepts a connection; raise naming ``what`` if ``proc``
     exits or ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
@@ -147,7 +148,8 @@ class Postgres(Server):
             os.chmod(folder, 0o755)
         initdb = [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync"]
-        done = subprocess.run(initdb, capture_output=True, text=True, **self.popen_kwargs())  # type: ignore[call-overload]
+        done = subprocess.run(initdb, capture_output=True, text=True,
+                              **self.popen_kwargs())  # type: ignore[call-overload]
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stdout}{done.stderr}")
 

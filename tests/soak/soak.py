@@ -452,9 +452,10 @@ def run_one(backend: str, mode: Mode, seed: int, keep: bool) -> bool:
         faults = Counter(f.kind for f in soak.faults)
         kills = soak.recovery_times("kill")
         stops = soak.recovery_times("stop")
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(Counter(soak.jobs.values()).items()))
         rows = [
             ("backend", backend),
-            ("jobs", f"{len(soak.jobs)} ({', '.join(f'{k} {v}' for k, v in sorted(Counter(soak.jobs.values()).items()))})"),
+            ("jobs", f"{len(soak.jobs)} ({kinds})"),
             ("faults", f"{len(soak.faults)} (" + ", ".join(f"{k} {faults[k]}" for k in FAULTS if faults[k]) + ")"),
             ("supervisor stopped by itself", len(soak.gave_up)),
             ("lost", counts["lost"]),
@@ -463,8 +464,10 @@ def run_one(backend: str, mode: Mode, seed: int, keep: bool) -> bool:
             ("inconsistent with the ledger", counts["inconsistent"]),
             ("runs executed more than once", f"{counts['rerun']} (at-least-once)"),
             ("attempts in all", counts["attempts"]),
-            ("recovery after kill -9, p50 / p99", f"{percentile(kills, 50)} / {percentile(kills, 99)} ({len(kills)} jobs)"),
-            ("takeover after SIGSTOP > TTR, p50 / p99", f"{percentile(stops, 50)} / {percentile(stops, 99)} ({len(stops)} jobs)"),
+            ("recovery after kill -9, p50 / p99",
+             f"{percentile(kills, 50)} / {percentile(kills, 99)} ({len(kills)} jobs)"),
+            ("takeover after SIGSTOP > TTR, p50 / p99",
+             f"{percentile(stops, 50)} / {percentile(stops, 99)} ({len(stops)} jobs)"),
             ("drained before the sweep", "yes" if settled else "no"),
             ("sweep", sweep),
             ("drained after the sweep", "yes" if settled_after else "no"),

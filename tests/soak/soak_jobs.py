@@ -4,10 +4,11 @@ completeness), flaky (fails its first attempts, then succeeds), doomed (always f
 exits (calls ``sys.exit`` on its first attempt); and the partition drill's job. Every run
 appends a ``start`` line to the ledger file named by ``$SOAK_LEDGER``, then ``ok`` when it
 returns success or ``fail`` when it raises (one ``write`` on a file opened ``O_APPEND``:
-lines of concurrent processes never mix), so the soak can count runs. A run that returns success also notes its attempt in the schema field
-``won_by`` without a progress call: only the final write stores it, so a document whose
-``won_by`` is not exactly ``[attempts]`` had more than one success, or a stale one, saved.
-Touches only the ledger file and the jobs' own documents."""
+lines of concurrent processes never mix), so the soak can count runs. A run that returns
+success also notes its attempt in the schema field ``won_by`` without a progress call: only
+the final write stores it, so a document whose ``won_by`` is not exactly ``[attempts]`` had
+more than one success, or a stale one, saved. Touches only the ledger file and the jobs' own
+documents."""
 
 from __future__ import annotations
 
