@@ -33,7 +33,7 @@ __all__ = [
     "CONTENT_TYPE",
     "QueueDepths",
     "attempt_ended",
-    "attempt_started",
+    "attempt_running",
     "cancel_requested",
     "counting_errors",
     "enqueued",
@@ -99,16 +99,22 @@ def retried(doc: Mapping[str, Any]) -> None:
     JOBS_RETRIED.labels(str(doc.get("jobType", "")), _queue_of(doc)).inc()
 
 
-def attempt_started(job_type: str, queue: str) -> None:
-    """A worker started an attempt."""
+@contextmanager
+def attempt_running(job_type: str, queue: str) -> Iterator[None]:
+    """A worker runs an attempt for the duration of the block: counted as started, and as
+    running until the block ends (however it ends)."""
     JOBS_STARTED.labels(job_type, queue).inc()
-    JOBS_RUNNING.labels(job_type, queue).inc()
+    running = JOBS_RUNNING.labels(job_type, queue)
+    running.inc()
+    try:
+        yield
+    finally:
+        running.dec()
 
 
 def attempt_ended(job_type: str, queue: str, outcome: str, status: str | None, seconds: float) -> None:
-    """An attempt ``attempt_started`` counted ended with ``outcome`` (the worker's), leaving
-    the job in ``status`` as saved (None: not saved, e.g. a newer attempt took it over)."""
-    JOBS_RUNNING.labels(job_type, queue).dec()
+    """An attempt ended with ``outcome`` (the worker's), leaving the job in ``status`` as
+    saved (None: not saved, e.g. a newer attempt took it over)."""
     RUN_SECONDS.labels(job_type, queue, outcome).observe(seconds)
     counter = {"succeeded": JOBS_SUCCEEDED, "failed": JOBS_FAILED, "cancelled": JOBS_CANCELLED}.get(status or "")
     if counter is None and status == "queued":

@@ -159,10 +159,10 @@ def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
     doc = json.loads(attempt.document)
     fields = {"uuid": attempt.uuid, "job_type": attempt.job_type,
               "queue": str((doc.get("queueKwargs") or {}).get("queue", "")), "attempt": int(doc.get("attempts", 0))}
-    metrics.attempt_started(fields["job_type"], fields["queue"])
     log.info("job %s (%s) attempt %d: started on queue %s", fields["uuid"], fields["job_type"], fields["attempt"],
              fields["queue"], extra={**fields, "outcome": "started"})
-    outcome, status, kw = _attempt_outcome(attempt, doc, runner)
+    with metrics.attempt_running(fields["job_type"], fields["queue"]):
+        outcome, status, kw = _attempt_outcome(attempt, doc, runner)
     seconds = time.monotonic() - started
     metrics.attempt_ended(fields["job_type"], fields["queue"], outcome, status, seconds)
     _log_end(fields, outcome, status, kw, seconds)
@@ -180,7 +180,7 @@ def _attempt_outcome(attempt: _core.Attempt, doc: dict[str, Any],
         kw = {"code_json": json.dumps("unknown-job-type"), "msg": f"{e}; this worker cannot run it"}
         return "continue", _finish(attempt, attempt.document, "continue", **kw), kw
     except Exception as e:  # a document its schema no longer accepts
-        kw = {"code_json": json.dumps("unrunnable"), "msg": f"cannot run here: {e}"}
+        kw = {"code_json": json.dumps("unrunnable"), "msg": str(e)}
         return "reject", _finish(attempt, attempt.document, "reject", **kw), kw
     running = Running(attempt, job, threading.get_ident())
     if runner is not None:

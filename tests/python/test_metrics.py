@@ -159,6 +159,18 @@ def test_metrics_port_of_two_worker_processes_sums_both(backend: dict[str, str],
     assert scrape(port) == "", "the metrics port closes with the supervisor"
 
 
+def test_heartbeat_failures_are_counted(beanstalkd: Beanstalkd, tmp_path: Path, processes: list[Process]) -> None:
+    port = free_port()
+    long = SlowJob(seconds=60)
+    long.enqueue(ttr=3)  # a queue touch every second
+    start(processes, tmp_path, "worker", "-m", "jobs_for_tests", "-c", "1", "--grace", "1", "--metrics-port", str(port))
+    wait_for("the job to run", lambda: job(long.uuid).status == "running")
+    assert value(samples(scrape(port)), "geyser_heartbeat_failures_total") == 0
+    beanstalkd.stop()  # the heartbeat's touches now fail
+    wait_for("a heartbeat failure to be counted",
+             lambda: value(samples(scrape(port)), "geyser_heartbeat_failures_total") >= 1)
+
+
 def test_metrics_port_already_taken_is_a_clear_error(embedded: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
