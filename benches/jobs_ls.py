@@ -8,8 +8,10 @@ real job document, with time-ordered uuids made by geyser (`_core.new_uuid`, UUI
 creation order, so that newest first is descending uuid order, as in a real store. Then each
 command runs `--runs` times as a subprocess (the installed `geyser` script: Python start-up
 and imports included) and the median wall time is printed, with the ratio to the baseline
-store: a page is read by keyset paging on an index, so the ratio should stay near 1. Also
-prints SQLite's plan for the pages' queries. Touches only its temp directory.
+store: a page is read by keyset paging on an index, so the ratio should stay near 1. Most of
+a command's time is Python starting and importing; the second table times the same pages in
+this process (`Client.list`, the store's share alone). Also prints SQLite's plan for the
+pages' queries. Touches only its temp directory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import print_table, use_backends
 
@@ -81,6 +84,17 @@ def median_ms(args: list[str], env: dict[str, str], runs: int) -> float:
     return statistics.median(times)
 
 
+def list_ms(kwargs: dict[str, Any], runs: int) -> float:
+    """Median time of the page's `Client.list` call in this process (the store's share)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        page = client().list(limit=51, newest_first=True, **kwargs)
+        times.append((time.perf_counter() - start) * 1000)
+        assert page, kwargs
+    return statistics.median(times)
+
+
 def plans(path: Path) -> None:
     """SQLite's plan for the SQL the store sends for these pages (see `page_sql` in
     src/store/sqlite.rs, whose unit test checks the same plans)."""
@@ -104,6 +118,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=7)
     args = p.parse_args()
     results: dict[int, dict[str, float]] = {}
+    in_process: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in (args.baseline, args.documents):
             path = Path(tmp) / f"store-{size}.db"
@@ -111,24 +126,26 @@ def main() -> None:
             deep = fill(path, size)
             print(f"filled {size:,} documents in {time.perf_counter() - start:.1f} s")
             env = {**os.environ, "GEYSER_QUEUE_URL": f"sqlite://{path}", "GEYSER_STORE_URL": f"sqlite://{path}"}
-            commands = {
-                "jobs ls (first page, 50)": ["jobs", "ls"],
-                "jobs ls --status failed": ["jobs", "ls", "--status", "failed"],
-                "jobs ls --status queued": ["jobs", "ls", "--status", "queued"],
-                "jobs ls --after U (2/3 deep)": ["jobs", "ls", "--after", deep],
-                "jobs ls --queue other": ["jobs", "ls", "--queue", "other"],
-                "jobs ls --queue rare (1 in 1000)": ["jobs", "ls", "--queue", "rare"],
+            commands: dict[str, tuple[list[str], dict[str, Any]]] = {
+                "jobs ls (first page, 50)": (["jobs", "ls"], {}),
+                "jobs ls --status failed": (["jobs", "ls", "--status", "failed"], {"status": "failed"}),
+                "jobs ls --status queued": (["jobs", "ls", "--status", "queued"], {"status": "queued"}),
+                "jobs ls --after U (2/3 deep)": (["jobs", "ls", "--after", deep], {"after": deep}),
+                "jobs ls --queue other": (["jobs", "ls", "--queue", "other"], {"queue": "other"}),
+                "jobs ls --queue rare (1 in 1000)": (["jobs", "ls", "--queue", "rare"], {"queue": "rare"}),
             }
-            results[size] = {name: median_ms(argv, env, args.runs) for name, argv in commands.items()}
+            results[size] = {name: median_ms(argv, env, args.runs) for name, (argv, _) in commands.items()}
+            in_process[size] = {name: list_ms(kwargs, args.runs) for name, (_, kwargs) in commands.items()}
             if size == args.documents:
                 print(f"SQLite query plans on {size:,} documents:")
                 plans(path)
-    print()
-    print_table(("geyser ... (median ms)", f"{args.baseline:,} docs", f"{args.documents:,} docs", "ratio"), [
-        (name, results[args.baseline][name], results[args.documents][name],
-         results[args.documents][name] / results[args.baseline][name])
-        for name in results[args.baseline]
-    ])
+    for title, table in (("geyser ... (median ms)", results), ("Client.list in process (ms)", in_process)):
+        print()
+        print_table((title, f"{args.baseline:,} docs", f"{args.documents:,} docs", "ratio"), [
+            (name, table[args.baseline][name], table[args.documents][name],
+             table[args.documents][name] / table[args.baseline][name])
+            for name in table[args.baseline]
+        ])
 
 
 if __name__ == "__main__":
