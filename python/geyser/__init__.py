@@ -25,6 +25,8 @@ from geyser.jobs import (
     kick,
     kick_async,
     make_base_job,
+    pause_queue,
+    resume_queue,
 )
 from geyser.watch import get_progress_async, watch_async
 
@@ -51,6 +53,8 @@ __all__ = [
     "kick",
     "kick_async",
     "make_base_job",
+    "pause_queue",
     "registry",
+    "resume_queue",
     "watch_async",
 ]

@@ -28,7 +28,8 @@ from rich.text import Text
 
 from geyser import registry
 from geyser.config import client
-from geyser.errors import BackendError, ConfigError, GeyserError, InvalidTransition, JobNotFound, UnknownJobType
+from geyser.errors import (BackendError, ConfigError, GeyserError, InvalidDocument, InvalidTransition, JobNotFound,
+                           UnknownJobType)
 from geyser.jobs import INTERNAL_FIELDS, make_base_job
 from geyser.watch import TERMINAL_STATUSES
 
@@ -146,15 +147,20 @@ def when(at: float | None) -> str:
     return "-" if at is None else datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def age(at: float | None, now: float) -> str:
-    """How long ago ``at`` was, in the largest whole unit (s, m, h, d)."""
-    if at is None:
+def span(seconds: float | None) -> str:
+    """A length of time in its largest whole unit (s, m, h, d), or "-"."""
+    if seconds is None:
         return "-"
-    seconds = max(0.0, now - at)
+    seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def age(at: float | None, now: float) -> str:
+    """How long ago ``at`` was, in the largest whole unit (s, m, h, d)."""
+    return span(None if at is None else now - at)
 
 
 def last_event(doc: dict[str, Any]) -> str:
@@ -483,11 +489,13 @@ def jobs_delete(uuid: str) -> None:
 
 @main.group(cls=_DefaultCommandGroup, context_settings=CONTEXT)
 def queues() -> None:
-    """Queue counts (the default command, `stats`), and kicking buried jobs.
+    """Queue counts (the default command, `stats`), pausing and resuming a queue, and
+    kicking buried jobs.
 
     \b
     example:
       geyser queues -m myapp.jobs
+      geyser queues pause resize
       geyser queues kick resize 10
     """
 
@@ -496,13 +504,24 @@ def _registered_queues() -> list[str]:
     return sorted({cls.QUEUE_NAME for cls in registry.job_classes().values()})
 
 
+def _workers_by_queue() -> dict[str, int]:
+    """How many live workers (as they register in the store) watch each queue."""
+    counts: dict[str, int] = {}
+    for record in client().workers():
+        for queue in set(record["queues"]):
+            counts[queue] = counts.get(queue, 0) + 1
+    return counts
+
+
 @queues.command("stats")
 @click.argument("names", nargs=-1, metavar="[QUEUE]...")
 @click.option("--json", "as_json", is_flag=True, help="the counts as JSON")
 @with_modules
 def queues_stats(names: tuple[str, ...], as_json: bool) -> None:
-    """Ready, delayed, reserved and buried jobs per queue: the QUEUEs named, or those of the
-    job classes of the -m modules.
+    """Per queue (the QUEUEs named, or those of the job classes of the -m modules): ready,
+    delayed, reserved (running) and buried jobs; whether it is paused; how long the oldest
+    ready job has waited (on beanstalkd: the job a worker takes next, the most urgent); and
+    the live workers that watch it.
 
     \b
     example:
@@ -513,13 +532,71 @@ def queues_stats(names: tuple[str, ...], as_json: bool) -> None:
     if not wanted:
         raise CliError("no queues to show", "name them (geyser queues QUEUE...) or pass -m MODULE with job classes")
     stats = [client().stats_tube(name) for name in wanted]
+    workers = _workers_by_queue()
+    for s in stats:
+        s["workers"] = workers.get(s["name"], 0)
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
-    table = Table("queue", "ready", "delayed", "reserved", "buried", box=None, pad_edge=False)
+    table = Table("queue", "ready", "delayed", "reserved", "buried", "paused", "oldest", "workers", box=None,
+                  pad_edge=False)
     for s in stats:
-        _row(table, s["name"], *(s[k] for k in ("ready", "delayed", "reserved", "buried")))
+        _row(table, s["name"], *(s[k] for k in ("ready", "delayed", "reserved", "buried")),
+             "yes" if s["paused"] else "no", span(s["oldest_ready_age"]), s["workers"])
     show(table)
+
+
+def _known_queue(queue: str) -> str:
+    """``queue``, refused when -m modules (or JOB_MODULES) register job classes and none of
+    them uses it: most likely a typing error."""
+    registered = _registered_queues()
+    if registered and queue not in registered:
+        raise CliError(f"no job class of the imported modules uses queue {queue!r}",
+                       f"their queues are {', '.join(registered)}")
+    return queue
+
+
+def _pause_or_resume(queue: str, paused: bool) -> None:
+    from geyser.jobs import pause_queue, resume_queue
+
+    try:
+        (pause_queue if paused else resume_queue)(_known_queue(queue))
+    except InvalidDocument as e:
+        raise CliError(str(e), "queue names are those of the job classes' QUEUE_NAME") from e
+
+
+@queues.command("pause")
+@click.argument("queue")
+@with_modules
+def queues_pause(queue: str) -> None:
+    """Pause QUEUE: no worker takes its jobs until `geyser queues resume QUEUE`. Its jobs
+    wait (new ones are queued as usual); jobs already running go on. With -m, QUEUE must be
+    the queue of one of the modules' job classes.
+
+    On beanstalkd the server keeps the pause only while the queue holds jobs or a worker
+    watches it, and refuses to pause a queue it does not know.
+
+    \b
+    example:
+      geyser queues pause resize
+      geyser queues pause -m myapp.jobs resize
+    """
+    _pause_or_resume(queue, paused=True)
+    click.echo(f"{queue}: paused; its jobs wait until `geyser queues resume {queue}`")
+
+
+@queues.command("resume")
+@click.argument("queue")
+@with_modules
+def queues_resume(queue: str) -> None:
+    """Resume a paused QUEUE: workers take its jobs again at once.
+
+    \b
+    example:
+      geyser queues resume resize
+    """
+    _pause_or_resume(queue, paused=False)
+    click.echo(f"{queue}: resumed")
 
 
 @queues.command("kick")

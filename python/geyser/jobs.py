@@ -555,6 +555,19 @@ async def kick_async(queue: str, bound: int = 1) -> int:
     return await client().kick_async(queue, int(bound))
 
 
+def pause_queue(queue: str) -> None:
+    """Stop every worker from taking jobs of ``queue`` until ``resume_queue``: its jobs wait,
+    new ones are queued as usual, and jobs already running go on. On beanstalkd a queue that
+    holds no job and that no worker watches is unknown to the server and cannot be paused
+    (``GeyserError``); see docs/lifecycle.md "Pausing a queue"."""
+    client().pause(queue)
+
+
+def resume_queue(queue: str) -> None:
+    """Let workers take the jobs of ``queue`` again; waiting workers get them at once."""
+    client().resume(queue)
+
+
 def _job_from_json(doc_json: str | None) -> BaseJob | None:
     if doc_json is None:
         return None

@@ -19,7 +19,7 @@ import pytest
 
 import geyser
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import free_port, run_worker, wait_for, worker_env
+from conftest import free_port, run_worker, start_worker, wait_for, worker_env
 from geyser.config import client
 
 MODULE = ["-m", "jobs_for_tests"]
@@ -236,7 +236,9 @@ def test_queues_counts_and_kick(backend: dict[str, str]) -> None:
     uuid = failed_job(succeed_on=4)
     geyser.make_base_job({"message": "x"}, "echo").enqueue()
     table = ok("queues", *MODULE)
-    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert table.splitlines()[0].split() == ["queue", "ready", "delayed", "reserved", "buried", "paused", "oldest",
+                                             "workers"]
+    rows = {line.split()[0]: line.split()[1:5] for line in table.splitlines()[1:]}
     assert rows == {"echo": ["1", "0", "0", "0"], "fail": ["0", "0", "0", "1"], "slow": ["0"] * 4,
                     "steps": ["0"] * 4}, table
     assert ok("queues", "kick", "fail", "5").strip() == "kicked 1 job(s) in fail"
@@ -257,7 +259,8 @@ def test_worker_server_and_maintenance_take_their_own_arguments(backend: dict[st
 
 @pytest.mark.parametrize("command", [
     [], ["jobs"], ["jobs", "ls"], ["jobs", "show"], ["jobs", "watch"], ["jobs", "retry"], ["jobs", "cancel"],
-    ["jobs", "delete"], ["queues"], ["queues", "stats"], ["queues", "kick"], ["enqueue"], ["worker"], ["workers"],
+    ["jobs", "delete"], ["queues"], ["queues", "stats"], ["queues", "kick"], ["queues", "pause"],
+    ["queues", "resume"], ["enqueue"], ["worker"], ["workers"],
 ])
 def test_every_help_shows_an_example(embedded: str, command: list[str]) -> None:
     out = ok(*command, "--help")
@@ -277,3 +280,51 @@ def test_errors_are_one_line_that_says_what_to_do(backend: dict[str, str]) -> No
     assert "check that the queue and store are up" in refused("jobs", "ls", env={"GEYSER_STORE_URL": store_down})
     queue_down = f"beanstalkd://127.0.0.1:{free_port()}"
     assert "queue server" in refused("queues", "echo", env={"GEYSER_QUEUE_URL": queue_down})
+
+
+def _queue_rows(*args: str) -> dict[str, list[str]]:
+    """`geyser queues ARGS` as {queue: [ready, delayed, reserved, buried, paused, oldest, workers]}."""
+    return {line.split()[0]: line.split()[1:] for line in ok("queues", *args).splitlines()[1:]}
+
+
+def test_a_paused_queue_waits_while_a_live_worker_runs_the_others(backend: dict[str, str]) -> None:
+    before = geyser.make_base_job({"message": "before"}, "echo").enqueue()
+    assert ok("queues", "pause", "echo").strip() == "echo: paused; its jobs wait until `geyser queues resume echo`"
+    after = geyser.make_base_job({"message": "after"}, "echo").enqueue()
+    worker = start_worker("-c", "1", "--log-level", "WARNING")
+    try:
+        # The worker is alive and watches both queues: a job on the other one runs ...
+        control = geyser.make_base_job({"steps": 1}, "step").enqueue()
+        wait_for("the control job to run", lambda: doc(control)["status"] == "succeeded")
+        # ... while the paused queue's jobs, put before and during the pause, stay queued.
+        assert [doc(uuid)["status"] for uuid in (before, after)] == ["queued", "queued"]
+        rows = wait_for("a ready job to have waited a second", lambda: (r := _queue_rows("echo", "steps"))
+                        and r["echo"][5] != "0s" and r["echo"][6] == "1" and r)
+        assert rows["echo"][:5] == ["2", "0", "0", "0", "yes"] and rows["echo"][5].endswith("s"), rows
+        assert rows["steps"] == ["0", "0", "0", "0", "no", "-", "1"], rows
+        stats = json.loads(ok("queues", "echo", "--json"))[0]
+        assert stats["paused"] is True and stats["oldest_ready_age"] >= 1 and stats["workers"] == 1, stats
+
+        assert ok("queues", "resume", "echo").strip() == "echo: resumed"
+        wait_for("the paused jobs to run once resumed",
+                 lambda: [doc(uuid)["status"] for uuid in (before, after)] == ["succeeded", "succeeded"])
+        assert _queue_rows("echo")["echo"][:6] == ["0", "0", "0", "0", "no", "-"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+
+
+def test_pause_and_resume_refuse_a_bad_or_unknown_queue(backend: dict[str, str]) -> None:
+    assert 'bad tube name "has space"' in refused("queues", "pause", "has space")
+    line = refused("queues", "pause", *MODULE, "ecko")
+    assert "no job class of the imported modules uses queue 'ecko'" in line and "echo, fail, slow, steps" in line
+    assert "no job class" in refused("queues", "resume", *MODULE, "ecko")
+    if backend["GEYSER_QUEUE_URL"].startswith("beanstalkd://"):
+        # beanstalkd knows a queue only while it holds jobs or a worker watches it.
+        assert 'queue "ecko" not found' in refused("queues", "pause", "ecko")
+    else:
+        # The embedded queue keeps a pause of any queue, empty or not, in its file.
+        ok("queues", "pause", "ecko")
+        assert _queue_rows("ecko")["ecko"][4] == "yes"
+        ok("queues", "resume", "ecko")
+        assert _queue_rows("ecko")["ecko"][4] == "no"

@@ -26,7 +26,7 @@
 //!   It never holds more than one new reservation per call. Ops on a
 //!   reserved job go to the connection that reserved it.
 //! - A dead server takes only its own jobs out of service: puts skip it,
-//!   reserves skip it, admin ops (kick, stats, list) report the others.
+//!   reserves skip it, admin ops (kick, stats, list, pause) report the others.
 //!
 //! beanstalkd counts delay and TTR in whole seconds: delays round up (a job
 //! never becomes ready early), TTR rounds up with a minimum of 1 s.
