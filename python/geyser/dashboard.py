@@ -3,10 +3,11 @@
 and jobs and to retry, cancel and kick. ``geyser.web.make_app()`` mounts it at ``/``; mount
 it in your own app with ``geyser.dashboard.routes(prefix)``.
 
-    GET  /                      queues: ready / delayed / reserved / buried, a depth sparkline, kick
+    GET  /                      queues: ready / delayed / reserved / buried, a depth sparkline, kick;
+                                the live workers
     GET  /queues.json           those counts, polled by the overview every 2 s
     POST /queues/<queue>/kick   kick up to KICK_BOUND buried (or delayed) entries
-    GET  /jobs                  jobs by status / type / queue, keyset-paged by uuid
+    GET  /jobs                  jobs by status / type / queue, newest first, keyset-paged by uuid
     GET  /jobs/<uuid>           one job: fields, events, errors, traceback, result, live progress
     GET  /jobs/<uuid>/events    server-sent events of the job's progress document
     POST /jobs/<uuid>/retry     retry a failed or cancelled job
@@ -53,6 +54,8 @@ ASSETS: Path = Path(__file__).resolve().parent / "dashboard_assets"
 #: Jobs per page of the jobs list (``?limit=`` may ask for 1 to 500).
 PAGE_SIZE: int = 50
 MAX_PAGE_SIZE: int = 500
+#: The jobs list's orders: descending uuid (new uuids are time-ordered), or ascending.
+ORDERS: tuple[str, ...] = ("newest", "oldest")
 #: Entries one press of a queue's kick button moves back to ready.
 KICK_BOUND: int = 1000
 #: The cookie the login form sets.
@@ -211,10 +214,16 @@ async def queue_counts() -> list[dict[str, Any]]:
 
 
 class OverviewHandler(DashboardHandler):
-    """``GET /``: each queue's counts, a sparkline of its depth, a kick button."""
+    """``GET /``: each queue's counts, a sparkline of its depth, a kick button; the live
+    workers (host, pid, queues, running job, last heartbeat)."""
 
     async def get(self) -> None:
-        self.render("overview.html", title="Queues", queues=await queue_counts())
+        listing = client().workers_async()  # first: a client that cannot open raises before any coroutine exists
+        queues, workers = await asyncio.gather(queue_counts(), listing)
+        now = time.time()
+        rows = [{**w, "heartbeat": age(w.get("heartbeat_at"), now)}
+                for w in sorted(workers, key=lambda w: (w.get("host", ""), w.get("pid", 0)))]
+        self.render("overview.html", title="Queues", queues=queues, workers=rows)
 
 
 class QueuesJsonHandler(DashboardHandler):
@@ -243,7 +252,9 @@ def _types_of_queue(queue: str) -> list[str]:
 
 
 class JobsHandler(DashboardHandler):
-    """``GET /jobs?status=&type=&queue=&after=&limit=``: one page of jobs in uuid order.
+    """``GET /jobs?status=&type=&queue=&order=&after=&limit=``: one page of jobs, newest
+    first (descending uuid order; new uuids are time-ordered), or oldest first with
+    ``order=oldest``.
 
     Each page is one indexed range read per job type (status and type are indexed by
     uuid in every store): a queue filter reads each of that queue's job types and merges
@@ -254,6 +265,9 @@ class JobsHandler(DashboardHandler):
         job_type = self.get_argument("type", "") or None
         queue = self.get_argument("queue", "") or None
         after = self.get_argument("after", "") or None
+        order = self.get_argument("order", "") or "newest"
+        if order not in ORDERS:
+            raise tornado.web.HTTPError(400, "order must be one of %s", ", ".join(ORDERS))
         try:
             limit = int(self.get_argument("limit", str(PAGE_SIZE)))
         except ValueError:
@@ -266,19 +280,22 @@ class JobsHandler(DashboardHandler):
         queue_types = _types_of_queue(queue) if queue is not None else []
         if queue is not None:
             types = [t for t in queue_types if job_type in (None, t)]
+        newest = order == "newest"
         pages = await asyncio.gather(*(self.blocking(client().list, status=status, job_type=t, after=after,
-                                                     limit=limit + 1) for t in types))
-        docs = sorted((json.loads(raw) for page in pages for raw in page), key=lambda d: d["uuid"])
+                                                     limit=limit + 1, newest_first=newest) for t in types))
+        docs = sorted((json.loads(raw) for page in pages for raw in page), key=lambda d: d["uuid"], reverse=newest)
         page, more = docs[:limit], len(docs) > limit
-        filters = {"status": status or "", "type": job_type or "", "queue": queue or "", "limit": limit}
-        query = {k: v for k, v in filters.items() if v and not (k == "limit" and v == PAGE_SIZE)}
+        filters = {"status": status or "", "type": job_type or "", "queue": queue or "", "order": order,
+                   "limit": limit}
+        defaults = {"order": "newest", "limit": PAGE_SIZE}
+        query = {k: v for k, v in filters.items() if v and v != defaults.get(k)}
         next_url = f"{self.prefix}/jobs?{urllib.parse.urlencode({**query, 'after': page[-1]['uuid']})}" if more else ""
         first_url = f"{self.prefix}/jobs?{urllib.parse.urlencode(query)}" if after else ""
         now = time.time()
         rows = [{"uuid": d["uuid"], "type": d.get("jobType", ""), "status": d.get("status", ""),
                  "completeness": d.get("completeness") or 0, "attempts": d.get("attempts", 0),
                  "age": age(d.get("createdAt"), now), "last_event": last_event(d)} for d in page]
-        self.render("jobs.html", title="Jobs", rows=rows, filters=filters, statuses=STATUSES,
+        self.render("jobs.html", title="Jobs", rows=rows, filters=filters, statuses=STATUSES, orders=ORDERS,
                     job_types=sorted(registry.job_classes()), queues=_queues(), next_url=next_url,
                     first_url=first_url, empty_queue=queue is not None and not queue_types)
 

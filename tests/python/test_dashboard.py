@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import urllib.parse
 import zipfile
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ import dashboard_jobs  # noqa: F401  (registers the gated job types)
 import geyser
 import geyser.web
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import free_port, job, run_worker
+from conftest import free_port, job, run_worker, start_worker, wait_for
 from geyser.dashboard import ASSETS, SESSION_COOKIE
 from test_web import Api
 
@@ -175,14 +177,16 @@ async def test_the_jobs_list_filters_by_status_type_and_queue(browser: Browser) 
     bad = await browser.get("/dashboard/jobs?status=lost")
     assert bad.code == 400 and "status must be one of" in text(bad)
     assert (await browser.get("/dashboard/jobs?limit=0")).code == 400
+    assert (await browser.get("/dashboard/jobs?order=random")).code == 400
 
 
-async def test_keyset_pages_cover_every_job_once_in_uuid_order(browser: Browser) -> None:
+async def test_keyset_pages_cover_every_job_once_newest_or_oldest_first(browser: Browser) -> None:
     # Two job types on one queue: the queue filter merges two indexed range reads per page.
     gate = "/nonexistent/gate"
     made = sorted([enqueue("gated", gate=gate) for _ in range(4)] +
                   [enqueue("gated-twin", gate=gate) for _ in range(3)])
-    for query in ("queue=gated&limit=2", "limit=3", "status=queued&queue=gated&limit=1"):
+    for query in ("queue=gated&limit=2", "limit=3", "status=queued&queue=gated&limit=1",
+                  "queue=gated&order=oldest&limit=2", "order=oldest&limit=3"):
         seen: list[str] = []
         url: str | None = f"/dashboard/jobs?{query}"
         while url is not None:
@@ -191,7 +195,29 @@ async def test_keyset_pages_cover_every_job_once_in_uuid_order(browser: Browser)
             assert 0 < len(rows) <= int(query.rsplit("=", 1)[1]), (query, rows)
             seen += rows
             url = next_page(page)
-        assert seen == made, query
+        assert seen == (made if "order=oldest" in query else made[::-1]), query
+
+
+async def test_the_overview_lists_the_running_workers_and_their_jobs(browser: Browser, tmp_path: Path) -> None:
+    assert "No worker is running" in text(await browser.get("/dashboard/"))
+    gate = tmp_path / "gate"
+    uuid = enqueue("gated", gate=str(gate), steps=1)
+    worker = start_worker("-m", "dashboard_jobs", "-c", "1")
+    try:
+        record = wait_for("the worker to list itself with its job", lambda: next(
+            (w for w in geyser.config.client().workers() if w.get("job") == uuid), None))
+        page = text(await browser.get("/dashboard/"))
+        row = re.search(rf'<tr data-worker="{re.escape(record["id"])}">(.*?)</tr>', page, re.S)
+        assert row is not None, page
+        assert record["host"] in row.group(1) and f">{record['pid']}<" in row.group(1)
+        assert "gated" in row.group(1) and f'href="/dashboard/jobs/{uuid}"' in row.group(1)
+        Path(f"{gate}.1").touch()
+        wait_for("the gated job to succeed", lambda: job(uuid).status == "succeeded")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    assert worker.returncode == 0
+    assert "No worker is running" in text(await browser.get("/dashboard/"))
 
 
 # -- actions --------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ function overview(table) {
 function draw(line, values) {
   const top = Math.max(1, ...values);
   const step = 120 / (SPARK_POINTS - 1);
-  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(23 - (v / top) * 22).toFixed(1)}`);
+  const start = 120 - (values.length - 1) * step; // the newest point on the right edge
+  const points = values.map((v, i) => `${(start + i * step).toFixed(1)},${(23 - (v / top) * 22).toFixed(1)}`);
   line.setAttribute("points", points.join(" "));
 }
 
