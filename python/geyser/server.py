@@ -8,6 +8,7 @@ Imports the ``-m/--module`` job modules and then ``geyser.registry.JOB_MODULES``
 POST knows the job types. ``GEYSER_API_TOKEN``, when set, is the bearer token
 every request must carry. Backends come from ``GEYSER_QUEUE_URL`` /
 ``GEYSER_STORE_URL`` or the embedded default. Runs no jobs: start a worker beside it.
+The HTML dashboard is at ``/`` (``geyser.dashboard``; with the token, behind a login form).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@
     POST   /jobs/<uuid>/retry    queue a failed job again → 202 (409 when it is not failed)
     GET    /healthz              store and queue reachable
     GET    /metrics              Prometheus metrics of this process and the job classes' queue depths
+    GET    /                     302 to /dashboard/, the HTML dashboard (geyser.dashboard; make_app only)
 
 Every error body is JSON: ``{"error": "<what was wrong>"}`` (plus ``"errors"``,
 field → messages, for schema errors and for values a job document cannot hold
