@@ -63,8 +63,9 @@ struct Shared {
     /// How long past its TIMEOUT a job that cannot be interrupted may run.
     hard_stop_after: Duration,
     registration: Arc<Registration>,
-    /// Set when the registration is to be written at once (an attempt started or ended).
-    register_now: AtomicBool,
+    /// Set when the registration is to be written at once (an attempt started or ended, or
+    /// the last try found a write still in flight).
+    register_now: Arc<AtomicBool>,
 }
 
 /// How much longer the attempt of a `running` document counts as alive: its last sign of
@@ -120,7 +121,7 @@ impl Heartbeat {
             busy: tokio::sync::Mutex::new(()),
             hard_stop_after,
             registration,
-            register_now: AtomicBool::new(true),
+            register_now: Arc::new(AtomicBool::new(true)),
         });
         let task = tokio::spawn(run(shared.clone(), reservations));
         Self { shared, task }
@@ -183,15 +184,23 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Writes the registration if it is due at `now`; returns when it is due next.
-    async fn keep_registered(&self, now: Instant, due_at: Instant) -> Instant {
+    /// Starts writing the registration if that is due at `now`; returns when it is due next.
+    /// The write is a task of its own, so a slow store never delays the running attempt's beat.
+    fn keep_registered(&self, now: Instant, due_at: Instant) -> Instant {
         if now < due_at && !self.register_now.swap(false, Ordering::AcqRel) {
             return due_at;
         }
         self.register_now.store(false, Ordering::Release);
-        if let Err(e) = self.registration.refresh().await {
-            log::warn!("could not refresh this worker's registration (tried again in {REFRESH_EVERY:?}): {e}");
-        }
+        let (registration, again) = (self.registration.clone(), self.register_now.clone());
+        tokio::spawn(async move {
+            match registration.refresh().await {
+                Ok(true) => {}
+                Ok(false) => again.store(true, Ordering::Release),
+                Err(e) => {
+                    log::warn!("could not refresh this worker's registration (tried again in {REFRESH_EVERY:?}): {e}")
+                }
+            }
+        });
         now + REFRESH_EVERY
     }
 
@@ -247,7 +256,7 @@ fn watches(current: &Option<Beat>, writer: &Arc<FencedWriter>) -> bool {
 async fn run(shared: Arc<Shared>, reservations: Reservations) {
     let mut register_at = Instant::now();
     loop {
-        register_at = shared.keep_registered(Instant::now(), register_at).await;
+        register_at = shared.keep_registered(Instant::now(), register_at);
         let (due, wake_at) = shared.take_due(Instant::now());
         let wake_at = wake_at.min(register_at);
         if let Some(due) = due {

@@ -23,9 +23,9 @@ use tokio::sync::Mutex;
 pub use fenced::FenceError;
 use fenced::FencedWriter;
 use heartbeat::Heartbeat;
-use registration::Registration;
 pub use outcome::Outcome;
 use outcome::QueueAction;
+use registration::Registration;
 use reservations::{Reservations, SharedConsumer};
 
 use crate::client::Geyser;

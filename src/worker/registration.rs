@@ -61,11 +61,13 @@ impl Registration {
         self.record().job = job.map(str::to_owned);
     }
 
-    /// Write the record as it stands, stamped now, unless the worker has stopped.
-    pub async fn refresh(&self) -> StoreResult<()> {
-        let closed = self.closed.lock().await;
+    /// Write the record as it stands, stamped now, unless the worker has stopped. Returns
+    /// false, writing nothing, while another write is in flight (a slow store never piles
+    /// writes up); the caller tries again soon.
+    pub async fn refresh(&self) -> StoreResult<bool> {
+        let Ok(closed) = self.closed.try_lock() else { return Ok(false) };
         if *closed {
-            return Ok(());
+            return Ok(true);
         }
         let record = {
             let mut record = self.record();
@@ -73,7 +75,8 @@ impl Registration {
             record.expires_at = record.heartbeat_at + TTL.as_secs_f64();
             record.clone()
         };
-        self.store.register_worker(&record).await
+        self.store.register_worker(&record).await?;
+        Ok(true)
     }
 
     /// Remove the record for good: after any write in flight, and no write after it.
