@@ -76,8 +76,12 @@ fn any_reply() -> impl Strategy<Value = (Vec<u8>, Result<Reply, ServerError>)> {
         id().prop_map(|n| (format!("WATCHING {n}\r\n").into_bytes(), Ok(Reply::Watching(n)))),
         id().prop_map(|n| (format!("KICKED {n}\r\n").into_bytes(), Ok(Reply::Kicked(n)))),
         "[A-Za-z0-9+/;.$_()-]{1,200}".prop_map(|t| (format!("USING {t}\r\n").into_bytes(), Ok(Reply::Using(t)))),
-        (id(), body.clone()).prop_map(|(i, b)| (chunked(format!("RESERVED {i} {}", b.len()), &b), Ok(Reply::Reserved { id: i, body: b }))),
-        (id(), body.clone()).prop_map(|(i, b)| (chunked(format!("FOUND {i} {}", b.len()), &b), Ok(Reply::Found { id: i, body: b }))),
+        (id(), body.clone()).prop_map(|(i, b)| (
+            chunked(format!("RESERVED {i} {}", b.len()), &b),
+            Ok(Reply::Reserved { id: i, body: b })
+        )),
+        (id(), body.clone())
+            .prop_map(|(i, b)| (chunked(format!("FOUND {i} {}", b.len()), &b), Ok(Reply::Found { id: i, body: b }))),
         body.prop_map(|b| (chunked(format!("OK {}", b.len()), &b), Ok(Reply::Ok(b)))),
         line("DELETED", Ok(Reply::Deleted)),
         line("RELEASED", Ok(Reply::Released)),
@@ -102,10 +106,13 @@ fn any_reply() -> impl Strategy<Value = (Vec<u8>, Result<Reply, ServerError>)> {
 /// The bound the valid replies of `any_reply` fit in.
 const BODY_BOUND: usize = 300;
 
+/// What a run of reads decoded to: the replies, in order.
+type Replies = Vec<Result<Reply, ServerError>>;
+
 /// Feeds `reads` to the decoder as `read_replies` does: append what one read brought, take
 /// every whole reply at the front, keep the rest for the next read. Returns the replies and
 /// what was left over, checking every answer on the way.
-fn read_all(reads: &[&[u8]], max_body: usize) -> Result<(Vec<Result<Reply, ServerError>>, Vec<u8>), TestCaseError> {
+fn read_all(reads: &[&[u8]], max_body: usize) -> Result<(Replies, Vec<u8>), TestCaseError> {
     let mut buf = Vec::new();
     let mut replies = Vec::new();
     for read in reads {

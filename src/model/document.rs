@@ -177,6 +177,55 @@ pub struct InvalidJob {
     pub reason: String,
 }
 
+/// `error`, from decoding `bytes` as a document, naming the field whose value was refused:
+/// serde says what was wrong with a value ("invalid type: integer `5`, expected a string")
+/// but not where. Each field of the JSON object is tried alone in a valid document; the
+/// first refused is named. `error` as it is when `bytes` are not a JSON object, or when
+/// no single value is to blame (a missing or duplicate field, which serde names itself).
+fn name_the_field(bytes: &[u8], error: serde_json::Error) -> serde_json::Error {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(bytes) else {
+        return error;
+    };
+    let valid = serde_json::json!({
+        "jobType": "t", "createdAt": 0.0, "updatedAt": 0.0, "uuid": "u",
+        "queueKwargs": {"queue": "q", "priority": 0, "ttr": 1.0}, "status": "queued",
+    });
+    for (field, value) in fields {
+        let mut probe = valid.clone();
+        probe[&field] = value;
+        if let Err(refused) = serde_json::from_value::<JobDocument>(probe) {
+            return serde::de::Error::custom(format!("field `{field}`: {refused}"));
+        }
+    }
+    error
+}
+
+/// Longest message `JobDocument::from_json` gives, in characters (before its length note).
+pub const MAX_ERROR_LEN: usize = 300;
+
+/// `error` as one line of at most `MAX_ERROR_LEN` characters: serde quotes a refused value
+/// as it is (a line break or a megabyte of it), and a store's errors go to logs.
+fn one_line(error: serde_json::Error) -> serde_json::Error {
+    let text = error.to_string();
+    if text.chars().count() <= MAX_ERROR_LEN && !text.chars().any(char::is_control) {
+        return error;
+    }
+    let mut escaped = String::new();
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    let length = escaped.chars().count();
+    if length > MAX_ERROR_LEN {
+        escaped = escaped.chars().take(MAX_ERROR_LEN).collect();
+        escaped.push_str(&format!("... ({length} characters in all)"));
+    }
+    serde::de::Error::custom(escaped)
+}
+
 /// Checks that `new` only appends to `old` (the engine's history of events or errors).
 fn appended<'a, T: PartialEq>(uuid: &str, field: &'static str, old: &[T], new: &'a [T]) -> Result<&'a [T], InvalidJob> {
     match new.get(..old.len()) {
@@ -193,9 +242,9 @@ fn appended<'a, T: PartialEq>(uuid: &str, field: &'static str, old: &[T], new: &
 }
 
 impl JobDocument {
-    /// Parse a document, saying what is wrong with it when it is not one.
+    /// Parse a document, saying what is wrong with it, and in which field, when it is not one.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        serde_json::from_slice(bytes).map_err(|error| one_line(name_the_field(bytes, error)))
     }
 
     pub fn to_json(&self) -> Vec<u8> {

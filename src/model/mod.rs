@@ -4,5 +4,7 @@
 mod document;
 mod status;
 
-pub use document::{now, Event, InvalidJob, JobDocument, JobError, QueueKwargs, TransitionError, INTERNAL_FIELDS};
+pub use document::{
+    now, Event, InvalidJob, JobDocument, JobError, QueueKwargs, TransitionError, INTERNAL_FIELDS, MAX_ERROR_LEN,
+};
 pub use status::Status;
