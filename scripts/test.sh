@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of Geyser: installs what is missing (beanstalkd, curl, a C compiler, chromium,
-# cargo-nextest, the Python package and its test tools), starts PostgreSQL and Redis on
-# loopback when they are down (scripts/services.sh, which installs them too), then runs the
+# cargo-nextest, maturin, the Python package and its test tools), builds the wheel users
+# install (target/test-wheel), starts PostgreSQL and Redis on loopback when they are down
+# (scripts/services.sh, which installs them too), then runs the
 # Rust and Python suites against real servers, and the Python API suites again under
 # marshmallow 3. Runs every suite even when one fails; exits non-zero if any did.
 # Usage: bash scripts/test.sh   (inside a virtualenv or not; Rust 1.85+ must be installed)
@@ -46,7 +47,18 @@ sys.exit(0 if managed and not in_venv else 1)'; then
   echo "python3 is the system's; installing into $venv"
 fi
 "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-echo "building and installing the package (the first build compiles the Rust crate: minutes)"
+# The wheel users install without Rust (tests/python/test_wheel.py installs it into a fresh
+# virtualenv; GEYSER_TEST_WHEEL names it), then the package itself, editable, for the suites.
+# One compile serves both: with the newest maturin, as pip's own build uses, and the same
+# interpreter, the editable build finds the crate compiled in target/ and only packs it.
+"$py" -m pip install -q --upgrade 'maturin>=1.7,<2'
+echo "building the wheel (the first build compiles the Rust crate: minutes)"
+rm -rf target/test-wheel
+"$py" -m maturin build --release --out target/test-wheel \
+  --interpreter "$("$py" -c 'import sys; print(sys.executable)')"
+GEYSER_TEST_WHEEL=$(echo target/test-wheel/geyser-*.whl)
+export GEYSER_TEST_WHEEL="$PWD/$GEYSER_TEST_WHEEL"
+echo "installing the package (editable) and its test tools"
 "$py" -m pip install -q -e '.[test]'
 
 failed=()
