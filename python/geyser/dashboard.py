@@ -206,11 +206,12 @@ class LogoutHandler(DashboardHandler):
 
 
 async def queue_counts() -> list[dict[str, Any]]:
-    """Ready / delayed / reserved / buried of each queue of the registered job classes."""
+    """Ready / delayed / reserved / buried, and whether it is paused, of each queue of the
+    registered job classes."""
     queues = _queues()
     stats = await asyncio.gather(*(client().stats_tube_async(q) for q in queues))
-    return [{"queue": q, **{k: s[k] for k in ("ready", "delayed", "reserved", "buried")}}
-            for q, s in zip(queues, stats)]
+    counts = ("ready", "delayed", "reserved", "buried")
+    return [{"queue": q, "paused": bool(s.get("paused")), **{k: s[k] for k in counts}} for q, s in zip(queues, stats)]
 
 
 class OverviewHandler(DashboardHandler):

@@ -131,6 +131,11 @@ async def test_pages_show_the_queues_and_real_jobs(browser: Browser) -> None:
     assert count_in_row(overview, "echo", "ready") == 1
     assert count_in_row(overview, "fail", "buried") == 1
     assert count_in_row(overview, "steps", "ready") == 0
+    assert "paused" not in overview
+    geyser.pause_queue("echo")  # it holds a job: beanstalkd knows only such queues
+    paused = re.findall(r'<tr data-queue="([^"]+)">\s*<td>[^\n]*paused</span>', text(await browser.get("/dashboard/")))
+    assert paused == ["echo"]
+    geyser.resume_queue("echo")
     counts = json.loads((await browser.get("/dashboard/queues.json")).body)
     fail = next(q for q in counts["queues"] if q["queue"] == "fail")
     assert (fail["ready"], fail["delayed"], fail["reserved"], fail["buried"]) == (0, 0, 0, 1)
