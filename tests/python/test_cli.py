@@ -328,3 +328,14 @@ def test_pause_and_resume_refuse_a_bad_or_unknown_queue(backend: dict[str, str])
         assert _queue_rows("ecko")["ecko"][4] == "yes"
         ok("queues", "resume", "ecko")
         assert _queue_rows("ecko")["ecko"][4] == "no"
+
+
+def test_a_burst_worker_does_not_wait_for_a_paused_queue(backend: dict[str, str]) -> None:
+    paused = geyser.make_base_job({"message": "held"}, "echo").enqueue()
+    other = geyser.make_base_job({"steps": 1}, "step").enqueue()
+    ok("queues", "pause", "echo")
+    assert run_worker().returncode == 0, "a --burst worker exits with the paused queue's job left"
+    assert (doc(paused)["status"], doc(other)["status"]) == ("queued", "succeeded")
+    ok("queues", "resume", "echo")
+    assert run_worker().returncode == 0
+    assert doc(paused)["status"] == "succeeded"
