@@ -1,6 +1,6 @@
 """``geyser``: the operator's command line (console script and ``python -m geyser``).
 
-Lists, shows, watches, retries, cancels and deletes jobs, shows and kicks queues, lists
+Lists, shows, watches, retries, cancels and deletes jobs, shows, pauses, resumes and kicks queues, lists
 live workers, and enqueues a job, through the native client of ``geyser.config.client()`` (so the same
 ``GEYSER_QUEUE_URL`` / ``GEYSER_STORE_URL`` as the worker); ``worker``, ``server`` and
 ``maintenance`` hand their arguments unchanged to those modules' ``main``. Every error
