@@ -7,6 +7,7 @@
     DELETE /jobs/<uuid>          request cancellation → 202 (409 once the job has finished)
     POST   /jobs/<uuid>/retry    queue a failed job again → 202 (409 when it is not failed)
     GET    /healthz              store and queue reachable
+    GET    /openapi.json         the OpenAPI 3 description of these routes (geyser.openapi)
     GET    /metrics              Prometheus metrics of this process and the job classes' queue depths
     GET    /                     302 to /dashboard/, the HTML dashboard (geyser.dashboard; make_app only)
 
@@ -468,6 +469,8 @@ def routes(
     if token is None:
         token = os.environ.get("GEYSER_API_TOKEN", "")
     opts = {"token": token, "max_body_size": int(max_body_size), "watch_interval": float(watch_interval)}
+    from geyser.openapi import OpenApiHandler  # it imports this module
+
     p = prefix.rstrip("/")
     return [
         tornado.web.url(rf"{p}/jobs/([^/]+)/events", EventsHandler, opts),
@@ -475,6 +478,7 @@ def routes(
         tornado.web.url(rf"{p}/jobs/([^/]+)", EnqueueAndJobHandler, opts),
         tornado.web.url(rf"{p}/healthz", HealthHandler, opts),
         tornado.web.url(rf"{p}/metrics", MetricsHandler, opts),
+        tornado.web.url(rf"{p}/openapi.json", OpenApiHandler, dict(opts, prefix=p)),
     ]
 
 
