@@ -19,7 +19,7 @@ import pytest
 
 import geyser
 import jobs_for_tests  # noqa: F401  (registers the job types)
-from conftest import free_port, run_worker, start_worker, wait_for, worker_env
+from conftest import EVERY_BACKEND, free_port, run_worker, start_worker, wait_for, worker_env
 from geyser.config import client
 
 MODULE = ["-m", "jobs_for_tests"]
@@ -125,6 +125,7 @@ def _workers() -> list[dict[str, Any]]:
     return records
 
 
+@pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 def test_workers_lists_live_worker_processes_and_their_running_job(backend: dict[str, str]) -> None:
     assert ok("workers").strip() == "no live workers"
     worker = subprocess.Popen(_argv(("worker", "-c", "2", *MODULE), False), env=worker_env(),
