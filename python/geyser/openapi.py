@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from geyser import registry
 from geyser.web import MAX_INTEGER, MIN_INTEGER, GeyserHandler
 
-__all__ = ["OpenApiHandler", "describe", "field_schema"]
+__all__ = ["OpenApiHandler", "describe", "field_schema", "schema_body"]
 
 _JSON = "application/json"
 _FORMATS: list[tuple[type[fields.Field], dict[str, Any]]] = [
@@ -39,14 +39,14 @@ def _validators(field: fields.Field, described: dict[str, Any]) -> dict[str, Any
         if isinstance(check, validate.OneOf):
             described["enum"] = list(check.choices)
         elif isinstance(check, validate.Range):
-            for bound, inclusive, low in ((check.min, check.min_inclusive, True), (check.max, check.max_inclusive, False)):
-                if bound is None:
-                    continue
-                key = "minimum" if low else "maximum"
+            bounds = ((check.min, check.min_inclusive, "minimum"), (check.max, check.max_inclusive, "maximum"))
+            for bound, inclusive, key in bounds:
                 old = described.get(key)
-                described[key] = bound if old is None else (max(old, bound) if low else min(old, bound))
-                if not inclusive:
-                    described["exclusiveMinimum" if low else "exclusiveMaximum"] = True
+                tighter = old is None or (bound > old if key == "minimum" else bound < old)
+                if bound is not None and tighter:
+                    described[key] = bound
+                    if not inclusive:
+                        described[f"exclusive{key.capitalize()}"] = True
         elif isinstance(check, validate.Length):
             array = described.get("type") == "array"
             if check.equal is not None:

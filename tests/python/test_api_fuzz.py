@@ -26,11 +26,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from marshmallow import fields, validate
 from schemathesis import GenerationMode
 
 import geyser
-from geyser.web import DEFAULT_MAX_BODY_SIZE
+import jobs_for_tests  # noqa: F401  (registers the job types this process describes)
 from conftest import Beanstalkd, free_port, wait_for, worker_env
+from geyser.openapi import describe, schema_body
+from geyser.web import DEFAULT_MAX_BODY_SIZE
 
 MAX_EXAMPLES = int(os.environ.get("GEYSER_FUZZ_EXAMPLES", "100"))
 #: Answers that are not JSON by design: the Prometheus text and server-sent events.
@@ -133,6 +136,34 @@ def raw(live: Live, method: str, path: bytes, body: bytes = b"", headers: bytes 
     content_type = next((v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
                          if k.lower() == "content-type"), "")
     return status, content_type, content
+
+
+def test_the_description_follows_each_job_schema() -> None:
+    class Inner(geyser.BaseJobSchema):
+        name = fields.String(required=True, validate=validate.Length(min=1, max=5))
+
+    class Outer(geyser.BaseJobSchema):
+        level = fields.Integer(validate=validate.Range(min=0, max=9, max_inclusive=False))
+        color = fields.String(validate=validate.OneOf(["red", "blue"]), allow_none=True)
+        tags = fields.List(fields.String(), required=True)
+        inner = fields.Nested(Inner, many=True)
+        ratio = fields.Float(data_key="Ratio")
+        stamp = fields.DateTime(dump_only=True)
+
+    body = schema_body(Outer())
+    assert body["required"] == ["tags"] and body["additionalProperties"] is False
+    assert body["properties"]["level"] == {"type": "integer", "minimum": 0, "maximum": 9, "exclusiveMaximum": True}
+    assert body["properties"]["color"] == {"type": "string", "enum": ["red", "blue"], "nullable": True}
+    assert body["properties"]["tags"] == {"type": "array", "items": {"type": "string"}}
+    inner = body["properties"]["inner"]["items"]
+    assert inner["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 5}
+    assert "Ratio" in body["properties"] and "stamp" not in body["properties"]
+    described = describe("/api", token=True)
+    assert described["paths"]["/api/jobs/echo"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "required"] == ["message"]
+    assert described["security"] == [{"bearer": []}]
+    assert set(described["paths"]) >= {"/api/jobs/{uuid}", "/api/jobs/{uuid}/retry", "/api/jobs/{uuid}/events",
+                                       "/api/healthz", "/api/metrics", "/api/openapi.json"}
 
 
 # -- schemathesis, from the server's own OpenAPI description -----------------------------------
