@@ -24,6 +24,9 @@ pub enum ClientError {
     WrongStatus { uuid: String, status: Status, op: &'static str, needs: &'static str },
     #[error("job {uuid}: {reason}")]
     Invalid { uuid: String, reason: String },
+    /// `enqueue_many` refused the whole batch for the job at `index` (0-based); nothing was written.
+    #[error("job {index} of the batch: {source}")]
+    InBatch { index: usize, source: Box<ClientError> },
 }
 
 pub type ClientResult<T> = Result<T, ClientError>;
@@ -100,6 +103,40 @@ impl Geyser {
         let opts =
             PutOptions { priority: doc.queue_kwargs.priority, delay: secs(delay), ttr: secs(doc.queue_kwargs.ttr) };
         self.enqueuer.enqueue(doc, opts).await
+    }
+
+    /// Engine operation `enqueue` for many new jobs at once (docs/lifecycle.md "Bulk
+    /// enqueue"): every job is checked first (`InBatch` names the first refused one, and
+    /// nothing is written), then the documents are written and the entries put in as few
+    /// round trips as the backends allow. One result per job, in order: a job that failed
+    /// left nothing behind, unless its error says the sweep will queue it.
+    pub async fn enqueue_many(
+        &self,
+        docs: Vec<JobDocument>,
+        delay: f64,
+    ) -> ClientResult<Vec<ClientResult<JobDocument>>> {
+        let mut jobs = Vec::with_capacity(docs.len());
+        let mut seen = std::collections::HashMap::with_capacity(docs.len());
+        for (index, mut doc) in docs.into_iter().enumerate() {
+            let refuse = |source: ClientError| ClientError::InBatch { index, source: Box::new(source) };
+            if let Some(first) = seen.insert(doc.uuid.clone(), index) {
+                let reason = format!("is job {first} of the batch too; each job is enqueued once");
+                return Err(refuse(ClientError::Invalid { uuid: doc.uuid, reason }));
+            }
+            if doc.version != 0 {
+                let reason = "is already saved; enqueue takes a new job".into();
+                return Err(refuse(ClientError::Invalid { uuid: doc.uuid, reason }));
+            }
+            doc.reset_for_enqueue(delay).map_err(|e| refuse(e.into()))?;
+            crate::queue::check_tube(&doc.queue_kwargs.queue).map_err(|e| refuse(e.into()))?;
+            let kw = &doc.queue_kwargs;
+            let opts = PutOptions { priority: kw.priority, delay: secs(delay), ttr: secs(kw.ttr) };
+            jobs.push((doc, opts));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.enqueuer.enqueue_many(jobs).await
     }
 
     pub async fn get(&self, uuid: &str) -> ClientResult<Option<JobDocument>> {

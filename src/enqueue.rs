@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::client::ClientResult;
+use crate::client::{ClientError, ClientResult};
 use crate::model::JobDocument;
 use crate::queue::{PutOptions, Queue, QueueJobId};
 use crate::store::{self, Store, StoreError};
@@ -17,6 +17,11 @@ pub trait Enqueuer: Send + Sync {
     /// Save the new document `doc` and put its uuid on `doc.queue_kwargs.queue`.
     /// Returns the saved document with its `queueJobId`; on failure no job is left behind.
     async fn enqueue(&self, doc: JobDocument, opts: PutOptions) -> ClientResult<JobDocument>;
+
+    /// `enqueue` for a batch of new documents (checked by the caller), one result per job in
+    /// order; a job that fails leaves nothing behind, as with `enqueue` (docs/lifecycle.md
+    /// "Bulk enqueue"). An error of the whole call means no job was written.
+    async fn enqueue_many(&self, jobs: Vec<(JobDocument, PutOptions)>) -> ClientResult<Vec<ClientResult<JobDocument>>>;
 }
 
 /// Any store, any queue: save, then put, then record the queue id in the document.
@@ -32,20 +37,97 @@ impl Enqueuer for TwoStep {
         let id = match self.queue.put(&saved.queue_kwargs.queue, saved.uuid.as_bytes(), opts).await {
             Ok(id) => id,
             Err(e) => {
-                if let Err(del) = self.store.delete(&saved.uuid).await {
-                    log::error!(
-                        "job {}: put failed and the document could not be removed ({del}); the sweep will queue it",
-                        saved.uuid
-                    );
-                }
+                self.remove_unqueued(&saved.uuid).await;
                 return Err(e.into());
             }
         };
         self.note_queue_id(saved, id).await
     }
+
+    async fn enqueue_many(&self, jobs: Vec<(JobDocument, PutOptions)>) -> ClientResult<Vec<ClientResult<JobDocument>>> {
+        self.enqueue_batch(jobs).await
+    }
+}
+
+/// `TwoStep::enqueue_many`'s jobs, by queue, as (index in the batch, options).
+fn by_queue(jobs: &[(JobDocument, PutOptions)], saved: &[ClientResult<JobDocument>]) -> Vec<(String, Vec<usize>)> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, (doc, _)) in jobs.iter().enumerate() {
+        if saved[i].is_err() {
+            continue;
+        }
+        let queue = &doc.queue_kwargs.queue;
+        match groups.iter_mut().find(|(q, _)| q == queue) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((queue.clone(), vec![i])),
+        }
+    }
+    groups
 }
 
 impl TwoStep {
+    /// The batch form of `enqueue`: every document in one store call, the puts pipelined per
+    /// queue, the queue ids noted in one store call. A failed put removes its document, as
+    /// `enqueue` does; a document that cannot be removed is left for the sweep to queue.
+    async fn enqueue_batch(
+        &self,
+        jobs: Vec<(JobDocument, PutOptions)>,
+    ) -> ClientResult<Vec<ClientResult<JobDocument>>> {
+        let docs: Vec<JobDocument> = jobs.iter().map(|(doc, _)| doc.clone()).collect();
+        let mut results: Vec<ClientResult<JobDocument>> =
+            self.store.create_many(&docs).await?.into_iter().map(|r| r.map_err(ClientError::from)).collect();
+        let mut put = Vec::new();
+        for (queue, members) in by_queue(&jobs, &results) {
+            let bodies: Vec<(&[u8], PutOptions)> =
+                members.iter().map(|&i| (jobs[i].0.uuid.as_bytes(), jobs[i].1)).collect();
+            let ids = self.queue.put_many(&queue, &bodies).await;
+            put.extend(members.into_iter().zip(ids));
+        }
+        let mut noted = Vec::new();
+        let mut noted_at = Vec::new();
+        for (i, id) in put {
+            match (id, &results[i]) {
+                (Ok(id), Ok(saved)) => {
+                    noted.push(JobDocument { queue_job_id: Some(id.to_string()), ..saved.clone() });
+                    noted_at.push(i);
+                }
+                (Err(e), _) => {
+                    self.remove_unqueued(&jobs[i].0.uuid).await;
+                    results[i] = Err(e.into());
+                }
+                (Ok(_), Err(_)) => {}
+            }
+        }
+        let written = match self.store.update_many(&noted).await {
+            Ok(written) => written,
+            Err(e) => noted.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect(),
+        };
+        for ((i, note), written) in noted_at.into_iter().zip(noted).zip(written) {
+            results[i] = match written {
+                Ok(doc) => Ok(doc),
+                // A worker reserved the entry first, or the write failed: note it the single way.
+                Err(_) => {
+                    let saved = JobDocument { queue_job_id: None, ..note.clone() };
+                    let id = note.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok());
+                    match id {
+                        Some(id) => self.note_queue_id(saved, id).await,
+                        None => Ok(saved),
+                    }
+                }
+            };
+        }
+        Ok(results)
+    }
+
+    /// After a failed put: remove the document again, or leave it for the sweep to queue.
+    async fn remove_unqueued(&self, uuid: &str) {
+        if let Err(del) = self.store.delete(uuid).await {
+            log::error!(
+                "job {uuid}: put failed and the document could not be removed ({del}); the sweep will queue it"
+            );
+        }
+    }
+
     /// Record where the job sits on the queue, unless a worker already did.
     async fn note_queue_id(&self, mut doc: JobDocument, id: QueueJobId) -> ClientResult<JobDocument> {
         for _ in 0..store::MAX_CONFLICTS {

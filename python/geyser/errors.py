@@ -22,6 +22,7 @@ from geyser._core import (
 
 __all__ = [
     "BackendError",
+    "BulkEnqueueError",
     "ConfigError",
     "ConflictError",
     "GeyserError",
@@ -73,3 +74,26 @@ class UnknownJobType(GeyserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "unknown job type"
+
+
+class BulkEnqueueError(GeyserError):
+    """``enqueue_many`` queued some jobs of the batch but not all.
+
+    ``uuids[i]`` is job i's uuid when it was queued, else None; ``errors[i]`` says why job i
+    was not queued. A job that was not queued left no document behind, unless its error
+    says the maintenance sweep will queue it (docs/lifecycle.md "Bulk enqueue").
+    """
+
+    def __init__(self, uuids: list[str | None], errors: dict[int, str]) -> None:
+        self.uuids = uuids
+        self.errors = errors
+        first = min(errors)
+        super().__init__(
+            f"{len(errors)} of {len(uuids)} jobs were not queued (the others were); "
+            f"first, job {first}: {errors[first]}"
+        )
+
+    @property
+    def queued(self) -> list[int]:
+        """Indexes of the jobs that were queued."""
+        return [i for i, uuid in enumerate(self.uuids) if uuid is not None]

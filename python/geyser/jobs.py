@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import marshmallow
@@ -17,13 +18,15 @@ from marshmallow import Schema, ValidationError
 
 from geyser import _core, metrics, registry
 from geyser.config import client
-from geyser.errors import JobCancelled, WaitTimeout
+from geyser.errors import BulkEnqueueError, InvalidDocument, JobCancelled, WaitTimeout
 from geyser.watch import get_progress_async, watch_async
 
 __all__ = [
     "BaseJob",
     "BaseJobSchema",
     "INTERNAL_FIELDS",
+    "enqueue_many",
+    "enqueue_many_async",
     "get_base_job",
     "get_base_job_async",
     "get_progress_async",
@@ -542,6 +545,75 @@ def make_base_job(values: dict[str, Any] | None = None, job_type: str = "") -> B
     if isinstance(values, dict):
         document_json(values)  # a value no document can hold is named now; the rest at enqueue
     return cls(**cls.schema().load(values))
+
+
+def _prepare_batch(jobs: Sequence[BaseJob]) -> list[str]:
+    """Every job's document, checked before anything is written: a careless item is named by
+    its index (``TypeError``, ``ValueError``, ``InvalidDocument``, ``ValidationError``)."""
+    docs = []
+    seen: dict[int, int] = {}
+    for i, job in enumerate(jobs):
+        if not isinstance(job, BaseJob):
+            raise TypeError(f"enqueue_many: jobs[{i}] is a {type(job).__name__}, not a BaseJob")
+        if id(job) in seen:
+            raise ValueError(
+                f"enqueue_many: jobs[{i}] is the same job as jobs[{seen[id(job)]}]; each job is enqueued once"
+            )
+        seen[id(job)] = i
+        if job.version:
+            raise InvalidDocument(
+                f"enqueue_many: jobs[{i}] (job {job.uuid}) is already enqueued (status {job.status}); "
+                "enqueue_many takes new jobs"
+            )
+        try:
+            docs.append(job._prepare_enqueue(None, None))
+        except ValidationError as e:
+            raise ValidationError({f"jobs[{i}]": e.messages}) from e
+    return docs
+
+
+def _finish_batch(jobs: Sequence[BaseJob], outcome: list[tuple[str | None, str | None]]) -> list[str]:
+    uuids: list[str | None] = []
+    errors: dict[int, str] = {}
+    for i, (job, (doc, error)) in enumerate(zip(jobs, outcome)):
+        if doc is None:
+            uuids.append(None)
+            errors[i] = error or "not queued"
+            continue
+        job._apply_lifecycle(doc)
+        metrics.enqueued(job.jobType, job.QUEUE_NAME)
+        uuids.append(job.uuid)
+    if errors:
+        raise BulkEnqueueError(uuids, errors)
+    return [uuid for uuid in uuids if uuid is not None]
+
+
+def enqueue_many(jobs: Sequence[BaseJob], delay: float = 0) -> list[str]:
+    """Enqueue new jobs (of any types and queues) in as few round trips as the backends
+    allow; returns their uuids in the order given.
+
+    Every job is checked first: a bad one raises, naming its index, and nothing is written.
+    When some jobs are queued and others are not (a queue server gone mid-batch), raises
+    ``BulkEnqueueError`` saying which (docs/lifecycle.md "Bulk enqueue").
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    docs = _prepare_batch(jobs)
+    with metrics.counting_errors("enqueue"):
+        outcome = client().enqueue_many(docs, float(delay))
+    return _finish_batch(jobs, outcome)
+
+
+async def enqueue_many_async(jobs: Sequence[BaseJob], delay: float = 0) -> list[str]:
+    """``enqueue_many`` for asyncio/Tornado code: never blocks the event loop while waiting."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    docs = _prepare_batch(jobs)
+    with metrics.counting_errors("enqueue"):
+        outcome = await client().enqueue_many_async(docs, float(delay))
+    return _finish_batch(jobs, outcome)
 
 
 def kick(queue: str, bound: int = 1) -> int:

@@ -123,8 +123,46 @@ fn commit_both(conn: &mut Connection, mut doc: JobDocument, opts: PutOptions) ->
     Ok(Some(doc))
 }
 
+/// `commit_both` for a batch, in one transaction: a job whose uuid is taken fails alone (its
+/// queue entry is deleted again before the commit).
+fn commit_all(
+    conn: &mut Connection,
+    jobs: Vec<(JobDocument, PutOptions)>,
+) -> rusqlite::Result<Vec<Result<JobDocument, String>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (mut doc, opts) in jobs {
+        let id = queue::sqlite::put_job(&tx, &doc.queue_kwargs.queue, doc.uuid.as_bytes(), opts)?;
+        doc.queue_job_id = Some(QueueJobId::new(0, id as u64).to_string());
+        doc.version = 1;
+        if store::sqlite::insert(&tx, &doc)? {
+            out.push(Ok(doc));
+        } else {
+            queue::sqlite::delete_unreserved(&tx, id)?;
+            out.push(Err(doc.uuid));
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
 #[async_trait]
 impl Enqueuer for SqliteOneCommit {
+    async fn enqueue_many(&self, jobs: Vec<(JobDocument, PutOptions)>) -> ClientResult<Vec<ClientResult<JobDocument>>> {
+        let n = jobs.len();
+        let sql_err = |source: rusqlite::Error| StoreError::Backend {
+            context: format!("sqlite {}: enqueue {n} jobs", self.path.display()),
+            source: source.into(),
+        };
+        let committed = self
+            .conn
+            .call(move |conn| commit_all(conn, jobs))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("sqlite {}: enqueue: {e}", self.path.display())))?
+            .map_err(sql_err)?;
+        Ok(committed.into_iter().map(|r| r.map_err(|uuid| StoreError::AlreadyExists(uuid).into())).collect())
+    }
+
     async fn enqueue(&self, doc: JobDocument, opts: PutOptions) -> ClientResult<JobDocument> {
         queue::check_tube(&doc.queue_kwargs.queue)?;
         let uuid = doc.uuid.clone();

@@ -35,6 +35,26 @@ fn doc_result(r: ClientResult<JobDocument>) -> PyResult<String> {
     r.map(to_json).map_err(client_err)
 }
 
+/// The documents of a batch; a bad one is named by its index.
+fn parse_batch(docs_json: &[String]) -> PyResult<Vec<JobDocument>> {
+    let parse = |(i, text): (usize, &String)| {
+        JobDocument::from_json(text.as_bytes())
+            .map_err(|e| json_err(&format!("job {i} of the batch: bad job document"), e))
+    };
+    docs_json.iter().enumerate().map(parse).collect()
+}
+
+/// Per job of a batch: (saved document, None) or (None, why it is not queued).
+type BatchOutcome = Vec<(Option<String>, Option<String>)>;
+
+fn batch_result(r: ClientResult<Vec<ClientResult<JobDocument>>>) -> PyResult<BatchOutcome> {
+    let each = |r: ClientResult<JobDocument>| match r {
+        Ok(doc) => (Some(to_json(doc)), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    r.map(|all| all.into_iter().map(each).collect()).map_err(client_err)
+}
+
 fn maybe_doc_result(r: ClientResult<Option<JobDocument>>) -> PyResult<Option<String>> {
     r.map(|d| d.map(to_json)).map_err(client_err)
 }
@@ -63,6 +83,24 @@ impl PyClient {
         let doc = parse_doc(doc_json)?;
         let geyser = self.geyser.clone();
         awaitable::future_into_py(py, async move { doc_result(geyser.enqueue(doc, delay).await) })
+    }
+
+    /// Enqueue new jobs in as few round trips as the backends allow; per job, in order,
+    /// (saved document, None) or (None, why it was not queued).
+    fn enqueue_many(&self, py: Python<'_>, docs_json: Vec<String>, delay: f64) -> PyResult<BatchOutcome> {
+        let docs = parse_batch(&docs_json)?;
+        batch_result(wait(py, self.geyser.enqueue_many(docs, delay)))
+    }
+
+    fn enqueue_many_async<'py>(
+        &self,
+        py: Python<'py>,
+        docs_json: Vec<String>,
+        delay: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let docs = parse_batch(&docs_json)?;
+        let geyser = self.geyser.clone();
+        awaitable::future_into_py(py, async move { batch_result(geyser.enqueue_many(docs, delay).await) })
     }
 
     fn get(&self, py: Python<'_>, uuid: &str) -> PyResult<Option<String>> {

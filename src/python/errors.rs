@@ -53,7 +53,9 @@ pub fn client_err(e: ClientError) -> PyErr {
         ClientError::Store(e) => store_err(e),
         ClientError::Queue(e) => queue_err(e),
         ClientError::Transition(_) | ClientError::WrongStatus { .. } => InvalidTransition::new_err(e.to_string()),
-        ClientError::Invalid { .. } | ClientError::InvalidJob(_) => InvalidDocument::new_err(e.to_string()),
+        ClientError::Invalid { .. } | ClientError::InvalidJob(_) | ClientError::InBatch { .. } => {
+            InvalidDocument::new_err(e.to_string())
+        }
     }
 }
 

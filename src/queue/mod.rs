@@ -175,6 +175,16 @@ pub trait Consumer: Send {
 #[async_trait]
 pub trait Queue: Send + Sync {
     async fn put(&self, tube: &str, body: &[u8], opts: PutOptions) -> QueueResult<QueueJobId>;
+    /// `put` for each job of one tube, one result per job in order (a failure fails that job
+    /// only). beanstalkd pipelines them (docs/beanstalkd-protocol.md §Bulk put); this default
+    /// puts one after the other.
+    async fn put_many(&self, tube: &str, jobs: &[(&[u8], PutOptions)]) -> Vec<QueueResult<QueueJobId>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (body, opts) in jobs {
+            out.push(self.put(tube, body, *opts).await);
+        }
+        out
+    }
     /// Delete a job that is not reserved by anyone (ready, delayed or buried).
     async fn delete(&self, id: QueueJobId) -> QueueResult<()>;
     /// Move up to `bound` buried jobs of the tube (or, if none are buried, delayed ones) to ready.

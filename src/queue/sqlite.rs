@@ -201,7 +201,7 @@ pub(crate) fn put_job(conn: &Connection, tube: &str, body: &[u8], opts: PutOptio
 }
 
 /// Deletes the job unless someone holds a live reservation of it.
-fn delete_unreserved(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
+pub(crate) fn delete_unreserved(conn: &Connection, id: i64) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached("DELETE FROM geyser_queue_jobs WHERE id = ?1 AND NOT (state = ?2 AND due_at >= ?3)")?
         .execute(params![id, RESERVED, now_ms()])?;

@@ -160,11 +160,32 @@ pub type NextDocument = Arc<dyn Fn(&JobDocument) -> Option<JobDocument> + Send +
 pub trait Store: Send + Sync {
     /// Save a new document at version 1 (its `version` field is set by the store).
     async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
+    /// `create` for each of `docs`, one result per document in order; an error of the whole
+    /// call means none was written. SQLite writes them in one transaction; this default
+    /// creates one after the other (so a failing store can leave the first ones written:
+    /// their results say so).
+    async fn create_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            out.push(self.create(doc).await);
+        }
+        Ok(out)
+    }
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>>;
     /// Replace the document if its stored version is still `doc.version`;
     /// returns it with the new version, or `Conflict`. `jobType` and `expiresAt` are
     /// fixed at creation: a write that changes one is refused (`FixedField`).
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument>;
+    /// `update` for each of `docs`, one result per document in order (a conflict fails that
+    /// one only); an error of the whole call means none was written. SQLite writes them in one
+    /// transaction; this default updates one after the other.
+    async fn update_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            out.push(self.update(doc).await);
+        }
+        Ok(out)
+    }
     async fn delete(&self, uuid: &str) -> StoreResult<bool>;
     /// Delete the document only if its stored version is still `version`: `Conflict` if it
     /// changed, `NotFound` if it is gone.

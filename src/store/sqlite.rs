@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, ToSql, Transaction, TransactionBehavior};
 
 use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord};
 use crate::model::{JobDocument, Status};
@@ -343,6 +343,47 @@ impl Store for SqliteStore {
         self.with_conn("create", move |conn, path| match insert(conn, &doc).map_err(sql_err(path, "create"))? {
             true => Ok(doc),
             false => Err(StoreError::AlreadyExists(doc.uuid)),
+        })
+        .await
+    }
+
+    /// One transaction: every insert commits together (an already used uuid fails alone).
+    async fn create_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        let docs: Vec<JobDocument> = docs.iter().map(|d| JobDocument { version: 1, ..d.clone() }).collect();
+        self.with_conn("create_many", move |conn, path| {
+            let tx =
+                Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql_err(path, "begin"))?;
+            let mut out = Vec::with_capacity(docs.len());
+            for doc in docs {
+                out.push(match insert(&tx, &doc).map_err(sql_err(path, "create_many"))? {
+                    true => Ok(doc),
+                    false => Err(StoreError::AlreadyExists(doc.uuid)),
+                });
+            }
+            tx.commit().map_err(sql_err(path, "commit"))?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One transaction: every compare-and-swap commits together (a conflict fails alone).
+    async fn update_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        let docs = docs.to_vec();
+        self.with_conn("update_many", move |conn, path| {
+            let tx =
+                Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql_err(path, "begin"))?;
+            let mut out = Vec::with_capacity(docs.len());
+            for doc in docs {
+                let expected = doc.version;
+                let new = JobDocument { version: expected.saturating_add(1), ..doc };
+                out.push(if compare_and_swap(&tx, &new, expected).map_err(sql_err(path, "update_many"))? {
+                    Ok(new)
+                } else {
+                    Err(refusal(&tx, path, &new, expected).unwrap_or_else(|e| e))
+                });
+            }
+            tx.commit().map_err(sql_err(path, "commit"))?;
+            Ok(out)
         })
         .await
     }

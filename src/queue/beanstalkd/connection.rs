@@ -61,6 +61,20 @@ pub struct PutJob<'a> {
     pub body: &'a [u8],
 }
 
+/// A pipelined put whose connection broke: the first jobs, as many as `answered` holds, got
+/// their replies; the others may or may not be on the server.
+#[derive(Debug)]
+pub struct BrokenPut {
+    pub answered: Vec<Result<u64, ClientError>>,
+    pub error: ClientError,
+}
+
+impl From<BrokenPut> for ClientError {
+    fn from(broken: BrokenPut) -> Self {
+        broken.error
+    }
+}
+
 /// Every failure names the server and the command.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -271,13 +285,15 @@ impl Connection {
     }
 
     /// Sends all the puts, then reads all the replies (the two overlap, so a
-    /// large batch cannot deadlock on full socket buffers). The outer error is
-    /// a broken connection; inner errors are per-job error replies.
-    pub async fn put_pipelined(&mut self, jobs: &[PutJob<'_>]) -> Result<Vec<Result<u64, ClientError>>, ClientError> {
+    /// large batch cannot deadlock on full socket buffers). Inner errors are per-job
+    /// error replies; the outer error is a broken connection, with the replies read
+    /// before it (§Bulk put).
+    pub async fn put_pipelined(&mut self, jobs: &[PutJob<'_>]) -> Result<Vec<Result<u64, ClientError>>, BrokenPut> {
         let cmds: Vec<Command<'_>> =
             jobs.iter().map(|j| Command::Put { pri: j.pri, delay: j.delay, ttr: j.ttr, body: j.body }).collect();
-        let answers = self.pipeline(&cmds).await?;
-        Ok(answers
+        let mut answers = Vec::with_capacity(cmds.len());
+        let broken = self.pipeline_into(&cmds, &mut answers).await.err();
+        let results = answers
             .into_iter()
             .zip(&cmds)
             .map(|(answer, cmd)| match answer {
@@ -285,7 +301,11 @@ impl Connection {
                 Ok(other) => Err(self.unexpected(cmd, other)),
                 Err(error) => Err(ClientError::Reply { addr: self.addr.clone(), command: "put", error }),
             })
-            .collect())
+            .collect();
+        match broken {
+            None => Ok(results),
+            Some(error) => Err(BrokenPut { answered: results, error }),
+        }
     }
 
     /// `use`; skipped when the tube is already in use.
@@ -623,14 +643,15 @@ impl Connection {
             self.waiting = None;
             return Err(self.unavailable("not connected"));
         };
-        let read = read_replies(stream, &mut self.rbuf, 1, self.max_body);
+        let mut answers = Vec::with_capacity(1);
+        let read = read_replies(stream, &mut self.rbuf, &mut answers, 1, self.max_body);
         let result = match tokio::time::timeout_at(until, read).await {
             Ok(result) => result,
             Err(_) if Instant::now() < reply_by => return Ok(None),
             Err(_) => Err(WireError::Timeout(self.opts.io_timeout)),
         };
         self.waiting = None;
-        let answers = result.map_err(|wire| self.fail(cmd.name(), wire))?;
+        result.map_err(|wire| self.fail(cmd.name(), wire))?;
         self.proven = true;
         self.backoff = self.opts.backoff_min;
         match self.answer(&cmd, answers.into_iter().next()) {
@@ -693,6 +714,14 @@ impl Connection {
     /// Sends the commands and reads one reply each (§Framing: replies come in order).
     /// A stale connection is retried once for a single idempotent command.
     async fn pipeline(&mut self, cmds: &[Command<'_>]) -> Result<Vec<Answer>, ClientError> {
+        let mut answers = Vec::with_capacity(cmds.len());
+        self.pipeline_into(cmds, &mut answers).await?;
+        Ok(answers)
+    }
+
+    /// `pipeline`, leaving in `answers` the replies read before a failure: those commands
+    /// took effect, and the ones after them may or may not have (§Bulk put).
+    async fn pipeline_into(&mut self, cmds: &[Command<'_>], answers: &mut Vec<Answer>) -> Result<(), ClientError> {
         let name = cmds.first().map_or("pipeline", Command::name);
         let limit = self.reply_limit(cmds);
         let retry_ok = cmds.len() == 1 && cmds[0].is_idempotent();
@@ -707,13 +736,14 @@ impl Connection {
                 return Err(self.unavailable("not connected"));
             };
             self.in_flight = true;
-            let result = exchange(stream, &mut self.rbuf, &out, cmds.len(), limit, self.max_body).await;
+            answers.clear();
+            let result = exchange(stream, &mut self.rbuf, &out, cmds.len(), answers, limit, self.max_body).await;
             self.in_flight = false;
             match result {
-                Ok(answers) => {
+                Ok(()) => {
                     self.proven = true;
                     self.backoff = self.opts.backoff_min;
-                    return Ok(answers);
+                    return Ok(());
                 }
                 Err(wire) => {
                     let err = self.fail(name, wire);
@@ -834,7 +864,8 @@ impl Connection {
             cmd.encode(&mut out);
         }
         let limit = Some(self.opts.io_timeout);
-        let mut answers = exchange(&mut stream, &mut self.rbuf, &out, cmds.len(), limit, self.max_body)
+        let mut answers = Vec::with_capacity(cmds.len());
+        exchange(&mut stream, &mut self.rbuf, &out, cmds.len(), &mut answers, limit, self.max_body)
             .await
             .map_err(|w| self.wire_error("connect", w))?;
         let stats = answers.pop();
@@ -912,37 +943,39 @@ fn peer_state(stream: &TcpStream) -> Result<(), String> {
     }
 }
 
-/// Writes `out` while reading `n` replies, within `limit`; a job body in them is at most `max_body`.
+/// Writes `out` while reading `n` replies into `answers`, within `limit`; a job body in them
+/// is at most `max_body`. On failure `answers` keeps the replies read so far.
 async fn exchange(
     stream: &mut TcpStream,
     rbuf: &mut Vec<u8>,
     out: &[u8],
     n: usize,
+    answers: &mut Vec<Answer>,
     limit: Option<Duration>,
     max_body: usize,
-) -> Result<Vec<Answer>, WireError> {
+) -> Result<(), WireError> {
     let (mut reader, mut writer) = stream.split();
     let write = async {
         writer.write_all(out).await?;
         writer.flush().await.map_err(WireError::Io)
     };
-    let read = read_replies(&mut reader, rbuf, n, max_body);
-    let both = async { tokio::try_join!(write, read).map(|((), answers)| answers) };
+    let read = read_replies(&mut reader, rbuf, answers, n, max_body);
+    let both = async { tokio::try_join!(write, read).map(|((), ())| ()) };
     match limit {
         None => both.await,
         Some(after) => timeout(after, both).await.map_err(|_| WireError::Timeout(after))?,
     }
 }
 
-/// Reads `n` whole replies. The buffer grows only with bytes the server sent, and a reply
-/// announcing a body over `max_body` fails before its body is read.
+/// Reads whole replies into `answers` until it holds `n`. The buffer grows only with bytes
+/// the server sent, and a reply announcing a body over `max_body` fails before its body is read.
 async fn read_replies<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut Vec<u8>,
+    answers: &mut Vec<Answer>,
     n: usize,
     max_body: usize,
-) -> Result<Vec<Answer>, WireError> {
-    let mut answers = Vec::with_capacity(n);
+) -> Result<(), WireError> {
     let mut start = 0;
     while answers.len() < n {
         match decode(&rbuf[start..], max_body)? {
@@ -963,5 +996,5 @@ async fn read_replies<R: AsyncRead + Unpin>(
         }
     }
     rbuf.drain(..start);
-    Ok(answers)
+    Ok(())
 }

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use self::connection::{ClientError, ConnectOptions, Connection, Job};
+use self::connection::{BrokenPut, ClientError, ConnectOptions, Connection, Job, PutJob};
 use self::protocol::ServerError;
 use super::{
     check_tube, Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId, QueueResult, Reserved, TubeStats,
@@ -49,6 +49,9 @@ use super::{
 
 /// Producer connections per server.
 pub const POOL_SIZE: usize = 2;
+/// Puts sent in one pipeline at most (docs/beanstalkd-protocol.md §Bulk put): bounds what one
+/// exchange holds in memory and how many jobs a broken connection leaves undecided.
+pub const PUT_BATCH: usize = 1000;
 /// beanstalkd's port when an address has none.
 pub const DEFAULT_PORT: u16 = 11300;
 
@@ -140,6 +143,50 @@ impl Shard {
             }
             Err(e) => Err(queue_error(e, None)),
         }
+    }
+}
+
+impl Shard {
+    /// Puts `jobs` in one pipeline (§Bulk put). Each job gets its result and whether another
+    /// server may take it: no reply came (the connection broke; the put may or may not have
+    /// been stored), or this server is draining. Bodies over the bound are refused unsent.
+    async fn put_pipelined(&self, tube: &str, jobs: &[(&[u8], PutOptions)]) -> Vec<(QueueResult<QueueJobId>, bool)> {
+        let mut conn = self.conn().await;
+        let unanswered = |why: &dyn std::fmt::Display| {
+            let reason = format!("put got no reply (it may or may not have been stored): {why}");
+            (Err(QueueError::Unavailable { addr: self.addr.clone(), reason }), true)
+        };
+        if let Err(e) = conn.use_tube(tube).await {
+            return jobs.iter().map(|_| unanswered(&e)).collect();
+        }
+        let limit = conn.max_job_size();
+        let fits = |body: &[u8]| body.len() <= limit;
+        let sent: Vec<PutJob<'_>> = jobs
+            .iter()
+            .filter(|(body, _)| fits(body))
+            .map(|(body, o)| PutJob { pri: o.priority, delay: delay_secs(o.delay), ttr: ttr_secs(o.ttr), body })
+            .collect();
+        let (replies, broken) = match conn.put_pipelined(&sent).await {
+            Ok(replies) => (replies, None),
+            Err(BrokenPut { answered, error }) => (answered, Some(error)),
+        };
+        let mut replies = replies.into_iter();
+        jobs.iter()
+            .map(|(body, _)| {
+                if !fits(body) {
+                    return (Err(QueueError::JobTooBig { size: body.len(), limit }), false);
+                }
+                match (replies.next(), &broken) {
+                    (Some(Ok(id)), _) => (Ok(QueueJobId::new(self.index, id)), false),
+                    (Some(Err(e)), _) if e.server_error() == Some(&ServerError::Draining) => {
+                        (Err(queue_error(e, None)), true)
+                    }
+                    (Some(Err(e)), _) => (Err(queue_error(e, None)), false),
+                    (None, Some(e)) => unanswered(e),
+                    (None, None) => unanswered(&"the server sent fewer replies than puts"),
+                }
+            })
+            .collect()
     }
 }
 
@@ -359,6 +406,48 @@ impl Queue for BeanstalkdQueue {
             }
         }
         Err(last_error.unwrap_or_else(|| QueueError::Protocol("no beanstalkd server".into())))
+    }
+
+    /// Batches of `PUT_BATCH` pipelined puts, each batch on the server a single put would
+    /// pick; the jobs of a batch that server left without a reply (or refused as draining)
+    /// go to the next server, as a single put's fallback does (§Bulk put).
+    async fn put_many(&self, tube: &str, jobs: &[(&[u8], PutOptions)]) -> Vec<QueueResult<QueueJobId>> {
+        if check_tube(tube).is_err() {
+            return jobs.iter().map(|_| Err(QueueError::BadTube(tube.to_owned()))).collect();
+        }
+        let n = self.shards.len();
+        let mut out = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(PUT_BATCH) {
+            let turn = fnv1a(tube).wrapping_add(self.counter.fetch_add(1, Ordering::Relaxed));
+            let start = (turn % n as u64) as usize;
+            let mut results: Vec<(QueueResult<QueueJobId>, bool)> = Vec::new();
+            let mut pending: Vec<usize> = (0..batch.len()).collect();
+            for k in 0..n {
+                if pending.is_empty() {
+                    break;
+                }
+                let shard = &self.shards[(start + k) % n];
+                let sent: Vec<(&[u8], PutOptions)> = pending.iter().map(|&i| batch[i]).collect();
+                let got = shard.put_pipelined(tube, &sent).await;
+                if results.is_empty() {
+                    results = got;
+                } else {
+                    for (&i, result) in pending.iter().zip(got) {
+                        results[i] = result;
+                    }
+                }
+                pending.retain(|&i| results[i].1);
+                if !pending.is_empty() && k + 1 < n {
+                    log::warn!(
+                        "beanstalkd: {} puts on shard {} failed, trying the next server",
+                        pending.len(),
+                        shard.index
+                    );
+                }
+            }
+            out.extend(results.into_iter().map(|(result, _)| result));
+        }
+        out
     }
 
     async fn delete(&self, id: QueueJobId) -> QueueResult<()> {
