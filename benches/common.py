@@ -28,22 +28,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Beanstalkd:
-    """A private beanstalkd on a free loopback port; `stop()` kills it."""
+def wait_for_port(port: int, what: str, within: float = 5.0) -> None:
+    """Return once 127.0.0.1:`port` accepts connections; exits naming `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit(f"{what} did not start on port {port} within {within:g} s")
+            time.sleep(0.02)
 
-    def __init__(self) -> None:
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    """`cmd` run on the CPUs `cpus` (taskset's list, e.g. "0"), or as is when None."""
+    return ["taskset", "-c", cpus, *cmd] if cpus is not None else cmd
+
+
+class Beanstalkd:
+    """A private beanstalkd on a free loopback port (on the CPUs `cpus` if given); `stop()` kills it."""
+
+    def __init__(self, cpus: str | None = None) -> None:
         exe = shutil.which("beanstalkd")
         if exe is None:
             sys.exit("beanstalkd is not installed: apt-get install -y beanstalkd")
         self.port = free_port()
-        self.proc = subprocess.Popen([exe, "-l", "127.0.0.1", "-p", str(self.port)])
-        for _ in range(250):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        sys.exit("beanstalkd did not start")
+        self.proc = subprocess.Popen(pinned([exe, "-l", "127.0.0.1", "-p", str(self.port)], cpus))
+        wait_for_port(self.port, "beanstalkd")
 
     @property
     def addr(self) -> str:
@@ -91,9 +103,10 @@ def geyser_drain(env: dict[str, str], n: int, *worker_args: str) -> float:
     return len(done) / (last - first)
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
-    print(f"{header[0]:<36}" + "".join(f"{h:>14}" for h in header[1:]))
+def print_table(header: tuple[str, ...], rows: list[tuple], label: int = 36, width: int = 14) -> None:
+    """Rows under `header`: the first column left in `label` characters, the others right in `width`."""
+    print(f"{header[0]:<{label}}" + "".join(f"{h:>{width}}" for h in header[1:]))
     for row in rows:
-        cells = [f"{c:>14,.0f}" if isinstance(c, float) and c >= 10 else f"{c:>14.2f}" if isinstance(c, float)
-                 else f"{c:>14}" for c in row[1:]]
-        print(f"{row[0]:<36}" + "".join(cells))
+        cells = [f"{c:>{width},.0f}" if isinstance(c, float) and c >= 10 else f"{c:>{width}.2f}"
+                 if isinstance(c, float) else f"{c:>{width}}" for c in row[1:]]
+        print(f"{row[0]:<{label}}" + "".join(cells))
