@@ -575,14 +575,18 @@ def _prepare_batch(jobs: Sequence[BaseJob]) -> list[str]:
 def _finish_batch(jobs: Sequence[BaseJob], outcome: list[tuple[str | None, str | None]]) -> list[str]:
     uuids: list[str | None] = []
     errors: dict[int, str] = {}
+    counts: dict[tuple[str, str], int] = {}
     for i, (job, (doc, error)) in enumerate(zip(jobs, outcome)):
         if doc is None:
             uuids.append(None)
             errors[i] = error or "not queued"
             continue
         job._apply_lifecycle(doc)
-        metrics.enqueued(job.jobType, job.QUEUE_NAME)
+        kind = (job.jobType, job.QUEUE_NAME)
+        counts[kind] = counts.get(kind, 0) + 1
         uuids.append(job.uuid)
+    for (job_type, queue), n in counts.items():
+        metrics.enqueued(job_type, queue, n)
     if errors:
         raise BulkEnqueueError(uuids, errors)
     return [uuid for uuid in uuids if uuid is not None]

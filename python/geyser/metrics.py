@@ -82,9 +82,9 @@ def _queue_of(doc: Mapping[str, Any]) -> str:
     return str((doc.get("queueKwargs") or {}).get("queue", ""))
 
 
-def enqueued(job_type: str, queue: str) -> None:
-    """A job was enqueued by this process."""
-    JOBS_ENQUEUED.labels(job_type, queue).inc()
+def enqueued(job_type: str, queue: str, n: int = 1) -> None:
+    """``n`` jobs were enqueued by this process."""
+    JOBS_ENQUEUED.labels(job_type, queue).inc(n)
 
 
 def cancel_requested(doc: Mapping[str, Any]) -> None:
