@@ -161,6 +161,36 @@ class Group:
                 self.proc.wait(10)
 
 
+def stats_job(job_id: int) -> str:
+    """beanstalkd's ``stats-job`` of entry ``job_id``."""
+    import socket
+
+    with socket.create_connection((ADDR["srv"], BEANSTALKD_PORT), timeout=5) as s:
+        s.sendall(f"stats-job {job_id}\r\n".encode())
+        data = b""
+        while not data.endswith(b"\r\n") or (data.startswith(b"OK ") and data.count(b"\r\n") < 2):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode()
+
+
+def read(uuid: str):  # type: ignore[no-untyped-def]
+    """The job's stored state; a call that fails (the first after a cut times out on the dead
+    connection) is tried again, at most 5 times."""
+    import geyser
+
+    for left in range(4, -1, -1):
+        try:
+            return geyser.get_base_job(uuid)
+        except geyser.GeyserError:
+            if not left:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("not reached")
+
+
 def wait_until(what: str, pred, timeout: float) -> float:  # type: ignore[no-untyped-def]
     """Poll ``pred`` until true; return the seconds it took; raise naming ``what`` after ``timeout``."""
     start = time.monotonic()
@@ -173,6 +203,7 @@ def wait_until(what: str, pred, timeout: float) -> float:  # type: ignore[no-unt
 
 def inside(folder: Path) -> int:
     import geyser
+    import geyser.config
     import soak_jobs
     from servers import Beanstalkd, Redis
 
@@ -201,20 +232,39 @@ def inside(folder: Path) -> int:
         groups["a"].start()
         job = soak_jobs.PartitionJob(seconds=CUT_A + 8)
         uuid = job.enqueue(ttr=TTR)
-        wait_until("group A to start the job", lambda: geyser.get_base_job(uuid).status == "running", 30)
-        time.sleep(1.0)  # a progress write of A's is in the document
+        wait_until("group A to start the job", lambda: read(uuid).status == "running", 30)
         groups["b"].start()
+        time.sleep(2.5)  # A has stamped and touched the job (every TTR/3) before the cut
         cut = time.monotonic()
         link("a", up=False)
-        took_over = wait_until("group B to take the job over",
-                               lambda: int(geyser.get_base_job(uuid).attempts) >= 2, CUT_A + 30)
-        done_b = wait_until("the job to succeed on B", lambda: geyser.get_base_job(uuid).status == "succeeded", 30)
+        time.sleep(TTR + 2)
+        entry = stats_job(1)  # the job's entry: the first this fresh beanstalkd was given
+        state = " ".join(f for f in entry.split("\n") if f.startswith(("state:", "time-left:", "timeouts:")))
+        state = state or f"{entry.strip()} (expired at its TTR and replaced: B took the job over)"
+        released = "state: reserved" not in entry
+        results.append(("    ", f"A: {TTR + 2} s after the cut, A's entry: {state}"))
+        if not released:
+            # beanstalkd 1.12 with a binlog never expires a reservation that was touched, while
+            # its connection stays open. Drop A's connections at the server, as TCP keepalive
+            # (or the server's kernel, once its retransmissions give up) would in time.
+            sh(*in_ns("srv"), "ss", "-K", "dst", ADDR["a"])
+            results.append(("    ", "A: beanstalkd did not expire it; A's connections dropped at the server (ss -K)"))
+        try:
+            took_over = wait_until("group B to take the job over",
+                                   lambda: int(read(uuid).attempts) >= 2, 30) + TTR + 2
+        except AssertionError as e:
+            d = read(uuid)
+            raise AssertionError(f"{e}; the job: {d.status}, attempt {d.attempts}, heartbeatAt "
+                                 f"{time.time() - (d.heartbeatAt or 0):.1f} s ago; its queue: "
+                                 f"{geyser.config.client().stats_tube('soak_partition')}; "
+                                 f"{stats_job(1)!r}") from None
+        done_b = wait_until("the job to succeed on B", lambda: read(uuid).status == "succeeded", 30)
         wait_until("the cut to last its time", lambda: time.monotonic() - cut >= CUT_A, CUT_A + 1)
         link("a", up=True)
         # A's attempt 1 is still in run(): its next writes meet a newer fence.
         wait_until("group A's attempt to be refused", lambda: "lost the job" in groups["a"].log_path.read_text()
                    or "refused" in groups["a"].log_path.read_text(), 60)
-        doc = geyser.get_base_job(uuid)
+        doc = read(uuid)
         runs = [line.split() for line in ledger.read_text().splitlines() if uuid in line]
         oks = [(r[2], r[5]) for r in runs if r[0] == "ok"]
         results.append(("    ", f"A: B took the job over {took_over:.1f} s after the cut (TTR {TTR} s), "
@@ -224,7 +274,7 @@ def inside(folder: Path) -> int:
               "A: the document shows one success, by its last attempt")
         check(any(r[0] == "start" and r[5] == "b" for r in runs), "A: group B ran the job")
         time.sleep(2)
-        check(geyser.get_base_job(uuid).won_by == doc.won_by and geyser.get_base_job(uuid).status == "succeeded",
+        check(read(uuid).won_by == doc.won_by and read(uuid).status == "succeeded",
               "A: group A's late writes changed nothing")
 
         # -- Scenario B: the store cut off from everyone for 30 s ---------------------------------
@@ -237,20 +287,25 @@ def inside(folder: Path) -> int:
         cpu = {name: cpu_seconds(pids[name]) - cpu_before[name] for name in groups}
         lines = {name: groups[name].log_lines() - lines_before[name] for name in groups}
         link("store", up=True)
-        back = time.monotonic()
+        back = time.time()
 
         def all_done() -> bool:
-            return all(geyser.get_base_job(u).status == "succeeded" for u in uuids)
+            return all(read(u).status == "succeeded" for u in uuids)
 
-        resumed = wait_until("the backlog to finish after the store came back", all_done, 120)
+        wait_until("the backlog to finish after the store came back", all_done, 120)
+        # When they ran, from the ledger (this drill's own client is slow to see the store again).
+        backlog = set(uuids)
+        runs = [line.split() for line in ledger.read_text().splitlines()]
+        first = min(float(r[3]) for r in runs if r[0] == "start" and r[1] in backlog and float(r[3]) > back)
+        last = max(float(r[3]) for r in runs if r[0] == "ok" and r[1] in backlog)
         for name in groups:
             results.append(("    ", f"B: group {name} during the {CUT_STORE:g} s cut: {cpu[name]:.2f} CPU s "
                                     f"({100 * cpu[name] / CUT_STORE:.1f}% of a core, {len(pids[name])} processes), "
                                     f"{lines[name]} log lines"))
             check(cpu[name] < 0.1 * CUT_STORE, f"B: group {name} used under 10% of a core while the store was away")
             check(lines[name] <= 4 * CUT_STORE, f"B: group {name} logged at most 4 lines a second")
-        results.append(("    ", f"B: the {BACKLOG} waiting jobs all succeeded {resumed:.1f} s after the store came back"
-                                f" ({time.monotonic() - back:.1f} s)"))
+        results.append(("    ", f"B: after the store came back, the first waiting job started {first - back:.1f} s "
+                                f"later, all {BACKLOG} had succeeded {last - back:.1f} s later"))
         check(True, "B: the workers resumed by themselves")
     except AssertionError as e:
         check(False, str(e))
