@@ -36,6 +36,7 @@ mod json;
 mod schema;
 mod url;
 
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,12 @@ pub enum OpenError {
 struct Sql {
     get: String,
     create: String,
+    /// `create` for many documents in one statement (parallel arrays); returns the uuids written.
+    create_many: String,
     update: String,
+    /// The swap for many documents in one statement; returns the uuids written (the others
+    /// are tried again one by one, which says why they were not).
+    update_many: String,
     delete: String,
     delete_at_version: String,
     purge: String,
@@ -145,6 +151,21 @@ impl Sql {
             create: format!(
                 "INSERT INTO {docs} (uuid, version, status, job_type, updated_at, expires_at, doc)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uuid) DO NOTHING"
+            ),
+            create_many: format!(
+                "INSERT INTO {docs} (uuid, version, status, job_type, updated_at, expires_at, doc)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::float8[],
+                                      $6::float8[], $7::jsonb[])
+                 ON CONFLICT (uuid) DO NOTHING RETURNING uuid"
+            ),
+            update_many: format!(
+                "UPDATE {docs} AS d SET version = n.version, status = n.status, updated_at = n.updated_at, doc = n.doc
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::float8[], $5::jsonb[], $6::bigint[],
+                             $7::text[], $8::float8[])
+                      AS n(uuid, version, status, updated_at, doc, expected, job_type, expires_at)
+                 WHERE d.uuid = n.uuid AND d.version = n.expected AND d.job_type = n.job_type
+                   AND d.expires_at IS NOT DISTINCT FROM n.expires_at
+                 RETURNING d.uuid"
             ),
             // The swap, and when it writes nothing, the row as it stands (the outer SELECT
             // reads the statement's snapshot, the UPDATE the latest version: a row that moved
@@ -415,6 +436,59 @@ impl Store for PostgresStore {
             0 => Err(StoreError::AlreadyExists(doc.uuid)),
             _ => Ok(doc),
         }
+    }
+
+    /// One statement (a multi-row insert), so one round trip and one transaction.
+    async fn create_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        const OP: &str = "create_many";
+        let docs: Vec<JobDocument> = docs.iter().map(|d| JobDocument { version: 1, ..d.clone() }).collect();
+        let jsons = docs.iter().map(document_json).collect::<Result<Vec<_>, _>>().map_err(|e| self.failed(OP, e))?;
+        let uuids: Vec<&str> = docs.iter().map(|d| d.uuid.as_str()).collect();
+        let versions = vec![1_i64; docs.len()];
+        let statuses: Vec<&str> = docs.iter().map(|d| d.status.as_str()).collect();
+        let types: Vec<&str> = docs.iter().map(|d| d.job_type.as_str()).collect();
+        let updated: Vec<f64> = docs.iter().map(|d| d.updated_at).collect();
+        let expires: Vec<Option<f64>> = docs.iter().map(|d| d.expires_at).collect();
+        let texts: Vec<JsonText<'_>> = jsons.iter().map(|j| JsonText(j)).collect();
+        let params: [&(dyn ToSql + Sync); 7] = [&uuids, &versions, &statuses, &types, &updated, &expires, &texts];
+        let rows = self.query(OP, &self.inner.sql.create_many, &params).await?;
+        let written = rows.iter().map(|row| self.column::<String>(OP, row, 0)).collect::<StoreResult<HashSet<_>>>()?;
+        Ok(docs
+            .into_iter()
+            .map(|doc| match written.contains(&doc.uuid) {
+                true => Ok(doc),
+                false => Err(StoreError::AlreadyExists(doc.uuid)),
+            })
+            .collect())
+    }
+
+    /// One statement for every swap that succeeds; a document it did not write is tried
+    /// again alone, whose error says why (conflict, gone, fixed field, inconsistent).
+    async fn update_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        const OP: &str = "update_many";
+        let new: Vec<JobDocument> =
+            docs.iter().map(|d| JobDocument { version: d.version.saturating_add(1), ..d.clone() }).collect();
+        let jsons = new.iter().map(document_json).collect::<Result<Vec<_>, _>>().map_err(|e| self.failed(OP, e))?;
+        let uuids: Vec<&str> = new.iter().map(|d| d.uuid.as_str()).collect();
+        let versions: Vec<i64> = new.iter().map(|d| to_i64(d.version)).collect();
+        let statuses: Vec<&str> = new.iter().map(|d| d.status.as_str()).collect();
+        let updated: Vec<f64> = new.iter().map(|d| d.updated_at).collect();
+        let texts: Vec<JsonText<'_>> = jsons.iter().map(|j| JsonText(j)).collect();
+        let expected: Vec<i64> = docs.iter().map(|d| to_i64(d.version)).collect();
+        let types: Vec<&str> = new.iter().map(|d| d.job_type.as_str()).collect();
+        let expires: Vec<Option<f64>> = new.iter().map(|d| d.expires_at).collect();
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&uuids, &versions, &statuses, &updated, &texts, &expected, &types, &expires];
+        let rows = self.query(OP, &self.inner.sql.update_many, &params).await?;
+        let written = rows.iter().map(|row| self.column::<String>(OP, row, 0)).collect::<StoreResult<HashSet<_>>>()?;
+        let mut out = Vec::with_capacity(new.len());
+        for (doc, written_doc) in docs.iter().zip(new) {
+            out.push(match written.contains(&doc.uuid) {
+                true => Ok(written_doc),
+                false => self.update(doc).await,
+            });
+        }
+        Ok(out)
     }
 
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {

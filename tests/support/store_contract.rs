@@ -26,7 +26,7 @@ macro_rules! store_contract_tests {
                 lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
                 import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document,
                 concurrent_updates_let_exactly_one_writer_win, list_pages_newest_first, list_by_queue,
-                workers_register_refresh_expire_and_leave);
+                workers_register_refresh_expire_and_leave, batch_writes_report_each_document);
         }
     };
     (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
@@ -84,6 +84,32 @@ pub async fn create_twice_is_already_exists(s: &dyn Store) {
     create(s, &doc).await;
     let err = s.create(&doc).await.expect_err("a second create");
     assert!(matches!(&err, StoreError::AlreadyExists(u) if *u == doc.uuid), "{err:?}");
+}
+
+/// `create_many` and `update_many` (bulk enqueue): one result per document, in order; a
+/// taken uuid, a stale version or a missing document fails alone and the others are written.
+pub async fn batch_writes_report_each_document(s: &dyn Store) {
+    let jt = job_type("batch");
+    let taken = create(s, &document(&jt)).await;
+    let (b, c) = (document(&jt), document(&jt));
+    let created = s.create_many(&[b.clone(), taken.clone(), c.clone()]).await.expect("create_many");
+    assert!(matches!(&created[1], Err(StoreError::AlreadyExists(u)) if *u == taken.uuid), "{created:?}");
+    let (b, c) = (created[0].as_ref().expect("b created").clone(), created[2].as_ref().expect("c created").clone());
+    assert_eq!((b.version, c.version), (1, 1));
+    assert_eq!(s.get(&c.uuid).await.expect("get").expect("c stored"), c);
+    assert!(s.create_many(&[]).await.expect("an empty batch").is_empty());
+
+    let missing = JobDocument { version: 1, ..document(&jt) };
+    let changed = JobDocument { completeness: 0.5, ..b.clone() };
+    let stale = JobDocument { version: 7, ..c.clone() };
+    let updated = s.update_many(&[changed, stale, missing.clone()]).await.expect("update_many");
+    assert_eq!(updated[0].as_ref().map(|d| (d.version, d.completeness)).ok(), Some((2, 0.5)), "{updated:?}");
+    assert!(matches!(&updated[1], Err(StoreError::Conflict { expected: 7, .. })), "{updated:?}");
+    assert!(matches!(&updated[2], Err(StoreError::NotFound(u)) if *u == missing.uuid), "{updated:?}");
+    let got = s.get(&b.uuid).await.expect("get").expect("b stored");
+    assert_eq!((got.version, got.completeness), (2, 0.5));
+    assert_eq!(s.get(&c.uuid).await.expect("get").expect("c stored").version, 1, "the stale write changed nothing");
+    assert!(s.get(&missing.uuid).await.expect("get").is_none());
 }
 
 pub async fn update_bumps_version(s: &dyn Store) {
