@@ -121,7 +121,48 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Writes of one batch (`create_many`, `update_many`) in flight at once: the multiplexed
+/// connection pipelines them, and the bound keeps a large batch's memory and burst small.
+const BATCH_IN_FLIGHT: usize = 1000;
+
+/// Which write a batch does for each document.
+#[derive(Clone, Copy)]
+enum BatchWrite {
+    Create,
+    Update,
+}
+
 impl RedisStore {
+    /// `write` for every document, `BATCH_IN_FLIGHT` at a time as concurrent script calls
+    /// (pipelined on the one connection, not one transaction); one result per document, in order.
+    async fn each(&self, docs: &[JobDocument], write: BatchWrite) -> Vec<StoreResult<JobDocument>> {
+        let mut out = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(BATCH_IN_FLIGHT) {
+            let mut running = tokio::task::JoinSet::new();
+            for (i, doc) in chunk.iter().cloned().enumerate() {
+                let store = self.clone();
+                running.spawn(async move {
+                    let written = match write {
+                        BatchWrite::Create => store.create(&doc).await,
+                        BatchWrite::Update => store.update(&doc).await,
+                    };
+                    (i, written)
+                });
+            }
+            let mut results: Vec<Option<StoreResult<JobDocument>>> = (0..chunk.len()).map(|_| None).collect();
+            while let Some(joined) = running.join_next().await {
+                match joined {
+                    Ok((i, written)) => results[i] = Some(written),
+                    Err(e) => log::error!("redis store: a batch write task failed: {e}"),
+                }
+            }
+            out.extend(results.into_iter().zip(chunk).map(|(written, doc)| {
+                written.unwrap_or_else(|| Err(self.unavailable("batch write", &format!("job {}: task lost", doc.uuid))))
+            }));
+        }
+        out
+    }
+
     fn doc_key(&self, uuid: &str) -> String {
         format!("{}doc:{uuid}", self.inner.url.prefix)
     }
@@ -259,6 +300,16 @@ impl Store for RedisStore {
             Some(b"exists") => Err(StoreError::AlreadyExists(doc.uuid)),
             other => Err(self.unavailable("create", &format!("unexpected script reply {other:?}"))),
         }
+    }
+
+    /// Pipelined creates (see `each`); each is atomic, the batch is not one transaction.
+    async fn create_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        Ok(self.each(docs, BatchWrite::Create).await)
+    }
+
+    /// Pipelined compare-and-swaps (see `each`).
+    async fn update_many(&self, docs: &[JobDocument]) -> StoreResult<Vec<StoreResult<JobDocument>>> {
+        Ok(self.each(docs, BatchWrite::Update).await)
     }
 
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
