@@ -244,9 +244,9 @@ def inside(folder: Path) -> int:
         released = "state: reserved" not in entry
         results.append(("    ", f"A: {TTR + 2} s after the cut, A's entry: {state}"))
         if not released:
-            # beanstalkd 1.12 with a binlog never expires a reservation that was touched, while
-            # its connection stays open. Drop A's connections at the server, as TCP keepalive
-            # (or the server's kernel, once its retransmissions give up) would in time.
+            # beanstalkd 1.12 sometimes never expires a reservation that was touched, while its
+            # connection stays open (docs/reliability.md, "Known limits"). Drop A's connections
+            # at the server, as TCP keepalive would in time.
             sh(*in_ns("srv"), "ss", "-K", "dst", ADDR["a"])
             results.append(("    ", "A: beanstalkd did not expire it; A's connections dropped at the server (ss -K)"))
         try:

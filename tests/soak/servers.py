@@ -16,7 +16,16 @@ import subprocess
 import time
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("SOAK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """Where PostgreSQL's server programs are: $SOAK_PG_BIN, else Debian's newest
+    /usr/lib/postgresql/<version>/bin."""
+    if os.environ.get("SOAK_PG_BIN"):
+        return Path(os.environ["SOAK_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 START_TIMEOUT = 30.0
 
 
