@@ -3,7 +3,8 @@
 //! and valid replies split at random points across reads the way `read_replies` in
 //! connection.rs feeds them. Pure: no sockets, no servers.
 //!
-//! 10,000 cases per property unless `PROPTEST_CASES` says otherwise.
+//! 10,000 cases per property (2,000 for long lines and YAML, `TEXT_CASES`) unless
+//! `PROPTEST_CASES` says otherwise.
 
 use geyser::queue::beanstalkd::protocol::{
     decode, parse_yaml_list, parse_yaml_map, Decoded, ProtocolError, Reply, ServerError, EXCERPT_LEN, MAX_LINE,
@@ -12,15 +13,19 @@ use geyser::queue::beanstalkd::protocol::{
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-/// 10,000 cases, or what `PROPTEST_CASES` asks for.
-fn config() -> ProptestConfig {
+/// `cases` cases, or what `PROPTEST_CASES` asks for.
+fn config(cases: u32) -> ProptestConfig {
     let default = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_some() {
         default
     } else {
-        ProptestConfig { cases: 10_000, ..default }
+        ProptestConfig { cases, ..default }
     }
 }
+
+/// Cases of the properties whose inputs are long lines or YAML text: each costs 5 to 10
+/// times a decode of a reply in a debug build, and 2,000 keep each to about a second.
+const TEXT_CASES: u32 = 2_000;
 
 /// The longest the reply at the front of `buf` may be for `decode(buf, max_body)` to accept
 /// it: its line and its chunk with the chunk's `\r\n`, the chunk bounded by `max_body`, or
@@ -147,7 +152,7 @@ fn split_at<'a>(wire: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(10_000))]
 
     #[test]
     fn arbitrary_bytes_never_panic_and_stay_within_the_bounds(
@@ -235,6 +240,17 @@ proptest! {
         );
     }
 
+    #[test]
+    fn yaml_parsers_never_panic(chunk in vec(any::<u8>(), 0..600)) {
+        for error in [parse_yaml_map(&chunk).err(), parse_yaml_list(&chunk).err()].into_iter().flatten() {
+            prop_assert!(error.to_string().len() <= EXCERPT_LEN + 200, "{}", error);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(TEXT_CASES))]
+
     /// A line longer than `MAX_LINE` is refused once `MAX_LINE` bytes have come, not buffered on.
     #[test]
     fn an_overlong_line_is_refused(mut buf in vec(0x20u8..0x7f, MAX_LINE..2 * MAX_LINE), crlf in any::<bool>()) {
@@ -244,13 +260,6 @@ proptest! {
         let answer = decode(&buf, BODY_BOUND);
         check_answer(&buf, BODY_BOUND, &answer)?;
         prop_assert!(matches!(answer, Err(ProtocolError::LineTooLong(_))), "{:?}", answer);
-    }
-
-    #[test]
-    fn yaml_parsers_never_panic(chunk in vec(any::<u8>(), 0..600)) {
-        for error in [parse_yaml_map(&chunk).err(), parse_yaml_list(&chunk).err()].into_iter().flatten() {
-            prop_assert!(error.to_string().len() <= EXCERPT_LEN + 200, "{}", error);
-        }
     }
 
     /// What `stats` and `list-tubes` send parses back to what was sent.
