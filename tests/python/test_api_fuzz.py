@@ -79,6 +79,12 @@ def stored_uuids() -> set[str]:
     return uuids
 
 
+def echo_puts() -> int:
+    """Jobs ever put on the echo queue (beanstalkd's cumulative count: the worker taking
+    them does not change it, and echo jobs are never put again)."""
+    return int(geyser.config.client().stats_tube("echo")["total_jobs"])
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("fuzz")
@@ -244,12 +250,12 @@ HOSTILE_BODIES: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", list(HOSTILE_BODIES))
 def test_a_hostile_body_is_refused_with_json_and_stores_nothing(live: Live, name: str) -> None:
-    before = stored_uuids()
+    before, puts = stored_uuids(), echo_puts()
     status, content_type, body = raw(live, "POST", b"/jobs/echo", HOSTILE_BODIES[name],
                                      b"Content-Type: application/json\r\n")
     answer = live.check(f"POST /jobs/echo with {name}", "/jobs/echo", status, content_type, body)
     assert status in (400, 413), (name, status, answer)
-    assert stored_uuids() == before, name
+    assert stored_uuids() == before and echo_puts() == puts, name
 
 
 HOSTILE_PATHS: list[tuple[str, bytes]] = [
@@ -287,12 +293,12 @@ HOSTILE_PATHS: list[tuple[str, bytes]] = [
 
 @pytest.mark.parametrize(("method", "path"), HOSTILE_PATHS, ids=[f"{m} {p[:40]!r}" for m, p in HOSTILE_PATHS])
 def test_a_hostile_path_is_refused_with_json_and_stores_nothing(live: Live, method: str, path: bytes) -> None:
-    before = stored_uuids()
+    before, puts = stored_uuids(), echo_puts()
     body = b'{"message": "x"}' if method == "POST" else b""
     status, content_type, answer = raw(live, method, path, body)
     live.check(f"{method} {path[:60]!r}", path.decode("latin-1"), status, content_type, answer)
     assert 400 <= status < 500, (method, path[:60], status, answer[:300])
-    assert stored_uuids() == before
+    assert stored_uuids() == before and echo_puts() == puts
 
 
 @pytest.mark.parametrize("path", [b"/jobs/echo?jobType=fail", b"/jobs/ech%6f", b"/jobs/echo?uuid=x&status=failed"])
@@ -319,14 +325,14 @@ MALFORMED_HTTP: dict[str, bytes] = {
 def test_malformed_http_is_refused_and_stores_nothing(live: Live, name: str) -> None:
     """Requests Tornado cannot frame never reach a handler: it answers a bare 400 (no JSON
     body: docs/web.md says so) or, for a head over its 64 kB limit, closes the connection."""
-    before = stored_uuids()
+    before, puts = stored_uuids(), echo_puts()
     with socket.create_connection(("127.0.0.1", live.port), timeout=30) as s:
         s.sendall(b"POST /jobs/echo HTTP/1.1\r\nHost: 127.0.0.1\r\n" + MALFORMED_HTTP[name])
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk
     assert answer in (b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"), answer[:300]
-    assert stored_uuids() == before
+    assert stored_uuids() == before and echo_puts() == puts
 
 
 def test_reads_cancels_and_retries_of_accepted_jobs_answer_json_under_500(live: Live) -> None:
