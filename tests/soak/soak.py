@@ -511,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None:
         if args.jobs < 1:
             p.error("--jobs must be at least 1")
-        mode = Mode(**{**mode.__dict__, "jobs": args.jobs})
+        # The chaos may last as much longer as there are more jobs.
+        limit = max(mode.chaos_limit, mode.chaos_limit * args.jobs / mode.jobs)
+        mode = Mode(**{**mode.__dict__, "jobs": args.jobs, "chaos_limit": limit})
     seed = args.seed if args.seed is not None else int(time.time())
     backends = BACKENDS if args.backend == "all" else [args.backend]
     failed = [b for b in backends if not run_one(b, mode, seed, args.keep)]
