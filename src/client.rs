@@ -40,6 +40,11 @@ pub fn secs(s: f64) -> Duration {
 pub const WAIT_POLL_MIN: Duration = Duration::from_millis(50);
 pub const WAIT_POLL_MAX: Duration = Duration::from_secs(1);
 
+/// `enqueue_many` hands the enqueuer this many jobs at a time (one store transaction each):
+/// enough to amortise a commit, few enough that a worker waiting to write to the same SQLite
+/// file waits a fraction of a second, far from the busy timeout.
+pub const ENQUEUE_CHUNK: usize = 10_000;
+
 /// The queue and the store one process talks to, and how it enqueues into them.
 #[derive(Clone)]
 pub struct Geyser {
@@ -108,8 +113,9 @@ impl Geyser {
     /// Engine operation `enqueue` for many new jobs at once (docs/lifecycle.md "Bulk
     /// enqueue"): every job is checked first (`InBatch` names the first refused one, and
     /// nothing is written), then the documents are written and the entries put in as few
-    /// round trips as the backends allow. One result per job, in order: a job that failed
-    /// left nothing behind, unless its error says the sweep will queue it.
+    /// round trips as the backends allow, `ENQUEUE_CHUNK` jobs at a time. One result per job,
+    /// in order: a job that failed left nothing behind, unless its error says the sweep will
+    /// queue it. An error of the whole call means nothing was written.
     pub async fn enqueue_many(
         &self,
         docs: Vec<JobDocument>,
@@ -133,10 +139,21 @@ impl Geyser {
             let opts = PutOptions { priority: kw.priority, delay: secs(delay), ttr: secs(kw.ttr) };
             jobs.push((doc, opts));
         }
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut rest = jobs.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<_> = rest.by_ref().take(ENQUEUE_CHUNK).collect();
+            let n = chunk.len();
+            match self.enqueuer.enqueue_many(chunk).await {
+                Ok(results) => out.extend(results),
+                Err(e) if out.is_empty() => return Err(e), // nothing written yet
+                Err(e) => {
+                    let reason = format!("not written: {e}");
+                    out.extend((0..n).map(|_| Err(StoreError::Unavailable(reason.clone()).into())));
+                }
+            }
         }
-        self.enqueuer.enqueue_many(jobs).await
+        Ok(out)
     }
 
     pub async fn get(&self, uuid: &str) -> ClientResult<Option<JobDocument>> {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use geyser::client::{ClientError, Geyser};
+use geyser::client::{ClientError, Geyser, ENQUEUE_CHUNK};
 use geyser::model::{JobDocument, Status};
 use geyser::queue::beanstalkd::BeanstalkdQueue;
 use geyser::queue::{QueueError, QueueJobId};
@@ -112,6 +112,18 @@ async fn beanstalkd_batch_with_a_bad_job_writes_nothing() {
     let server = Beanstalkd::start();
     let (g, _dir) = on_beanstalkd(&server.addr()).await;
     a_bad_job_writes_nothing(&g).await;
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_a_chunk_is_queued_whole_in_order() {
+    let (g, _dir) = embedded().await;
+    let docs = batch(2 * ENQUEUE_CHUNK + 7);
+    let sent = uuids(&docs);
+    let results = g.enqueue_many(docs, 0.0).await.expect("enqueue_many");
+    let saved: Vec<JobDocument> = results.into_iter().map(|r| r.expect("every job queued")).collect();
+    assert_eq!(uuids(&saved), sent);
+    let stats = g.queue.stats_tube(TUBE).await.expect("stats");
+    assert_eq!(stats.ready, sent.len() as u64);
 }
 
 #[tokio::test]
