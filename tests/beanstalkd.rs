@@ -1,6 +1,7 @@
 //! beanstalkd client and BeanstalkdQueue against real beanstalkd servers
 //! (tests/support/beanstalkd.rs starts them) and against a hostile fake one on
-//! loopback, plus a proptest of the reply decoder. Touches only servers it starts.
+//! loopback (the reply decoder's properties are in fuzz_beanstalkd_reply.rs). Touches only
+//! servers it starts.
 //! The binary counts each thread's allocations (to show a hostile reply is not
 //! buffered) and captures log records (to show what opening a queue logs).
 
@@ -13,11 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geyser::queue::beanstalkd::connection::{ClientError, ConnectOptions, Connection, PutJob};
-use geyser::queue::beanstalkd::protocol::{decode, Decoded, Reply, ServerError, DEFAULT_MAX_JOB_SIZE};
+use geyser::queue::beanstalkd::protocol::ServerError;
 use geyser::queue::beanstalkd::BeanstalkdQueue;
 use geyser::queue::{Consumer, JobState, PutOptions, Queue, QueueError, QueueJobId};
 use geyser::worker::{Attempt, Outcome, Worker, WorkerConfig};
-use proptest::prelude::*;
 use support::beanstalkd::{Beanstalkd, Hostile, HostileBeanstalkd, Options};
 
 /// The system allocator, counting the bytes each thread asks for.
@@ -803,75 +803,4 @@ fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
     assert!(waited < Duration::from_secs(5), "recovered after {waited:?}, TTR is 2 s");
     assert_eq!(second.doc.attempts, 2);
     assert_eq!(second.doc.errors[0].error_code, serde_json::Value::from("worker-lost"));
-}
-
-// ---- the reply decoder on arbitrary input ----
-
-fn reply_strategy() -> impl Strategy<Value = (Vec<u8>, Reply)> {
-    let id = 0u64..u64::MAX;
-    let body = proptest::collection::vec(any::<u8>(), 0..300);
-    prop_oneof![
-        id.clone().prop_map(|i| (format!("INSERTED {i}\r\n").into_bytes(), Reply::Inserted(i))),
-        (id.clone(), body.clone()).prop_map(|(i, b)| {
-            let mut wire = format!("RESERVED {i} {}\r\n", b.len()).into_bytes();
-            wire.extend_from_slice(&b);
-            wire.extend_from_slice(b"\r\n");
-            (wire, Reply::Reserved { id: i, body: b })
-        }),
-        (id.clone(), body.clone()).prop_map(|(i, b)| {
-            let mut wire = format!("FOUND {i} {}\r\n", b.len()).into_bytes();
-            wire.extend_from_slice(&b);
-            wire.extend_from_slice(b"\r\n");
-            (wire, Reply::Found { id: i, body: b })
-        }),
-        body.prop_map(|b| {
-            let mut wire = format!("OK {}\r\n", b.len()).into_bytes();
-            wire.extend_from_slice(&b);
-            wire.extend_from_slice(b"\r\n");
-            (wire, Reply::Ok(b))
-        }),
-        "[a-z0-9_]{1,200}".prop_map(|t| (format!("USING {t}\r\n").into_bytes(), Reply::Using(t))),
-        id.prop_map(|n| (format!("WATCHING {n}\r\n").into_bytes(), Reply::Watching(n))),
-        Just((b"DELETED\r\n".to_vec(), Reply::Deleted)),
-        Just((b"BURIED\r\n".to_vec(), Reply::Buried)),
-        Just((b"KICKED\r\n".to_vec(), Reply::KickedJob)),
-    ]
-}
-
-proptest! {
-    #[test]
-    fn decoder_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = decode(&bytes, DEFAULT_MAX_JOB_SIZE);
-    }
-
-    #[test]
-    fn decoder_never_panics_on_reply_like_lines(
-        word in prop_oneof![Just("RESERVED"), Just("FOUND"), Just("OK"), Just("INSERTED"), Just("BURIED"), Just("KICKED")],
-        rest in "[ 0-9a-z\r\n-]{0,40}",
-    ) {
-        let _ = decode(format!("{word}{rest}").as_bytes(), DEFAULT_MAX_JOB_SIZE);
-    }
-
-    #[test]
-    fn prefixes_need_more_and_whole_replies_parse_exactly(
-        (wire, reply) in reply_strategy(),
-        trailer in proptest::collection::vec(any::<u8>(), 0..20),
-    ) {
-        for cut in 0..wire.len() {
-            prop_assert_eq!(decode(&wire[..cut], DEFAULT_MAX_JOB_SIZE), Ok(Decoded::NeedMore), "prefix of {} bytes", cut);
-        }
-        let mut buf = wire.clone();
-        buf.extend_from_slice(&trailer);
-        prop_assert_eq!(decode(&buf, DEFAULT_MAX_JOB_SIZE), Ok(Decoded::Frame { len: wire.len(), reply: Ok(reply) }));
-    }
-
-    #[test]
-    fn corrupted_chunk_end_is_an_error_not_a_parse(body in proptest::collection::vec(any::<u8>(), 0..50), bad in 0u8..=255) {
-        prop_assume!(bad != b'\r');
-        let mut wire = format!("RESERVED 1 {}\r\n", body.len()).into_bytes();
-        wire.extend_from_slice(&body);
-        wire.push(bad);
-        wire.extend_from_slice(b"\n");
-        prop_assert!(decode(&wire, DEFAULT_MAX_JOB_SIZE).is_err());
-    }
 }

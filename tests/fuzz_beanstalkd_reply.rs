@@ -219,6 +219,22 @@ proptest! {
         check_answer(&buf, BODY_BOUND, &answer)?;
     }
 
+    /// A chunk not followed by `\r\n` is an error, never a reply one byte off.
+    #[test]
+    fn a_chunk_without_its_crlf_is_refused(
+        word in prop_oneof![Just("RESERVED 1"), Just("FOUND 1"), Just("OK")],
+        body in vec(any::<u8>(), 0..BODY_BOUND),
+        end in any::<[u8; 2]>(),
+    ) {
+        prop_assume!(&end != b"\r\n");
+        let mut buf = chunked(format!("{word} {}", body.len()), &body);
+        let at = buf.len() - 2;
+        buf[at..].copy_from_slice(&end);
+        let answer = decode(&buf, BODY_BOUND);
+        check_answer(&buf, BODY_BOUND, &answer)?;
+        prop_assert_eq!(answer, Err(ProtocolError::MissingChunkEnd));
+    }
+
     /// A line announcing a body over the bound is refused at once, whatever follows it and
     /// however little of it has arrived: the decoder never waits to read such a body.
     #[test]
