@@ -1,8 +1,8 @@
-"""geyser.jobs.enqueue_many on the embedded file and on beanstalkd (+ SQLite store): a batch
-of mixed job types is drained by a real worker, each job once; uuids come back in order;
-careless input is refused naming the item, with nothing written; a queue server gone
-leaves every job named as not queued and no document behind (docs/lifecycle.md
-"Bulk enqueue")."""
+"""geyser.jobs.enqueue_many on the embedded file and on beanstalkd (+ SQLite store; the first
+test with every store): a batch of mixed job types is drained by a real worker, each job
+once; uuids come back in order; careless input is refused naming the item, with nothing
+written; a queue server gone leaves every job named as not queued and no document behind
+(docs/lifecycle.md "Bulk enqueue")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 import geyser
 from geyser.config import client
 import jobs_for_tests  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import Beanstalkd, job, run_worker
+from conftest import EVERY_BACKEND, Beanstalkd, job, run_worker
 from geyser.errors import BulkEnqueueError
 from geyser.jobs import enqueue_many, enqueue_many_async
 
@@ -27,6 +27,7 @@ def stored_count() -> int:
     return len(client().list(limit=1000))
 
 
+@pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 def test_a_mixed_batch_is_drained_once_in_order(backend: dict[str, str]) -> None:
     jobs = echoes(150) + [geyser.make_base_job({"steps": 1}, "step") for _ in range(10)]
     uuids = enqueue_many(jobs)
