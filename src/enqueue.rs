@@ -44,15 +44,53 @@ impl Enqueuer for TwoStep {
         self.note_queue_id(saved, id).await
     }
 
+    /// Every document in one store call, the puts pipelined per queue, the queue ids noted
+    /// in one store call. A failed put removes its document, as `enqueue` does; a document
+    /// that cannot be removed is left for the sweep to queue.
     async fn enqueue_many(&self, jobs: Vec<(JobDocument, PutOptions)>) -> ClientResult<Vec<ClientResult<JobDocument>>> {
-        self.enqueue_batch(jobs).await
+        let docs: Vec<JobDocument> = jobs.iter().map(|(doc, _)| doc.clone()).collect();
+        let mut results: Vec<ClientResult<JobDocument>> =
+            self.store.create_many(&docs).await?.into_iter().map(|r| r.map_err(ClientError::from)).collect();
+        let mut noted = Vec::new();
+        let mut noted_at = Vec::new();
+        for (queue, members) in by_queue(&docs, &results) {
+            let bodies: Vec<(&[u8], PutOptions)> =
+                members.iter().map(|&i| (docs[i].uuid.as_bytes(), jobs[i].1)).collect();
+            let ids = self.queue.put_many(&queue, &bodies).await;
+            for (i, id) in members.into_iter().zip(ids) {
+                match (id, &results[i]) {
+                    (Ok(id), Ok(saved)) => {
+                        noted.push(JobDocument { queue_job_id: Some(id.to_string()), ..saved.clone() });
+                        noted_at.push((i, id));
+                    }
+                    (Ok(_), Err(_)) => {} // by_queue skips those
+                    (Err(e), _) => {
+                        self.remove_unqueued(&docs[i].uuid).await;
+                        results[i] = Err(e.into());
+                    }
+                }
+            }
+        }
+        let written = match self.store.update_many(&noted).await {
+            Ok(written) => written,
+            Err(e) => noted.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect(),
+        };
+        for (((i, id), note), written) in noted_at.into_iter().zip(noted).zip(written) {
+            results[i] = match written {
+                Ok(doc) => Ok(doc),
+                // A worker reserved the entry and noted it first, or the write failed: note it
+                // as a single enqueue does (which reads the document again on a conflict).
+                Err(_) => self.note_queue_id(JobDocument { queue_job_id: None, ..note }, id).await,
+            };
+        }
+        Ok(results)
     }
 }
 
-/// `TwoStep::enqueue_many`'s jobs, by queue, as (index in the batch, options).
-fn by_queue(jobs: &[(JobDocument, PutOptions)], saved: &[ClientResult<JobDocument>]) -> Vec<(String, Vec<usize>)> {
+/// The documents `create_many` saved, grouped by queue: (queue, indexes in the batch).
+fn by_queue(docs: &[JobDocument], saved: &[ClientResult<JobDocument>]) -> Vec<(String, Vec<usize>)> {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, (doc, _)) in jobs.iter().enumerate() {
+    for (i, doc) in docs.iter().enumerate() {
         if saved[i].is_err() {
             continue;
         }
@@ -66,59 +104,6 @@ fn by_queue(jobs: &[(JobDocument, PutOptions)], saved: &[ClientResult<JobDocumen
 }
 
 impl TwoStep {
-    /// The batch form of `enqueue`: every document in one store call, the puts pipelined per
-    /// queue, the queue ids noted in one store call. A failed put removes its document, as
-    /// `enqueue` does; a document that cannot be removed is left for the sweep to queue.
-    async fn enqueue_batch(
-        &self,
-        jobs: Vec<(JobDocument, PutOptions)>,
-    ) -> ClientResult<Vec<ClientResult<JobDocument>>> {
-        let docs: Vec<JobDocument> = jobs.iter().map(|(doc, _)| doc.clone()).collect();
-        let mut results: Vec<ClientResult<JobDocument>> =
-            self.store.create_many(&docs).await?.into_iter().map(|r| r.map_err(ClientError::from)).collect();
-        let mut put = Vec::new();
-        for (queue, members) in by_queue(&jobs, &results) {
-            let bodies: Vec<(&[u8], PutOptions)> =
-                members.iter().map(|&i| (jobs[i].0.uuid.as_bytes(), jobs[i].1)).collect();
-            let ids = self.queue.put_many(&queue, &bodies).await;
-            put.extend(members.into_iter().zip(ids));
-        }
-        let mut noted = Vec::new();
-        let mut noted_at = Vec::new();
-        for (i, id) in put {
-            match (id, &results[i]) {
-                (Ok(id), Ok(saved)) => {
-                    noted.push(JobDocument { queue_job_id: Some(id.to_string()), ..saved.clone() });
-                    noted_at.push(i);
-                }
-                (Err(e), _) => {
-                    self.remove_unqueued(&jobs[i].0.uuid).await;
-                    results[i] = Err(e.into());
-                }
-                (Ok(_), Err(_)) => {}
-            }
-        }
-        let written = match self.store.update_many(&noted).await {
-            Ok(written) => written,
-            Err(e) => noted.iter().map(|_| Err(StoreError::Unavailable(e.to_string()))).collect(),
-        };
-        for ((i, note), written) in noted_at.into_iter().zip(noted).zip(written) {
-            results[i] = match written {
-                Ok(doc) => Ok(doc),
-                // A worker reserved the entry first, or the write failed: note it the single way.
-                Err(_) => {
-                    let saved = JobDocument { queue_job_id: None, ..note.clone() };
-                    let id = note.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok());
-                    match id {
-                        Some(id) => self.note_queue_id(saved, id).await,
-                        None => Ok(saved),
-                    }
-                }
-            };
-        }
-        Ok(results)
-    }
-
     /// After a failed put: remove the document again, or leave it for the sweep to queue.
     async fn remove_unqueued(&self, uuid: &str) {
         if let Err(del) = self.store.delete(uuid).await {
