@@ -300,6 +300,8 @@ struct Inner {
     /// The URL's password, scrubbed from any message the driver or the server writes.
     password: Option<String>,
     sql: Sql,
+    /// The runtime that opened the store, where every connection is made (see `connection`).
+    home: tokio::runtime::Handle,
 }
 
 impl PostgresStore {
@@ -324,7 +326,8 @@ impl PostgresStore {
         schema::ensure(&mut client, &parsed.schema).await.map_err(unavailable)?;
         drop(client);
         let label = format!("postgresql store {}", parsed.redacted);
-        Ok(Self { inner: Arc::new(Inner { pool, label, password, sql: Sql::new(&parsed.schema) }) })
+        let home = tokio::runtime::Handle::current();
+        Ok(Self { inner: Arc::new(Inner { pool, label, password, sql: Sql::new(&parsed.schema), home }) })
     }
 
     /// The store unavailable for `op`, naming the store and the cause.
@@ -355,16 +358,34 @@ impl PostgresStore {
         }
     }
 
+    /// A pooled connection. A connection's I/O runs as a task on the runtime that made it, so
+    /// a call from a current-thread runtime (a worker's own, driven only while its thread waits
+    /// on it) takes its connection through the store's home runtime, which always runs: a
+    /// connection made on the worker's runtime would stall a call from elsewhere (the worker's
+    /// heartbeat and registration) handed it while that thread runs a job, or waits for that call.
+    async fn connection(&self, op: &str) -> StoreResult<deadpool_postgres::Object> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let got = match Handle::current().runtime_flavor() {
+            RuntimeFlavor::CurrentThread => {
+                let pool = self.inner.pool.clone();
+                let made = self.inner.home.spawn(async move { pool.get().await }).await;
+                made.map_err(|e| self.failed(op, e))?
+            }
+            _ => self.inner.pool.get().await,
+        };
+        got.map_err(|e| self.failed(op, describe(&e)))
+    }
+
     /// Runs one prepared statement on a pooled connection: one round trip once the
     /// connection has prepared it.
     async fn query(&self, op: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
-        let client = self.inner.pool.get().await.map_err(|e| self.failed(op, describe(&e)))?;
+        let client = self.connection(op).await?;
         let statement = client.prepare_cached(sql).await.map_err(|e| self.db_failed(op, e))?;
         client.query(&statement, params).await.map_err(|e| self.db_failed(op, e))
     }
 
     async fn execute(&self, op: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-        let client = self.inner.pool.get().await.map_err(|e| self.failed(op, describe(&e)))?;
+        let client = self.connection(op).await?;
         let statement = client.prepare_cached(sql).await.map_err(|e| self.db_failed(op, e))?;
         client.execute(&statement, params).await.map_err(|e| self.db_failed(op, e))
     }
