@@ -157,7 +157,10 @@ impl Shard {
             (Err(QueueError::Unavailable { addr: self.addr.clone(), reason }), true)
         };
         if let Err(e) = conn.use_tube(tube).await {
-            return jobs.iter().map(|_| unanswered(&e)).collect();
+            let not_sent = |_| {
+                (Err(QueueError::Unavailable { addr: self.addr.clone(), reason: format!("put not sent: {e}") }), true)
+            };
+            return jobs.iter().map(not_sent).collect();
         }
         let limit = conn.max_job_size();
         let fits = |body: &[u8]| body.len() <= limit;
