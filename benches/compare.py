@@ -8,7 +8,8 @@ it RQ's (a forked process per job); `--quick` about 2 minutes. Starts its own se
 loopback, on free ports, for the run: redis-server (no persistence), beanstalkd (restarted for
 every measurement) and a PostgreSQL 15 cluster made with initdb in a temp dir (or, with
 `--postgres URL`, fresh schemas in that database); servers run on CPU 0 (taskset), this
-process and every worker on CPU 1, when there are two CPUs. Stops them all at the end, on an error or on Ctrl-C.
+process and every worker on CPU 1, when there are two CPUs. Stops them all at the end, on an
+error or on Ctrl-C.
 
 Systems (columns): Geyser on the embedded default (g:embedded) and on beanstalkd with the
 SQLite, PostgreSQL and Redis stores (g:sqlite, g:postgres, g:redis); the plain-Python seed
