@@ -2,8 +2,8 @@
 worker's CPU and resident memory over 10 s; its file descriptors across 100+ reconnects to a
 beanstalkd restarted over and over; its CPU and log lines while the queue stays down for
 20 s, and that it resumes by itself. The bounds, with today's measured values, are in
-docs/reliability.md; they are several times what was measured, so only a leak or a busy
-loop crosses them. Touches its own beanstalkd and SQLite file."""
+docs/reliability.md; they are several times what was measured (CPU shares measured on a
+busy shared machine vary by several times), so only a leak or a busy loop crosses them. Touches its own beanstalkd and SQLite file."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import jobs_for_tests
 from conftest import Beanstalkd, wait_for, worker_env
 
 #: An idle worker (supervisor and one worker process): at most this share of one core.
-IDLE_CPU_SHARE = 0.03
+IDLE_CPU_SHARE = 0.05
 #: An idle worker process: at most this resident memory.
 IDLE_RSS_MB = 100.0
 #: File descriptors a worker process may gain across all the reconnects.
 FD_SLACK = 3
 #: While the queue is down: at most this share of one core, and this many log lines a minute.
-DOWN_CPU_SHARE = 0.05
-DOWN_LOG_LINES_PER_MINUTE = 90
+DOWN_CPU_SHARE = 0.10
+DOWN_LOG_LINES_PER_MINUTE = 120
 RECONNECTS = 100
 THREADS = 4
 
