@@ -10,14 +10,20 @@ use crate::queue::Queue;
 use crate::store::Store;
 use std::sync::Arc;
 
-/// A URL that names no backend of this build, or one that cannot be opened. URLs in these
-/// messages have their password replaced by `***`.
+/// A URL that names no backend of this build, one that cannot be opened, or a server that
+/// did not answer. URLs in these messages have their password replaced by `***`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("bad {role} URL {url:?}: {reason}")]
     BadUrl { role: &'static str, url: String, reason: String },
+    /// Opening failed for a reason that trying again will not mend (a file that cannot be
+    /// created, a schema newer than this build).
     #[error("cannot open {role} at {url:?}: {reason}")]
     Open { role: &'static str, url: String, reason: String },
+    /// The server did not answer (refused, timed out, closed): it may answer later, so a
+    /// worker tries again instead of stopping as misconfigured.
+    #[error("{role} at {url:?} unreachable: {reason}")]
+    Unreachable { role: &'static str, url: String, reason: String },
 }
 
 /// The queue and the store when nothing is configured: the embedded file.

@@ -85,7 +85,7 @@ async fn open_fails(url: &str, within: Duration) -> String {
         Ok(Err(e)) => {
             let message = e.to_string();
             assert!(!message.contains(PASSWORD), "{url}: the password leaked: {message}");
-            assert!(matches!(e, ConfigError::Open { .. }), "{url}: {message}");
+            assert!(matches!(e, ConfigError::Unreachable { .. }), "{url}: {message}");
             message
         }
     }

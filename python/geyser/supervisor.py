@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from geyser import _core, maintenance, metrics, registry
 from geyser.config import client
-from geyser.errors import ConfigError, GeyserError
+from geyser.errors import BackendError, ConfigError, GeyserError
 from geyser.ledger import LedgerEntry, read_ledger
 from geyser.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE
 
@@ -219,6 +219,13 @@ class Supervisor:
             except ConfigError as e:
                 log.error("cannot start: %s", e)
                 return EXIT_CONFIG
+            except BackendError as e:
+                # A server that does not answer yet: a service's workers keep trying (their
+                # restarts back off); a --burst run has nothing to drain and says so.
+                if self.args.burst:
+                    log.error("cannot start: %s", e)
+                    return 1
+                log.warning("supervisor: %s; the worker processes will keep trying", e)
             if self.metrics_dir is not None:
                 address, port = self.args.metrics_address, self.args.metrics_port
                 try:

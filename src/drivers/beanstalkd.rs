@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{redact, Driver, Role};
 use crate::config::ConfigError;
 use crate::queue::beanstalkd::BeanstalkdQueue;
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 
 pub struct Beanstalkd;
 
@@ -29,8 +29,16 @@ impl Driver for Beanstalkd {
             let reason = "beanstalkd has no users or passwords: remove `user:password@` from the URL".to_owned();
             return Err(ConfigError::BadUrl { role: "queue", url: redact(url), reason });
         }
-        let queue = BeanstalkdQueue::from_url(url).await;
-        Ok(Arc::new(queue.map_err(|e| ConfigError::Open { role: "queue", url: redact(url), reason: e.to_string() })?))
+        let queue = BeanstalkdQueue::from_url(url).await.map_err(|e| {
+            let (url, reason) = (redact(url), e.to_string());
+            match e {
+                QueueError::Unavailable { .. } | QueueError::Io { .. } => {
+                    ConfigError::Unreachable { role: "queue", url, reason }
+                }
+                _ => ConfigError::Open { role: "queue", url, reason },
+            }
+        })?;
+        Ok(Arc::new(queue))
     }
 }
 

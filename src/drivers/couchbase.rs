@@ -25,7 +25,7 @@ impl Driver for Couchbase {
         match open(url).await {
             Ok(store) => Ok(Arc::new(store)),
             Err(OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: "store", url, reason }),
-            Err(OpenError::Unreachable { url, reason }) => Err(ConfigError::Open { role: "store", url, reason }),
+            Err(OpenError::Unreachable { url, reason }) => Err(ConfigError::Unreachable { role: "store", url, reason }),
         }
     }
 }

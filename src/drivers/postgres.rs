@@ -25,7 +25,8 @@ impl Driver for Postgres {
         match PostgresStore::open(url).await {
             Ok(store) => Ok(Arc::new(store)),
             Err(OpenError::BadUrl { url, reason }) => Err(ConfigError::BadUrl { role: "store", url, reason }),
-            Err(OpenError::Unavailable { url, reason }) => Err(ConfigError::Open { role: "store", url, reason }),
+            Err(OpenError::Unreachable { url, reason }) => Err(ConfigError::Unreachable { role: "store", url, reason }),
+            Err(OpenError::Schema { url, reason }) => Err(ConfigError::Open { role: "store", url, reason }),
         }
     }
 }

@@ -74,8 +74,14 @@ pub fn sweep_err(e: SweepError) -> PyErr {
     BackendError::new_err(e.to_string())
 }
 
+/// A server that did not answer is the backend's error (a worker tries again later); a URL
+/// or a backend that cannot be used as configured is a `ConfigError`.
 pub fn config_err(e: config::ConfigError) -> PyErr {
-    ConfigError::new_err(e.to_string())
+    match e {
+        config::ConfigError::Unreachable { role: "queue", .. } => QueueUnavailable::new_err(e.to_string()),
+        config::ConfigError::Unreachable { .. } => StoreUnavailable::new_err(e.to_string()),
+        _ => ConfigError::new_err(e.to_string()),
+    }
 }
 
 pub fn json_err(what: &str, e: serde_json::Error) -> PyErr {

@@ -65,8 +65,12 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 pub enum OpenError {
     #[error("bad PostgreSQL store URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The server did not answer, or the connection failed: it may answer later.
+    #[error("PostgreSQL store {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The schema could not be created or migrated, or is newer than this build.
     #[error("cannot open the PostgreSQL store {url}: {reason}")]
-    Unavailable { url: String, reason: String },
+    Schema { url: String, reason: String },
 }
 
 /// The SQL of every operation, written once for the store's schema.
@@ -310,8 +314,10 @@ impl PostgresStore {
     pub async fn open(url: &str) -> Result<Self, OpenError> {
         let parsed = url::parse(url).map_err(|reason| OpenError::BadUrl { url: redact(url), reason })?;
         let password = parsed.pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
-        let unavailable =
-            |reason: String| OpenError::Unavailable { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
+        let unreachable =
+            |reason: String| OpenError::Unreachable { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
+        let schema_failed =
+            |reason: String| OpenError::Schema { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
         let manager =
             Manager::from_config(parsed.pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -321,9 +327,9 @@ impl PostgresStore {
             .recycle_timeout(Some(parsed.connect_timeout))
             .wait_timeout(Some(POOL_WAIT))
             .build()
-            .map_err(|e| unavailable(format!("build the connection pool: {e}")))?;
-        let mut client = pool.get().await.map_err(|e| unavailable(format!("connect: {}", describe(&e))))?;
-        schema::ensure(&mut client, &parsed.schema).await.map_err(unavailable)?;
+            .map_err(|e| schema_failed(format!("build the connection pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| unreachable(format!("connect: {}", describe(&e))))?;
+        schema::ensure(&mut client, &parsed.schema).await.map_err(schema_failed)?;
         drop(client);
         let label = format!("postgresql store {}", parsed.redacted);
         let home = tokio::runtime::Handle::current();

@@ -272,6 +272,27 @@ def test_a_worker_rides_out_a_beanstalkd_restart(beanstalkd, workers) -> None:
     assert "restarting" not in w.output, w.output
 
 
+def test_a_worker_started_while_beanstalkd_is_down_waits_for_it(beanstalkd, workers) -> None:
+    """A server that does not answer yet is not a configuration mistake: the supervisor
+    stays up, its worker processes retry with back-off, and jobs run once the server is up."""
+    beanstalkd.stop()
+    w = workers("-c", "1")
+    wait_for("two failed starts", lambda: w.output.count("restarting in") >= 2)
+    assert w.proc.poll() is None, w.output
+    assert "unreachable" in w.output and "cannot start as configured" not in w.output, w.output
+    beanstalkd.start()
+    uuid = enqueue("engine_noop")
+    wait_for("the job put once the server is up", status_is(uuid, "succeeded"))
+    assert w.stop() == 0, w.output
+
+
+def test_a_burst_worker_facing_a_server_that_is_down_exits_non_zero_but_not_as_misconfigured(beanstalkd) -> None:
+    beanstalkd.stop()
+    done = run_worker("-m", "engine_jobs", "-q", "engine_noop", timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert f"127.0.0.1:{beanstalkd.port}" in done.stderr and "unreachable" in done.stderr, done.stderr
+
+
 def test_the_sweep_puts_back_jobs_a_beanstalkd_without_binlog_lost(beanstalkd) -> None:
     uuids = [enqueue("engine_noop") for _ in range(3)]
     beanstalkd.stop()

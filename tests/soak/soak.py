@@ -308,8 +308,9 @@ class Soak:
 
     def restart_stopped_supervisor(self) -> None:
         """A supervisor that stopped by itself is noted (with the reason it logged) and
-        started again, as a service manager would: today a worker process that cannot reach
-        the queue or store as it starts stops its supervisor (exit 78, as for a bad URL)."""
+        started again, as a service manager would. A server that is down as a worker starts
+        no longer stops it; a store restarted in the middle of a worker's schema check still
+        can (that is a configuration error, exit 78), so it is reported, not failed."""
         if self.supervisor is None or self.supervisor.poll() is None:
             return
         errors = [line for line in (self.folder / "worker.log").read_text(errors="replace").splitlines()
