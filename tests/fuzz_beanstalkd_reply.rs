@@ -13,15 +13,9 @@ use geyser::queue::beanstalkd::protocol::{
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-/// `cases` cases, or what `PROPTEST_CASES` asks for.
-fn config(cases: u32) -> ProptestConfig {
-    let default = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        default
-    } else {
-        ProptestConfig { cases, ..default }
-    }
-}
+#[path = "support/proptest_cases.rs"]
+mod proptest_cases;
+use proptest_cases::config;
 
 /// Cases of the properties whose inputs are long lines or YAML text: each costs 5 to 10
 /// times a decode of a reply in a debug build, and 2,000 keep each to about a second.

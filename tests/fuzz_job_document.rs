@@ -10,15 +10,9 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-/// `cases` cases, or what `PROPTEST_CASES` asks for.
-fn config(cases: u32) -> ProptestConfig {
-    let default = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        default
-    } else {
-        ProptestConfig { cases, ..default }
-    }
-}
+#[path = "support/proptest_cases.rs"]
+mod proptest_cases;
+use proptest_cases::config;
 
 /// Cases of a property that builds whole documents: 2,000 keep each such property to a
 /// few seconds in a debug build (a case costs about 1 ms there, 10 times a decode of bytes).

@@ -320,30 +320,32 @@ class JobHandler(DashboardHandler):
                     can_kick=queue in _queues())
 
 
-class RetryHandler(DashboardHandler):
+class JobActionHandler(DashboardHandler):
+    """``POST /jobs/<uuid>/<action>``: the client operation ``action`` on one job, then back
+    to the job's page; 404 for an unknown uuid, 409 when the job's status forbids it."""
+
+    ACTION = ""
+
+    async def post(self, uuid: str) -> None:
+        try:
+            await getattr(client(), f"{self.ACTION}_async")(uuid)
+        except JobNotFound:
+            raise tornado.web.HTTPError(404, "job %s not found", uuid) from None
+        except InvalidTransition as e:
+            raise tornado.web.HTTPError(409, "%s", str(e)) from None
+        self.redirect(f"{self.prefix}/jobs/{uuid}", status=303)
+
+
+class RetryHandler(JobActionHandler):
     """``POST /jobs/<uuid>/retry``: queue a failed or cancelled job again."""
 
-    async def post(self, uuid: str) -> None:
-        try:
-            await client().retry_async(uuid)
-        except JobNotFound:
-            raise tornado.web.HTTPError(404, "job %s not found", uuid) from None
-        except InvalidTransition as e:
-            raise tornado.web.HTTPError(409, "%s", str(e)) from None
-        self.redirect(f"{self.prefix}/jobs/{uuid}", status=303)
+    ACTION = "retry"
 
 
-class CancelHandler(DashboardHandler):
+class CancelHandler(JobActionHandler):
     """``POST /jobs/<uuid>/cancel``: request cancellation of a queued or running job."""
 
-    async def post(self, uuid: str) -> None:
-        try:
-            await client().cancel_async(uuid)
-        except JobNotFound:
-            raise tornado.web.HTTPError(404, "job %s not found", uuid) from None
-        except InvalidTransition as e:
-            raise tornado.web.HTTPError(409, "%s", str(e)) from None
-        self.redirect(f"{self.prefix}/jobs/{uuid}", status=303)
+    ACTION = "cancel"
 
 
 class JobEventsHandler(EventsHandler):

@@ -204,18 +204,22 @@ pub async fn list_pages_by_uuid(s: &dyn Store) {
     }
     uuids.sort();
     let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
-    let mut page = Page { limit: 3, ..Page::default() };
-    let mut seen = Vec::new();
-    let mut sizes = Vec::new();
+    let (seen, sizes) = every_page(s, &filter, Page { limit: 3, ..Page::default() }).await;
+    assert_eq!(seen, uuids, "every document once, in uuid order");
+    assert_eq!(sizes, vec![3, 3, 1, 0]);
+}
+
+/// Pages through `filter` from `page` until an empty page: the uuids seen, and each page's size.
+async fn every_page(s: &dyn Store, filter: &ListFilter, mut page: Page) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
     loop {
-        let docs = s.list(&filter, &page).await.expect("list page");
+        let docs = s.list(filter, &page).await.expect("list page");
         sizes.push(docs.len());
         let Some(last) = docs.last() else { break };
         page.after = Some(last.uuid.clone());
         seen.extend(docs.into_iter().map(|d| d.uuid));
     }
-    assert_eq!(seen, uuids, "every document once, in uuid order");
-    assert_eq!(sizes, vec![3, 3, 1, 0]);
+    (seen, sizes)
 }
 
 /// Descending keyset paging: every document once, highest uuid first, each page below the last.
@@ -229,15 +233,7 @@ pub async fn list_pages_newest_first(s: &dyn Store) {
     uuids.reverse();
     let filter = ListFilter { job_type: Some(jt), ..ListFilter::default() };
     let mut page = Page { limit: 3, newest_first: true, ..Page::default() };
-    let mut seen = Vec::new();
-    let mut sizes = Vec::new();
-    loop {
-        let docs = s.list(&filter, &page).await.expect("list page");
-        sizes.push(docs.len());
-        let Some(last) = docs.last() else { break };
-        page.after = Some(last.uuid.clone());
-        seen.extend(docs.into_iter().map(|d| d.uuid));
-    }
+    let (seen, sizes) = every_page(s, &filter, page.clone()).await;
     assert_eq!(seen, uuids, "every document once, in descending uuid order");
     assert_eq!(sizes, vec![3, 3, 1, 0]);
     // A page may start below any uuid, listed or not.
