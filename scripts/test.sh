@@ -95,7 +95,7 @@ else
 fi
 
 # -- Python --------------------------------------------------------------------------------
-"$py" -m pytest -q tests/python || failed+=("python")
+"$py" -m pytest -q --durations=15 tests/python || failed+=("python")
 
 # -- marshmallow 3 as well as 4: the API and lifecycle suites again, with marshmallow 3
 # installed into a directory put first on the path of this same interpreter (and of the
