@@ -420,3 +420,85 @@ async fn scripts_are_loaded_again_when_the_server_forgot_them() {
     let updated = store.update(&doc).await.expect("update after the flush");
     assert_eq!(store.get(&doc.uuid).await.expect("get"), Some(updated));
 }
+
+/// A loopback forwarder to the shared server whose `go_silent` freezes every connection made
+/// so far (no byte copied either way, both sockets left open: a link that was cut, not
+/// closed), while connections made after it are forwarded as usual.
+struct SilencingProxy {
+    port: u16,
+    counts: Arc<ProxyCounts>,
+}
+
+#[derive(Default)]
+struct ProxyCounts {
+    /// Bumped by `go_silent`: connections born before it fall silent.
+    generation: std::sync::atomic::AtomicU64,
+    forwarding: std::sync::atomic::AtomicU64,
+    silent: std::sync::atomic::AtomicU64,
+}
+
+impl SilencingProxy {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy listens");
+        let port = listener.local_addr().expect("proxy port").port();
+        let counts = Arc::new(ProxyCounts::default());
+        let shared = Arc::clone(&counts);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (counts, born) = (Arc::clone(&shared), shared.generation.load(SeqCst));
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else { return };
+                    counts.forwarding.fetch_add(1, SeqCst);
+                    let silent = async {
+                        while counts.generation.load(SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = silent => {
+                            counts.silent.fetch_add(1, SeqCst);
+                            std::future::pending::<()>().await
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, counts }
+    }
+
+    /// Freezes the connections made so far, returning once each has stopped copying.
+    async fn go_silent(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let forwarding = self.counts.forwarding.load(SeqCst);
+        self.counts.generation.fetch_add(1, SeqCst);
+        eventually(Duration::from_secs(5), "the proxy's connections fall silent", || {
+            let counts = Arc::clone(&self.counts);
+            async move { counts.silent.load(SeqCst) >= forwarding }
+        })
+        .await;
+    }
+}
+
+/// A connection that goes silent (a cut link: no error, no answer) is replaced after the
+/// first call that times out, so the store answers again at once instead of waiting out TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gone_silent_is_replaced() {
+    let proxy = SilencingProxy::start().await;
+    let prefix = unique_prefix("silent");
+    let _keys = KeysGuard { prefix: prefix.clone() };
+    let url = format!("redis://127.0.0.1:{}/0?prefix={prefix}&connect_timeout=0.5&response_timeout=0.5", proxy.port);
+    let store = open(&url).await.expect("open through the proxy");
+    let doc = store.create(&document(&job_type("silent"))).await.expect("create");
+
+    proxy.go_silent().await;
+    let err = store.get(&doc.uuid).await.expect_err("a silent connection");
+    assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("get")), "{err}");
+    eventually(Duration::from_secs(5), "a fresh connection answers", || {
+        let (store, uuid) = (store.clone(), doc.uuid.clone());
+        async move { store.get(&uuid).await.is_ok() }
+    })
+    .await;
+    assert_eq!(store.get(&doc.uuid).await.expect("get"), Some(doc));
+}

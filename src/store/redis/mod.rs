@@ -8,7 +8,8 @@ mod scripts;
 pub mod url;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,14 +40,22 @@ pub enum OpenError {
 }
 
 /// The store: a connection manager (one multiplexed connection that reconnects by itself)
-/// shared by every clone.
+/// shared by every clone, replaced by a fresh one when a call gets no answer in time.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// The connection every call clones; `replace_connection` swaps in a fresh one.
+    conn: RwLock<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// A replacement connection is being made (one at a time).
+    replacing: AtomicBool,
+    /// The runtime that opened the store: replacement connections live there, not on the
+    /// runtime of whichever caller timed out (which may be a short-lived one).
+    home: tokio::runtime::Handle,
     url: RedisUrl,
     /// The longest one call may take: a reconnection, then the answer.
     deadline: Duration,
@@ -69,16 +78,29 @@ pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
         .set_number_of_retries(RECONNECT_RETRIES)
         .set_max_delay(Duration::from_millis(200));
     let unreachable = |reason: String| OpenError::Unreachable { url: parsed.redacted.clone(), reason };
-    let conn =
-        match tokio::time::timeout(parsed.connect_timeout, ConnectionManager::new_with_config(client, config)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(unreachable(parsed.scrub(&e.to_string()))),
-            Err(_) => return Err(unreachable(format!("no connection within {:?}", parsed.connect_timeout))),
-        };
+    let conn = match tokio::time::timeout(
+        parsed.connect_timeout,
+        ConnectionManager::new_with_config(client.clone(), config.clone()),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(unreachable(parsed.scrub(&e.to_string()))),
+        Err(_) => return Err(unreachable(format!("no connection within {:?}", parsed.connect_timeout))),
+    };
     let deadline = parsed.connect_timeout + parsed.response_timeout;
-    let store = RedisStore { inner: Arc::new(Inner { conn, url: parsed, deadline }) };
+    let inner = Inner {
+        conn: RwLock::new(conn),
+        client,
+        config,
+        replacing: AtomicBool::new(false),
+        home: tokio::runtime::Handle::current(),
+        url: parsed,
+        deadline,
+    };
+    let store = RedisStore { inner: Arc::new(inner) };
     for script in scripts::all() {
-        let mut conn = store.inner.conn.clone();
+        let mut conn = store.conn();
         store
             .answer("load scripts", async move { script.load_async(&mut conn).await })
             .await
@@ -190,19 +212,51 @@ impl RedisStore {
         ))
     }
 
-    /// Awaits one call to the server within the store's deadline.
+    /// The connection for one call (a cheap clone of the shared one).
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Awaits one call to the server within the store's deadline. A call that timed out
+    /// replaces the connection for the calls after it.
     async fn answer<T>(&self, op: &str, call: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
         match tokio::time::timeout(self.inner.deadline, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.unavailable(op, &e.to_string())),
-            Err(_) => Err(self.unavailable(op, &format!("no answer within {:?}", self.inner.deadline))),
+            Ok(Err(e)) => {
+                if e.is_timeout() {
+                    self.replace_connection();
+                }
+                Err(self.unavailable(op, &e.to_string()))
+            }
+            Err(_) => {
+                self.replace_connection();
+                Err(self.unavailable(op, &format!("no answer within {:?}", self.inner.deadline)))
+            }
         }
+    }
+
+    /// Makes a fresh connection in the background and hands it to the next calls. A link
+    /// that went silent (cut, not closed) keeps its TCP connection open for many seconds
+    /// after it comes back, and the manager reconnects only on errors the socket reports;
+    /// a timeout is the only sign. A replacement that fails leaves the old connection.
+    fn replace_connection(&self) {
+        if self.inner.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        self.inner.home.spawn(async move {
+            let fresh = ConnectionManager::new_with_config(inner.client.clone(), inner.config.clone());
+            if let Ok(Ok(conn)) = tokio::time::timeout(inner.url.connect_timeout, fresh).await {
+                *inner.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+            }
+            inner.replacing.store(false, Ordering::Release);
+        });
     }
 
     /// Runs a script (EVALSHA, loading it first only if the server lost it); its reply is a
     /// list of strings, the first saying how it went.
     async fn run(&self, op: &str, invocation: ScriptInvocation<'static>) -> StoreResult<Vec<Vec<u8>>> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         self.answer(op, async move { invocation.invoke_async(&mut conn).await }).await
     }
 
@@ -313,7 +367,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         let key = self.doc_key(uuid);
         let json: Option<Vec<u8>> =
             self.answer("get", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
@@ -426,7 +480,7 @@ impl Store for RedisStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
         let mut invocation = scripts::LEASE_RELEASE.prepare_invoke();
         invocation.key(format!("{}lease:{name}", self.inner.url.prefix)).arg(holder);
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         let released: i64 =
             self.answer("release lease", async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(released == 1)
@@ -437,7 +491,7 @@ impl Store for RedisStore {
     async fn register_worker(&self, record: &WorkerRecord) -> StoreResult<()> {
         let json = record.to_json()?;
         let (key, id) = (self.workers_key(), record.id.clone());
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         self.answer("register worker", async move {
             redis::cmd("HSET").arg(key).arg(id).arg(json).query_async::<i64>(&mut conn).await
         })
@@ -447,7 +501,7 @@ impl Store for RedisStore {
 
     async fn list_workers(&self, now: f64) -> StoreResult<Vec<WorkerRecord>> {
         let key = self.workers_key();
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         let all: Vec<(String, Vec<u8>)> = self
             .answer("list workers", async move { redis::cmd("HGETALL").arg(key).query_async(&mut conn).await })
             .await?;
@@ -462,7 +516,7 @@ impl Store for RedisStore {
             }
         }
         if !expired.is_empty() {
-            let (key, mut conn) = (self.workers_key(), self.inner.conn.clone());
+            let (key, mut conn) = (self.workers_key(), self.conn());
             self.answer("list workers: drop expired", async move {
                 redis::cmd("HDEL").arg(key).arg(expired).query_async::<i64>(&mut conn).await
             })
@@ -474,7 +528,7 @@ impl Store for RedisStore {
 
     async fn remove_worker(&self, id: &str) -> StoreResult<bool> {
         let (key, id) = (self.workers_key(), id.to_owned());
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.conn();
         let n: i64 = self
             .answer("remove worker", async move { redis::cmd("HDEL").arg(key).arg(id).query_async(&mut conn).await })
             .await?;
