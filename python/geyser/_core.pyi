@@ -107,6 +107,7 @@ def sweep(
     force: bool = False,
     release: bool = False,
 ) -> dict[str, bool | int | str | list[str] | None]: ...
+def release_maintenance_lease(client: Client, holder: str) -> bool: ...
 def new_uuid() -> str:
     """A new job uuid: UUIDv7 (time-ordered), so uuid order is creation order."""
 def record_crash(client: Client, uuid: str, fence: str, attempt: int, reason: str) -> str:

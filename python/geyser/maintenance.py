@@ -8,9 +8,10 @@ queue server that cannot be reached, is counted and skipped; the rest is still s
 
 One process at a time sweeps: the one holding the store's ``maintenance`` lease. The
 worker supervisor calls ``sweep()`` periodically and keeps the lease between sweeps
-(renewing it each time); if it dies, the lease runs out after ``LEASE_TTL`` seconds and
-another supervisor takes over. This command takes the lease for one sweep and gives it
-up after, or does nothing if another process holds it (``--force`` sweeps anyway).
+(renewing it each time) and gives it up when it stops; if it dies, the lease runs out
+after ``LEASE_TTL`` seconds and another supervisor takes over. This command takes the
+lease for one sweep and gives it up after, or does nothing if another process holds it
+(``--force`` sweeps anyway).
 Touches the queue and store only through ``geyser._core.sweep``.
 """
 
@@ -29,7 +30,7 @@ from geyser import _core
 from geyser.config import client
 from geyser.errors import GeyserError
 
-__all__ = ["DEFAULT_MIN_AGE", "LEASE_TTL", "SweepReport", "lease_holder", "main", "sweep"]
+__all__ = ["DEFAULT_MIN_AGE", "LEASE_TTL", "SweepReport", "lease_holder", "main", "release_lease", "sweep"]
 
 log = logging.getLogger("geyser.maintenance")
 
@@ -97,6 +98,13 @@ def sweep(
     elif report["requeued"] or report["recovered"] or report["purged"]:
         log.info("maintenance sweep: %s", summary(report))
     return report
+
+
+def release_lease() -> bool:
+    """Give up the maintenance lease if this process holds it, so another process may sweep
+    at once instead of after ``LEASE_TTL``; True when it held it. A supervisor that stops
+    calls this. Raises ``GeyserError`` when the store cannot be reached."""
+    return _core.release_maintenance_lease(client(), lease_holder())
 
 
 def summary(report: SweepReport) -> str:

@@ -100,6 +100,8 @@ class Supervisor:
         #: Why the supervisor stops on its own (a child that cannot start as configured).
         self.fatal: str | None = None
         self.next_sweep = time.monotonic() + args.sweep_interval
+        #: Some sweep of this supervisor's took the maintenance lease (given up at exit).
+        self.led_maintenance = False
         self.next_burst_check = 0.0
 
     def on_signal(self, signum: int, _frame: object) -> None:
@@ -176,9 +178,20 @@ class Supervisor:
     def sweep(self) -> None:
         """Run the maintenance sweep, logging (never raising) what goes wrong."""
         try:
-            maintenance.sweep()
+            self.led_maintenance |= maintenance.sweep()["leader"]
         except GeyserError as e:
             log.warning("supervisor: maintenance sweep failed: %s", e)
+
+    def release_maintenance(self) -> None:
+        """On the way out: give up the maintenance lease this supervisor took, so another
+        host's supervisor sweeps at once rather than after the lease runs out."""
+        if not self.led_maintenance:
+            return
+        try:
+            if maintenance.release_lease():
+                log.info("supervisor: gave up the maintenance lease")
+        except GeyserError as e:
+            log.warning("supervisor: could not give up the maintenance lease (it runs out by itself): %s", e)
 
     def queues_drained(self) -> bool | None:
         """--burst, every child done: True when the queues hold no ready, delayed or
@@ -239,6 +252,7 @@ class Supervisor:
             log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
             return self._loop()
         finally:
+            self.release_maintenance()
             if stop_metrics is not None:
                 stop_metrics()
             shutil.rmtree(self.ledger_dir, ignore_errors=True)

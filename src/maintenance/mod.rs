@@ -41,6 +41,12 @@ pub enum SweepError {
     Lease(#[source] StoreError),
 }
 
+/// Gives up the maintenance lease if `holder` holds it, so another process may sweep at once
+/// rather than when the lease runs out (a supervisor that stops calls this). Whether it held it.
+pub async fn release_lease(geyser: &Geyser, holder: &str) -> Result<bool, SweepError> {
+    geyser.store.release_lease(LEASE_NAME, holder).await.map_err(SweepError::Lease)
+}
+
 /// One periodic maintenance task. `run` records what it did and every failure in `run.tally`
 /// and goes on to the next item; between items it asks `run.may_continue()` and returns when
 /// that says no (the lease was lost).

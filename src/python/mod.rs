@@ -19,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(client::new_uuid, m)?)?;
     m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::release_maintenance_lease, m)?)?;
     m.add_function(wrap_pyfunction!(worker::record_crash, m)?)?;
     store::register(m)?;
     m.add("GeyserError", py.get_type::<errors::GeyserError>())?;

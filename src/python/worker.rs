@@ -227,6 +227,12 @@ pub fn sweep<'py>(
     Ok(d)
 }
 
+/// Give up the maintenance lease if `holder` holds it; returns whether it did.
+#[pyfunction]
+pub fn release_maintenance_lease(py: Python<'_>, client: &PyClient, holder: String) -> PyResult<bool> {
+    wait(py, crate::maintenance::release_lease(&client.geyser, &holder)).map_err(sweep_err)
+}
+
 /// Record on job `uuid` that its attempt number `attempt` (fencing token `fence`) ended
 /// because its worker process died, as `reason` says (the supervisor saw the exit status).
 /// Returns what was done: "retrying", "failed", "amended" (a worker had recorded the

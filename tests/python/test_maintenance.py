@@ -4,13 +4,14 @@ sweep gives way to it unless forced, and an unreadable document is reported, not
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from conftest import worker_env
+from conftest import wait_for, worker_env
 
 import geyser
 from geyser import maintenance
@@ -65,3 +66,23 @@ def test_an_unreadable_document_is_reported_and_the_sweep_goes_on(embedded: str)
     assert "requeued 0, recovered 0, purged 0, unreadable 1, skipped 0, errors 0" in swept.stdout
     assert bad in swept.stderr, "the log names the unreadable document"
     assert geyser.get_base_job(kept.uuid) is not None
+
+
+def test_a_supervisor_that_stops_gives_up_the_lease(embedded: str, tmp_path: Path) -> None:
+    """Another host's supervisor (here: the command) sweeps as soon as the leader stops,
+    not after the lease's ten minutes."""
+    log = (tmp_path / "worker.log").open("w")
+    supervisor = subprocess.Popen([sys.executable, "-m", "geyser.worker", "-m", "jobs_for_tests", "-c", "1",
+                                   "--sweep-interval", "0.2"], env=worker_env(), stdout=log, stderr=log)
+    try:
+        wait_for("the supervisor to hold the lease", lambda: "skipped:" in run_sweep().stdout)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+        log.close()
+    assert "gave up the maintenance lease" in (tmp_path / "worker.log").read_text()
+    after = run_sweep()
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.startswith("requeued 0,"), after.stdout
