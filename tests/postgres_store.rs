@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geyser::model::JobDocument;
-use geyser::store::postgres::{OpenError, PostgresStore, SCHEMA_VERSION};
+use geyser::store::postgres::{OpenError, PostgresStore, SCHEMA_LOCK_CLASS, SCHEMA_VERSION};
 use geyser::store::{ListFilter, NextDocument, Page, Store, StoreError};
 use pg::TestSchema;
 use serde_json::Value;
@@ -197,6 +197,37 @@ async fn nul_character_is_refused_saying_why() {
 async fn set_schema_version(schema: &TestSchema, version: i64) {
     let sql = format!("UPDATE {} SET value = $1 WHERE key = 'schema_version'", schema.table("geyser_meta"));
     assert_eq!(raw(&sql, &[&version]).await, 1);
+}
+
+/// A connection lost while the schema is being checked is `Unreachable` (a worker tries again
+/// later), not a refusal: here the opening process waits on the schema lock another session
+/// holds, and its connection is terminated while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_the_schema_check_is_unreachable() {
+    let schema = TestSchema::new().await;
+    let mut holder = pg::connect().await;
+    let tx = holder.transaction().await.expect("begin");
+    tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&SCHEMA_LOCK_CLASS, &schema.name])
+        .await
+        .expect("hold the schema lock");
+    let url = schema.url();
+    let opening = tokio::spawn(async move { PostgresStore::open(&url).await.err() });
+    let admin = pg::connect().await;
+    let waiting =
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%' \
+                   AND pid <> pg_backend_pid()";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        if let Some(row) = admin.query_opt(waiting, &[]).await.expect("find the waiting opener") {
+            break row.get(0);
+        }
+        assert!(Instant::now() < deadline, "the opener never waited on the schema lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate the opener's connection");
+    let err = opening.await.expect("join").expect("opening fails");
+    assert!(matches!(err, OpenError::Unreachable { .. }), "{err:?}");
+    tx.rollback().await.expect("release the lock");
 }
 
 /// A Geyser facing a schema migrated by a newer one refuses it, naming both versions.

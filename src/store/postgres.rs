@@ -54,7 +54,7 @@ use super::{
 use crate::model::{JobDocument, Status};
 use json::{document_json, JsonText};
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::{LOCK_CLASS as SCHEMA_LOCK_CLASS, SCHEMA_VERSION};
 pub use url::{redact, DEFAULT_SCHEMA};
 
 /// How long an operation waits for a free pooled connection before it reports the store unavailable.
@@ -227,6 +227,15 @@ impl Sql {
     }
 }
 
+/// Whether a driver error is the connection failing (I/O, closed, the server shutting down or
+/// out of connections: SQLSTATE classes 08 and 57P, 53300) rather than a statement refused.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.code().is_none_or(|code| {
+        let code = code.code();
+        code.starts_with("08") || code.starts_with("57P") || code == SqlState::TOO_MANY_CONNECTIONS.code()
+    })
+}
+
 /// An error and its causes on one line: the driver's own message leaves out the server's.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -329,7 +338,11 @@ impl PostgresStore {
             .build()
             .map_err(|e| schema_failed(format!("build the connection pool: {e}")))?;
         let mut client = pool.get().await.map_err(|e| unreachable(format!("connect: {}", describe(&e))))?;
-        schema::ensure(&mut client, &parsed.schema).await.map_err(schema_failed)?;
+        if let Err(e) = schema::ensure(&mut client, &parsed.schema).await {
+            // A connection lost during the check (a server restarting) may work next time;
+            // a refusal (a newer schema, no rights) will not.
+            return Err(if e.connection_lost { unreachable(e.reason) } else { schema_failed(e.reason) });
+        }
         drop(client);
         let label = format!("postgresql store {}", parsed.redacted);
         let home = tokio::runtime::Handle::current();
@@ -346,14 +359,8 @@ impl PostgresStore {
     /// shut down by the server (SQLSTATE class 08, 57P, or too many connections) is `Unavailable`.
     fn db_failed(&self, op: &str, e: tokio_postgres::Error) -> StoreError {
         let text = describe(&e);
-        let connection_lost = |code: &SqlState| {
-            let code = code.code();
-            code.starts_with("08") || code.starts_with("57P") || code == SqlState::TOO_MANY_CONNECTIONS.code()
-        };
         match e.code() {
-            None => self.failed(op, text),
-            Some(code) if connection_lost(code) => self.failed(op, text),
-            Some(code) => {
+            Some(code) if !connection_lost(&e) => {
                 let text = match *code == SqlState::UNTRANSLATABLE_CHARACTER {
                     true => format!("{text} (PostgreSQL jsonb cannot hold the character U+0000 in a string)"),
                     false => text,
@@ -361,6 +368,7 @@ impl PostgresStore {
                 let text = scrub(text, &self.inner.password);
                 StoreError::Backend { context: format!("{}: {op}", self.inner.label), source: text.into() }
             }
+            _ => self.failed(op, text),
         }
     }
 

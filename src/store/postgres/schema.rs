@@ -43,7 +43,7 @@ const MIGRATIONS: [&str; 2] = [
 
 /// First key of the advisory lock taken while creating or migrating a schema ("geys");
 /// the second is a hash of the schema name.
-const LOCK_CLASS: i32 = 0x6765_7973;
+pub const LOCK_CLASS: i32 = 0x6765_7973;
 
 /// The schema name as SQL writes it.
 pub fn quoted(schema: &str) -> String {
@@ -57,12 +57,29 @@ fn newer(schema: &str, found: i64) -> String {
     )
 }
 
-fn failed(step: &str) -> impl FnOnce(tokio_postgres::Error) -> String + '_ {
-    move |e| format!("{step}: {}", super::describe(&e))
+/// Why a schema could not be checked or migrated.
+#[derive(Debug)]
+pub struct SchemaError {
+    pub reason: String,
+    /// The connection failed (the server may answer later), rather than the server refusing.
+    pub connection_lost: bool,
+}
+
+impl SchemaError {
+    fn refused(reason: String) -> Self {
+        Self { reason, connection_lost: false }
+    }
+}
+
+fn failed(step: &str) -> impl FnOnce(tokio_postgres::Error) -> SchemaError + '_ {
+    move |e| SchemaError {
+        reason: format!("{step}: {}", super::describe(&e)),
+        connection_lost: super::connection_lost(&e),
+    }
 }
 
 /// The stored schema version, or None when the schema has no Geyser tables yet. Reads only.
-async fn stored_version(client: &Client, schema: &str) -> Result<Option<i64>, String> {
+async fn stored_version(client: &Client, schema: &str) -> Result<Option<i64>, SchemaError> {
     let exists = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'geyser_meta')",
@@ -80,10 +97,10 @@ async fn stored_version(client: &Client, schema: &str) -> Result<Option<i64>, St
 
 /// Creates or migrates `schema` to `SCHEMA_VERSION`, or says why it cannot (a newer schema).
 /// A schema already current costs two reads and takes no lock.
-pub async fn ensure(client: &mut Client, schema: &str) -> Result<(), String> {
+pub async fn ensure(client: &mut Client, schema: &str) -> Result<(), SchemaError> {
     match stored_version(client, schema).await? {
         Some(SCHEMA_VERSION) => return Ok(()),
-        Some(found) if found > SCHEMA_VERSION => return Err(newer(schema, found)),
+        Some(found) if found > SCHEMA_VERSION => return Err(SchemaError::refused(newer(schema, found))),
         _ => {}
     }
     let tx = client.transaction().await.map_err(failed("begin the schema migration"))?;
@@ -93,7 +110,7 @@ pub async fn ensure(client: &mut Client, schema: &str) -> Result<(), String> {
 
 /// Inside one transaction: waits (at most a minute) for any other process doing the same,
 /// then applies the steps the schema lacks.
-async fn migrate(tx: &Transaction<'_>, schema: &str) -> Result<(), String> {
+async fn migrate(tx: &Transaction<'_>, schema: &str) -> Result<(), SchemaError> {
     let s = quoted(schema);
     tx.batch_execute("SET LOCAL lock_timeout = '60s'").await.map_err(failed("set the lock timeout"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&LOCK_CLASS, &schema])
@@ -115,11 +132,11 @@ async fn migrate(tx: &Transaction<'_>, schema: &str) -> Result<(), String> {
     .map_err(failed("create the schema version table"))?;
     let found = stored_version(tx.client(), schema).await?.unwrap_or(0);
     if found > SCHEMA_VERSION {
-        return Err(newer(schema, found));
+        return Err(SchemaError::refused(newer(schema, found)));
     }
     for (from, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
         let what = format!("migrate schema {schema:?} from version {from} to {}", from + 1);
-        tx.batch_execute(&step.replace("{s}", &s)).await.map_err(|e| format!("{what}: {}", super::describe(&e)))?;
+        tx.batch_execute(&step.replace("{s}", &s)).await.map_err(failed(&what))?;
     }
     tx.execute(
         &format!(
