@@ -169,7 +169,7 @@ class Postgres(Server):
 
     def command(self) -> list[str]:
         return [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
-                "-c", f"listen_addresses={self.host}", "-c", "fsync=off", "-c", "max_connections=200"]
+                "-c", f"listen_addresses={self.host}", "-c", "fsync=off", "-c", "max_connections=1000"]
 
     @property
     def url(self) -> str:

@@ -1,12 +1,12 @@
 """The fault soak: N jobs of mixed kinds (tests/soak/soak_jobs.py) run by a real supervisor
-(``python -m geyser.worker -c 3``) while a chaos loop kills (-9) worker processes, stops one
+(``python -m geyser.worker -c 3``; ``-c 32`` in full mode) while a chaos loop kills (-9) worker processes, stops one
 (SIGSTOP) past its TTR and lets it go on, restarts beanstalkd (binlog kept) and the store
 server, and restarts the supervisor. Then one maintenance sweep, and every job is checked:
 the state it should end in, exactly one success saved (``won_by == [attempts]``), the
 ledger's runs against the document's attempts and errors, nothing left queued or running.
 
     python tests/soak/soak.py --quick                      # CI: ~2,000 jobs per backend pair
-    python tests/soak/soak.py --backend beanstalkd+redis   # full: 20,000 jobs, longer jobs
+    python tests/soak/soak.py --backend beanstalkd+redis   # full: 100,000 jobs, 1-5 s progress jobs
     python tests/soak/soak.py --quick --backend all        # every pair, one after the other
 
 Prints a table per backend pair and exits 1 when a job was lost, had two successes saved,
@@ -43,7 +43,6 @@ import soak_jobs  # noqa: E402
 from servers import STORE_SERVERS, Beanstalkd, Server  # noqa: E402
 
 BACKENDS = ["embedded", "beanstalkd+sqlite", "beanstalkd+postgresql", "beanstalkd+redis"]
-WORKERS = 3
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -64,12 +63,16 @@ class Mode:
     chaos_limit: float
     #: Seconds the jobs get to finish after the chaos, before and after the sweep.
     settle: float
+    #: The supervisor's worker processes (``-c``).
+    workers: int
 
 
 QUICK = Mode(jobs=2000, progress_seconds=(0.05, 0.3), ttr=3, chaos_gap=(0.5, 2.0), down=(0.3, 1.5),
-             chaos_limit=150, settle=60)
-FULL = Mode(jobs=20000, progress_seconds=(1.0, 5.0), ttr=5, chaos_gap=(2.0, 8.0), down=(0.5, 5.0),
-            chaos_limit=3 * 3600, settle=120)
+             chaos_limit=150, settle=60, workers=3)
+#: 100,000 jobs, a fifth of them 1-5 s progress jobs: 60,000 job-seconds of sleeping, which
+#: 3 processes would need 5.5 hours for; 32 processes (they mostly wait) take under one.
+FULL = Mode(jobs=100_000, progress_seconds=(1.0, 5.0), ttr=5, chaos_gap=(2.0, 8.0), down=(0.5, 5.0),
+            chaos_limit=3 * 3600, settle=120, workers=32)
 
 #: Share of each kind among the jobs.
 MIX = {"instant": 0.5, "progress": 0.2, "flaky": 0.15, "doomed": 0.1, "exits": 0.05}
@@ -196,8 +199,8 @@ class Soak:
     # -- the supervisor ----------------------------------------------------------------
 
     def start_supervisor(self) -> None:
-        cmd = [sys.executable, "-m", "geyser.worker", "-c", str(WORKERS), "-m", "soak_jobs", "--grace", "3",
-               "--stop-grace", "3", "--log-level", "INFO"]
+        cmd = [sys.executable, "-m", "geyser.worker", "-c", str(self.mode.workers), "-m", "soak_jobs",
+               "--grace", "3", "--stop-grace", "3", "--log-level", "INFO"]
         self.supervisor = subprocess.Popen(cmd, env=self.env, cwd=self.folder, stdout=self.worker_log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -502,9 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="CI size: ~2,000 jobs, short jobs and faults")
-    size.add_argument("--full", action="store_true", help="the default: 20,000 jobs of 1-5 s progress jobs")
+    size.add_argument("--full", action="store_true",
+                      help="the default: 100,000 jobs, 1-5 s progress jobs, 32 worker processes")
     p.add_argument("--backend", default="all", choices=[*BACKENDS, "all"], help="default: every pair in turn")
-    p.add_argument("--jobs", type=int, default=None, help="number of jobs (default: 2,000 quick, 20,000 full)")
+    p.add_argument("--jobs", type=int, default=None, help="number of jobs (default: 2,000 quick, 100,000 full)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: 3 quick, 32 full)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock, printed)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder even when the soak passes")
     args = p.parse_args(argv)
@@ -515,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         # The chaos may last as much longer as there are more jobs.
         limit = max(mode.chaos_limit, mode.chaos_limit * args.jobs / mode.jobs)
         mode = Mode(**{**mode.__dict__, "jobs": args.jobs, "chaos_limit": limit})
+    if args.workers is not None:
+        if args.workers < 1:
+            p.error("--workers must be at least 1")
+        mode = Mode(**{**mode.__dict__, "workers": args.workers})
     seed = args.seed if args.seed is not None else int(time.time())
     backends = BACKENDS if args.backend == "all" else [args.backend]
     failed = [b for b in backends if not run_one(b, mode, seed, args.keep)]
