@@ -1,5 +1,9 @@
 //! What producers and readers do with jobs: enqueue (save, then put), read,
 //! save with compare-and-swap, cancel. Talks to one queue and one store; runs no jobs.
+//! Remembers the documents it last handed out (`recent.rs`) so that saving one costs one
+//! store write instead of a read and a write.
+
+mod recent;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,6 +12,7 @@ use crate::enqueue::{Enqueuer, TwoStep};
 use crate::model::{now, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{PutOptions, Queue, QueueError, QueueJobId, TubeStats};
 use crate::store::{ListFilter, NextDocument, Page, Store, StoreError, WorkerRecord};
+pub use recent::{Recent, RecentStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -51,6 +56,8 @@ pub struct Geyser {
     pub queue: Arc<dyn Queue>,
     pub store: Arc<dyn Store>,
     enqueuer: Arc<dyn Enqueuer>,
+    /// The documents last handed to callers, shared by every clone of this client.
+    recent: Arc<Recent>,
 }
 
 /// Entries on a set of queues, as `Geyser::backlog` counts them.
@@ -85,7 +92,24 @@ impl Changed {
 
 impl Geyser {
     pub fn new(queue: Arc<dyn Queue>, store: Arc<dyn Store>, enqueuer: Arc<dyn Enqueuer>) -> Self {
-        Self { queue, store, enqueuer }
+        Self { queue, store, enqueuer, recent: Arc::default() }
+    }
+
+    /// This client, remembering the documents it hands out in `recent` (bounds of its own)
+    /// instead of the default memory (`recent::MAX_ENTRIES`, `recent::MAX_BYTES`).
+    pub fn remembering(self, recent: Recent) -> Self {
+        Self { recent: Arc::new(recent), ..self }
+    }
+
+    /// How the memory of handed-out documents is used and how often `save` found its document there.
+    pub fn recent_stats(&self) -> RecentStats {
+        self.recent.stats()
+    }
+
+    /// `doc`, remembered as handed out: it must be exactly as the store returned or wrote it.
+    fn handed_out(&self, doc: JobDocument) -> JobDocument {
+        self.recent.remember(&doc);
+        doc
     }
 
     /// Separate store and queue: enqueue in steps (save, put, note the queue id).
@@ -157,7 +181,7 @@ impl Geyser {
     }
 
     pub async fn get(&self, uuid: &str) -> ClientResult<Option<JobDocument>> {
-        Ok(self.store.get(uuid).await?)
+        Ok(self.store.get(uuid).await?.map(|doc| self.handed_out(doc)))
     }
 
     /// Read the document and write `change`'s successor of it in one store step.
@@ -190,8 +214,13 @@ impl Geyser {
 
     /// Write the job's own fields and progress from `doc`, which the caller read at
     /// `doc.version` (`Conflict` if the document changed since). Every lifecycle field in
-    /// `doc` is ignored: only named operations change those.
+    /// `doc` is ignored: only named operations change those. They are taken from the stored
+    /// document: the one this client handed out at `doc.version` if it still remembers it (one
+    /// compare-and-swap at that version), else the one read now (a read, then the swap).
     pub async fn save(&self, doc: &JobDocument) -> ClientResult<JobDocument> {
+        if let Some(new) = self.successor_of_remembered(doc) {
+            return Ok(self.handed_out(self.store.update(&new).await?));
+        }
         let job = doc.clone();
         let changed = self
             .change(&doc.uuid, move |stored| {
@@ -203,7 +232,21 @@ impl Geyser {
                 Ok(Some(new))
             })
             .await?;
-        Ok(changed.current())
+        Ok(self.handed_out(changed.current()))
+    }
+
+    /// The document `save` writes for `doc`, built on the one this client handed out at
+    /// `doc.version` (taken from its memory), or None to read the stored one instead: when
+    /// that version is not remembered, when `doc` is of another job that had the same uuid
+    /// (its `createdAt` differs), or when `doc`'s progress is refused (the read then says
+    /// whether the document moved on, which `save` reports first).
+    fn successor_of_remembered(&self, doc: &JobDocument) -> Option<JobDocument> {
+        let mut new = self.recent.take(&doc.uuid, doc.version)?;
+        if new.created_at != doc.created_at {
+            return None;
+        }
+        new.take_progress_from(doc.clone()).ok()?;
+        Some(new)
     }
 
     /// Engine operation `cancel`: a queued job is cancelled at once and leaves its queue;
@@ -225,7 +268,7 @@ impl Geyser {
                 Ok(Some(doc))
             })
             .await?;
-        let doc = changed.current();
+        let doc = self.handed_out(changed.current());
         if doc.status == Status::Cancelled {
             self.drop_queue_entry(&doc.uuid, doc.queue_job_id.as_deref()).await;
         }
@@ -266,7 +309,7 @@ impl Geyser {
             Ok(id) => id,
             Err(e) => {
                 log::warn!("job {}: queued, but its queue entry could not be put now ({e}); the sweep will", doc.uuid);
-                return Ok(doc);
+                return Ok(self.handed_out(doc));
             }
         };
         let noted = id.to_string();
@@ -278,7 +321,7 @@ impl Geyser {
                 Ok(Some(JobDocument { queue_job_id: Some(noted.clone()), ..stored.clone() }))
             })
             .await?;
-        Ok(changed.current())
+        Ok(self.handed_out(changed.current()))
     }
 
     /// Engine operation `delete`: forget a finished job (succeeded, failed or cancelled)
@@ -291,6 +334,7 @@ impl Geyser {
             }
             match self.store.delete_at_version(uuid, doc.version).await {
                 Ok(()) => {
+                    self.recent.forget(uuid);
                     self.drop_queue_entry(uuid, doc.queue_job_id.as_deref()).await;
                     return Ok(doc);
                 }
@@ -317,7 +361,7 @@ impl Geyser {
         loop {
             let doc = self.store.get(uuid).await?.ok_or_else(|| StoreError::NotFound(uuid.to_owned()))?;
             if doc.status.is_terminal() {
-                return Ok(Some(doc));
+                return Ok(Some(self.handed_out(doc)));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -378,7 +422,7 @@ impl Geyser {
     }
 
     pub async fn list(&self, filter: &ListFilter, page: &Page) -> ClientResult<Vec<JobDocument>> {
-        Ok(self.store.list(filter, page).await?)
+        Ok(self.store.list(filter, page).await?.into_iter().map(|doc| self.handed_out(doc)).collect())
     }
 
     /// The live workers, as each registers itself in the store (by id; expired ones left out).
