@@ -1,4 +1,4 @@
-//! What producers and readers do with jobs: enqueue (save, then put), read,
+//! What producers and readers do with jobs: enqueue (see `enqueue.rs`), read,
 //! save with compare-and-swap, cancel. Talks to one queue and one store; runs no jobs.
 //! Remembers the documents it last handed out (`recent.rs`) so that saving one costs one
 //! store write instead of a read and a write.
@@ -8,7 +8,7 @@ mod recent;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::enqueue::{Enqueuer, TwoStep};
+use crate::enqueue::{Enqueuer, Outbox};
 use crate::model::{now, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{PutOptions, Queue, QueueError, QueueJobId, TubeStats};
 use crate::store::{ListFilter, NextDocument, Page, Store, StoreError, WorkerRecord};
@@ -112,15 +112,29 @@ impl Geyser {
         doc
     }
 
-    /// Separate store and queue: enqueue in steps (save, put, note the queue id).
-    pub fn two_step(queue: Arc<dyn Queue>, store: Arc<dyn Store>) -> Self {
-        let enqueuer = Arc::new(TwoStep { queue: queue.clone(), store: store.clone() });
+    /// Separate store and queue: enqueue commits the document, and this process's relay
+    /// puts the queue entry and notes its id (`enqueue/outbox.rs`).
+    pub fn with_outbox(queue: Arc<dyn Queue>, store: Arc<dyn Store>) -> Self {
+        let enqueuer = Arc::new(Outbox::new(queue.clone(), store.clone()));
         Self::new(queue, store, enqueuer)
     }
 
-    /// Engine operation `enqueue`: save a new job document and put it on its queue (see
-    /// `enqueue.rs` for how). Only the job's type, own fields, progress and options are
-    /// taken from `doc`; the engine sets every lifecycle field itself.
+    /// Jobs this client enqueued whose queue entries are not put yet (0 where the entry is
+    /// put in the enqueue's own transaction).
+    pub fn pending(&self) -> usize {
+        self.enqueuer.pending()
+    }
+
+    /// Wait until every job this client enqueued is on its queue, or `timeout` has passed;
+    /// returns how many are still not put.
+    pub async fn flush(&self, timeout: Duration) -> usize {
+        self.enqueuer.flush(timeout).await
+    }
+
+    /// Engine operation `enqueue`: save a new job document for its queue (see `enqueue.rs`
+    /// for how the entry is put: in the same transaction, or by this process's relay).
+    /// Only the job's type, own fields, progress and options are taken from `doc`; the
+    /// engine sets every lifecycle field itself.
     pub async fn enqueue(&self, mut doc: JobDocument, delay: f64) -> ClientResult<JobDocument> {
         if doc.version != 0 {
             return Err(ClientError::Invalid {
@@ -136,10 +150,10 @@ impl Geyser {
 
     /// Engine operation `enqueue` for many new jobs at once (docs/lifecycle.md "Bulk
     /// enqueue"): every job is checked first (`InBatch` names the first refused one, and
-    /// nothing is written), then the documents are written and the entries put in as few
-    /// round trips as the backends allow, `ENQUEUE_CHUNK` jobs at a time. One result per job,
-    /// in order: a job that failed left nothing behind, unless its error says the sweep will
-    /// queue it. An error of the whole call means nothing was written.
+    /// nothing is written), then the documents are written (and the entries put, or handed
+    /// to the relay) in as few round trips as the backends allow, `ENQUEUE_CHUNK` jobs at a
+    /// time. One result per job, in order: a job that failed left nothing behind. An error
+    /// of the whole call means nothing was written.
     pub async fn enqueue_many(
         &self,
         docs: Vec<JobDocument>,

@@ -49,7 +49,7 @@ pub async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, ConfigError
 
 /// Open the queue and the store the URLs name (None: the embedded default), with the way to
 /// enqueue into them: one transaction when both live in one database (the driver says),
-/// else document first, then queue entry.
+/// else the outbox (the document is committed, this process's relay puts the entry).
 pub async fn open(queue_url: Option<&str>, store_url: Option<&str>) -> Result<Geyser, ConfigError> {
     let (queue_url, store_url) = (queue_url.unwrap_or(DEFAULT_URL), store_url.unwrap_or(DEFAULT_URL));
     let queue_driver = drivers::driver_for(queue_url, Role::Queue)?;
@@ -62,7 +62,7 @@ pub async fn open(queue_url: Option<&str>, store_url: Option<&str>) -> Result<Ge
             return Ok(Geyser::new(queue, store, enqueuer));
         }
     }
-    Ok(Geyser::two_step(queue, store))
+    Ok(Geyser::with_outbox(queue, store))
 }
 
 #[cfg(test)]

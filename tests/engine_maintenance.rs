@@ -24,7 +24,7 @@ use support::store_contract::{document, job_type};
 fn embedded_on(path: &Path) -> Geyser {
     let queue = SqliteQueue::open(path).expect("open queue");
     let store = SqliteStore::open(path).expect("open store");
-    Geyser::two_step(Arc::new(queue), Arc::new(store))
+    Geyser::with_outbox(Arc::new(queue), Arc::new(store))
 }
 
 fn embedded() -> (Geyser, tempfile::TempDir) {
@@ -157,7 +157,7 @@ async fn a_dead_queue_server_takes_only_its_own_jobs_out_of_the_sweep() {
     let dir = tempfile::tempdir().expect("temp dir");
     let queue = BeanstalkdQueue::connect(&[live.addr(), dead.addr()]).await.expect("connect");
     let store = SqliteStore::open(&dir.path().join("store.db")).expect("open store");
-    let g = Geyser::two_step(Arc::new(queue), Arc::new(store));
+    let g = Geyser::with_outbox(Arc::new(queue), Arc::new(store));
     let jt = job_type("shards");
     let with_entry =
         |entry: &str, at: f64| JobDocument { queue_job_id: Some(entry.to_owned()), updated_at: at, ..document(&jt) };

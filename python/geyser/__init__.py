@@ -20,12 +20,15 @@ from geyser.errors import (
 from geyser.jobs import (
     BaseJob,
     BaseJobSchema,
+    flush,
+    flush_async,
     get_base_job,
     get_base_job_async,
     kick,
     kick_async,
     make_base_job,
     pause_queue,
+    pending,
     resume_queue,
 )
 from geyser.watch import get_progress_async, watch_async
@@ -46,6 +49,8 @@ __all__ = [
     "WFErrorContinue",
     "WFErrorFinish",
     "configure",
+    "flush",
+    "flush_async",
     "get_base_job",
     "get_base_job_async",
     "get_progress_async",
@@ -54,6 +59,7 @@ __all__ = [
     "kick_async",
     "make_base_job",
     "pause_queue",
+    "pending",
     "registry",
     "resume_queue",
     "watch_async",

@@ -110,6 +110,13 @@ def sweep(
 def release_maintenance_lease(client: Client, holder: str) -> bool: ...
 def new_uuid() -> str:
     """A new job uuid: UUIDv7 (time-ordered), so uuid order is creation order."""
+def pending() -> int:
+    """Jobs this process enqueued (through any client) whose queue entries are not put yet."""
+def flush(timeout: float) -> int:
+    """Wait until every job this process enqueued is on its queue, or ``timeout`` seconds
+    have passed; returns how many are still not put (0: all delivered)."""
+def flush_async(timeout: float) -> Awaitable[int]:
+    """``flush`` as an awaitable."""
 def record_crash(client: Client, uuid: str, fence: str, attempt: int, reason: str) -> str:
     """Record that job ``uuid``'s attempt ``attempt`` (fencing token ``fence``) died with its
     worker process, as ``reason`` says; returns "retrying", "failed", "amended",

@@ -7,8 +7,12 @@ subclass sets them. Storage and queueing go through the native client.
 
 from __future__ import annotations
 
+import atexit
 import json
+import math
+import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -25,14 +29,18 @@ __all__ = [
     "BaseJob",
     "BaseJobSchema",
     "INTERNAL_FIELDS",
+    "DEFAULT_FLUSH_TIMEOUT",
     "enqueue_many",
     "enqueue_many_async",
+    "flush",
+    "flush_async",
     "get_base_job",
     "get_base_job_async",
     "get_progress_async",
     "kick",
     "kick_async",
     "make_base_job",
+    "pending",
     "watch_async",
 ]
 
@@ -346,7 +354,9 @@ class BaseJob:
         return self._checked_document_json()
 
     def enqueue(self, delay: float = 0, priority: int | None = None, ttr: float | None = None) -> str:
-        """Save the job, then put it on ``QUEUE_NAME``; returns its uuid.
+        """Save the job for ``QUEUE_NAME``; returns its uuid. On the embedded file its queue
+        entry is written with it; with a queue server, this process's relay puts the entry
+        right after (``geyser.flush()`` waits for that; docs/lifecycle.md "Enqueue").
 
         ``delay`` in seconds; ``priority`` lower runs first; ``ttr`` seconds a
         reservation lasts without a heartbeat.
@@ -597,8 +607,9 @@ def enqueue_many(jobs: Sequence[BaseJob], delay: float = 0) -> list[str]:
     allow; returns their uuids in the order given.
 
     Every job is checked first: a bad one raises, naming its index, and nothing is written.
-    When some jobs are queued and others are not (a queue server gone mid-batch), raises
-    ``BulkEnqueueError`` saying which (docs/lifecycle.md "Bulk enqueue").
+    When some jobs are saved and others are not (a store failing mid-batch), raises
+    ``BulkEnqueueError`` saying which (docs/lifecycle.md "Bulk enqueue"). With a queue
+    server, the entries are put by this process's relay, as for ``enqueue``.
     """
     jobs = list(jobs)
     if not jobs:
@@ -618,6 +629,70 @@ async def enqueue_many_async(jobs: Sequence[BaseJob], delay: float = 0) -> list[
     with metrics.counting_errors("enqueue"):
         outcome = await client().enqueue_many_async(docs, float(delay))
     return _finish_batch(jobs, outcome)
+
+
+#: Seconds ``flush()`` waits when given no timeout, and the flush at interpreter exit at most;
+#: ``GEYSER_FLUSH_TIMEOUT`` overrides it.
+DEFAULT_FLUSH_TIMEOUT = 10.0
+
+
+def _flush_timeout(timeout: float | None) -> float:
+    """``timeout``, else ``GEYSER_FLUSH_TIMEOUT``, else the default; ``ValueError`` names a bad one."""
+    where = "flush(timeout=...)"
+    if timeout is None:
+        raw = os.environ.get("GEYSER_FLUSH_TIMEOUT", "")
+        if not raw:
+            return DEFAULT_FLUSH_TIMEOUT
+        where = "GEYSER_FLUSH_TIMEOUT"
+        try:
+            timeout = float(raw)
+        except ValueError:
+            raise ValueError(f"{where}={raw!r}: expected seconds, a number >= 0") from None
+    value = float(timeout)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{where}={timeout!r}: expected seconds, a number >= 0")
+    return value
+
+
+def pending() -> int:
+    """Jobs this process enqueued whose queue entries are not put yet (always 0 on the
+    embedded file, where the entry is written with the document). They are saved, queued
+    documents; this process's relay puts them (docs/lifecycle.md "Enqueue")."""
+    return _core.pending()
+
+
+def flush(timeout: float | None = None) -> int:
+    """Wait until every job this process enqueued is on its queue, or ``timeout`` seconds
+    have passed (None: ``GEYSER_FLUSH_TIMEOUT``, else 10 s). Returns how many are still not
+    put: 0 means all delivered. Runs by itself at interpreter exit."""
+    deadline = time.monotonic() + _flush_timeout(timeout)
+    while True:  # slices of at most _WAIT_SLICE, so that Ctrl-C is seen
+        left = _core.flush(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+
+
+async def flush_async(timeout: float | None = None) -> int:
+    """``flush`` for asyncio/Tornado code: never blocks the event loop."""
+    return await _core.flush_async(_flush_timeout(timeout))
+
+
+def _flush_at_exit() -> None:
+    """Give this process's relay a bounded time to put what it holds; say what it left."""
+    if _core.pending() == 0:
+        return
+    try:
+        limit = _flush_timeout(None)
+    except ValueError as e:
+        print(f"geyser: {e}; waiting {DEFAULT_FLUSH_TIMEOUT:g} s instead", file=sys.stderr)
+        limit = DEFAULT_FLUSH_TIMEOUT
+    left = flush(limit)
+    if left:
+        print(f"geyser: {left} enqueued job(s) not on their queue at exit (it did not answer within {limit:g} s); "
+              "they are saved as queued and the maintenance sweep puts them", file=sys.stderr, flush=True)
+
+
+atexit.register(_flush_at_exit)
 
 
 def kick(queue: str, bound: int = 1) -> int:

@@ -282,6 +282,25 @@ pub fn new_uuid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Jobs this process enqueued (through any client) whose queue entries are not put yet.
+#[pyfunction]
+pub fn pending() -> usize {
+    crate::enqueue::pending_everywhere()
+}
+
+/// Wait until every job this process enqueued is on its queue, or `timeout` seconds have
+/// passed; returns how many are still not put (0: all delivered).
+#[pyfunction]
+pub fn flush(py: Python<'_>, timeout: f64) -> usize {
+    wait(py, crate::enqueue::flush_everywhere(secs(timeout)))
+}
+
+/// `flush` as an awaitable, for event loops.
+#[pyfunction]
+pub fn flush_async(py: Python<'_>, timeout: f64) -> PyResult<Bound<'_, PyAny>> {
+    awaitable::future_into_py(py, async move { Ok(crate::enqueue::flush_everywhere(secs(timeout)).await) })
+}
+
 /// Worker records that become a list of dicts where the awaitable is resolved.
 struct WorkerDicts(Vec<WorkerRecord>);
 

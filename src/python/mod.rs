@@ -18,6 +18,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::PyWorker>()?;
     m.add_class::<worker::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(client::new_uuid, m)?)?;
+    m.add_function(wrap_pyfunction!(client::pending, m)?)?;
+    m.add_function(wrap_pyfunction!(client::flush, m)?)?;
+    m.add_function(wrap_pyfunction!(client::flush_async, m)?)?;
     m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
     m.add_function(wrap_pyfunction!(worker::release_maintenance_lease, m)?)?;
     m.add_function(wrap_pyfunction!(worker::record_crash, m)?)?;

@@ -73,6 +73,7 @@ def beanstalkd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bean
     monkeypatch.setenv("GEYSER_STORE_URL", f"sqlite://{tmp_path / 'geyser.db'}")
     geyser.configure()
     yield server
+    geyser.flush(10)  # what this test enqueued reaches the server before it goes
     geyser.configure()
     server.stop()
 
@@ -153,6 +154,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     try:
         yield urls
     finally:
+        geyser.flush(10)  # what this test enqueued reaches the server before it goes
         geyser.configure()
         if server is not None:
             server.stop()
@@ -190,7 +192,10 @@ def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
 
 def run_worker(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m geyser.worker --burst -c 1 -m jobs_for_tests ARGS` to completion
-    (one process unless ARGS says otherwise, so the order jobs start in is the queue's)."""
+    (one process unless ARGS says otherwise, so the order jobs start in is the queue's),
+    once this process's enqueue relay has put what it holds: a burst worker stops at the
+    first empty look at its queues."""
+    geyser.flush(30)
     cmd = [sys.executable, "-m", "geyser.worker", "--burst", "-c", "1", "-m", "jobs_for_tests", *args]
     return subprocess.run(cmd, env=worker_env(env), capture_output=True, text=True, timeout=timeout)
 

@@ -250,13 +250,20 @@ def test_a_paused_workers_late_writes_are_refused(embedded: str, workers) -> Non
     assert paused.stop() == 0 and taker.stop() == 0
 
 
-def test_enqueue_while_beanstalkd_is_down_fails_clearly_and_leaves_no_job(beanstalkd) -> None:
-    before = enqueue("engine_noop")
+def test_enqueue_while_beanstalkd_is_down_succeeds_and_runs_once_it_is_back(beanstalkd, workers) -> None:
+    """The document is committed and this process's relay holds the put (docs/lifecycle.md
+    "Enqueue"): the backlog is counted, and the job runs once the server returns."""
+    client()  # opened while the server is up
     beanstalkd.stop()
-    with pytest.raises(geyser.errors.BackendError) as err:
-        enqueue("engine_noop")
-    assert f"127.0.0.1:{beanstalkd.port}" in str(err.value)
-    assert [json.loads(d)["uuid"] for d in client().list(job_type="engine_noop")] == [before]
+    uuid = enqueue("engine_noop")
+    assert job(uuid).status == "queued"
+    assert geyser.pending() == 1 and geyser.flush(0.5) == 1
+    beanstalkd.start()  # no binlog: only the relay's put brings the job back
+    assert geyser.flush(30) == 0
+    w = workers("-c", "1")
+    wait_for("the job enqueued while the server was down", status_is(uuid, "succeeded"))
+    assert job(uuid).attempts == 1
+    assert w.stop() == 0
 
 
 def test_a_worker_rides_out_a_beanstalkd_restart(beanstalkd, workers) -> None:
