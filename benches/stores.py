@@ -2,7 +2,7 @@
 server's standard client (psycopg 3, redis-py, sqlite3; `plain_stores.py`), in one run.
 
     pip install -e '.[bench]'   # psycopg[binary], redis, greenstalk
-    python benches/stores.py [--ops N] [--jobs N] [--rounds R] [--stores postgres,redis,sqlite]
+    python benches/stores.py [--ops N] [--jobs N] [--rounds R] [--stores postgres,redis,sqlite] [--no-drain]
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust, database test) and Redis at
 127.0.0.1:6379; starts its own beanstalkd. Every run uses a fresh schema / key prefix / temp
@@ -239,6 +239,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2000, help="jobs per drain run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--stores", default="postgres,redis,sqlite")
+    p.add_argument("--no-drain", action="store_true", help="measure the store ops only, not the drain")
     args = p.parse_args()
     kinds = args.stores.split(",")
     pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -253,7 +254,7 @@ def main() -> int:
                                  lambda: plain_ops(kind, tmp, server.port, args.ops), geyser_first)
                     for op in TARGETS:
                         pairs[(kind, op)].append((g[op], pl[op]))
-                    for c in (1, 2):
+                    for c in () if args.no_drain else (1, 2):
                         g, pl = both(lambda: geyser_drain_rate(kind, tmp, c, args.jobs),
                                      lambda: plain_drain_rate(kind, tmp, c, args.jobs), geyser_first)
                         pairs[(kind, f"drain -c {c}")].append((g[0], pl[0]))
@@ -264,7 +265,7 @@ def main() -> int:
     for kind in kinds:
         for op in TARGETS:
             rows.append(median_row(f"{kind} {op} (ops/s)", pairs[(kind, op)], TARGETS[op]))
-        for c in (1, 2):
+        for c in () if args.no_drain else (1, 2):
             target = DRAIN_TARGET if c == 2 and kind != "sqlite" else None
             rows.append(median_row(f"{kind} drain -c {c} (jobs/s)", pairs[(kind, f"drain -c {c}")], target))
     print(f"{args.ops} ops / {args.jobs} no-op jobs per run, {args.rounds} rounds, {os.cpu_count()} CPUs; "
@@ -273,6 +274,8 @@ def main() -> int:
     print(f"{header[0]:<30}" + "".join(f"{h:>14}" for h in header[1:]))
     for label, g, pl, ratio, spread, verdict in rows:
         print(f"{label:<30}{g:>14,.0f}{pl:>14,.0f}{ratio:>14.2f}{spread:>14}{verdict:>14}")
+    if args.no_drain:
+        return 0
     print("\nworker CPU per drained job (us: user+system of the worker processes, start-up included; medians)")
     for kind in kinds:
         for c in (1, 2):

@@ -4,17 +4,22 @@
 //! recently handed out dropped first. Plain memory: touches no store, no queue.
 
 use std::collections::{BTreeMap, HashMap};
+use std::mem::size_of;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::model::JobDocument;
+use serde_json::{Map, Value};
+
+use crate::model::{Event, JobDocument, JobError};
 
 /// At most this many documents are remembered (docs/stores.md "Saving a document").
 pub const MAX_ENTRIES: usize = 10_000;
-/// At most this many bytes of documents, counted as their JSON text.
+/// At most this many bytes of documents, as `held_bytes` counts them.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
-/// A document whose JSON is larger than this share of the byte bound is not remembered: it
-/// would push out many small ones, and one more read is little beside writing it.
+/// A document larger than this share of the byte bound is not remembered: it would push out
+/// many small ones, and one more read is little beside writing it.
 const LARGEST_SHARE: usize = 16;
+/// What a map entry costs beside its key and value (the map's own bookkeeping), roughly.
+const MAP_ENTRY: usize = 16;
 
 /// How the memory is used and how often it answered, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,25 +65,39 @@ impl State {
     }
 }
 
-/// Counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The memory a copy of `doc` holds, estimated without writing it out (a copy is made for
+/// every document handed out, so this must cost far less than the copy): the document
+/// itself, and every string and JSON value it owns with the fixed size of each.
+fn held_bytes(doc: &JobDocument) -> usize {
+    let owned = |s: &String| s.len();
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, owned);
+    let event = |e: &Event| size_of::<Event>() + e.msg.len() + e.action.len();
+    let error =
+        |e: &JobError| size_of::<JobError>() + e.msg.len() + optional(&e.traceback) + value_bytes(&e.error_code);
+    size_of::<JobDocument>()
+        + [&doc.document_type, &doc.job_type, &doc.uuid, &doc.result_string, &doc.queue_kwargs.queue]
+            .into_iter()
+            .map(owned)
+            .sum::<usize>()
+        + [&doc.log_id, &doc.queue_job_id, &doc.worker, &doc.fence].into_iter().map(optional).sum::<usize>()
+        + doc.events.iter().map(event).sum::<usize>()
+        + doc.errors.iter().map(error).sum::<usize>()
+        + doc.result_code.as_ref().map_or(0, value_bytes)
+        + map_bytes(&doc.fields)
 }
 
-/// The length of the document's JSON text, or None if it cannot be written as JSON.
-fn json_len(doc: &JobDocument) -> Option<usize> {
-    let mut count = ByteCount(0);
-    serde_json::to_writer(&mut count, doc).ok()?;
-    Some(count.0)
+fn value_bytes(value: &Value) -> usize {
+    size_of::<Value>()
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(map) => map_bytes(map),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+}
+
+fn map_bytes(map: &Map<String, Value>) -> usize {
+    map.iter().map(|(key, value)| MAP_ENTRY + size_of::<String>() + key.len() + value_bytes(value)).sum()
 }
 
 impl Default for Recent {
@@ -102,10 +121,11 @@ impl Recent {
     /// job is remembered already; drops the least recently remembered documents beyond the
     /// bounds. Only a document exactly as a store returned or wrote it may be remembered.
     pub fn remember(&self, doc: &JobDocument) {
-        let Some(bytes) = json_len(doc).filter(|&b| b <= self.max_bytes / LARGEST_SHARE) else {
+        let bytes = held_bytes(doc);
+        if bytes > self.max_bytes / LARGEST_SHARE {
             self.forget(&doc.uuid); // an older version is of no use either
             return;
-        };
+        }
         if self.max_entries == 0 {
             return;
         }
@@ -203,7 +223,7 @@ mod tests {
 
     #[test]
     fn stays_within_its_byte_bound() {
-        let one = json_len(&doc("u0000", 1, 1000)).expect("json");
+        let one = held_bytes(&doc("u0000", 1, 1000));
         let bound = one * 16 * 3 / 2;
         let recent = Recent::new(MAX_ENTRIES, bound);
         for i in 0..1000 {
@@ -217,6 +237,24 @@ mod tests {
         assert!(recent.take("u0999", 1).is_some());
         recent.forget("u0998");
         assert_eq!(recent.stats().bytes, 22 * one);
+    }
+
+    #[test]
+    fn counts_every_string_and_value_the_document_holds() {
+        let small = held_bytes(&doc("a", 1, 0));
+        assert!(held_bytes(&doc("a", 1, 5000)) >= small + 5000, "a field's text");
+        let mut d = doc("a", 1, 0);
+        d.events.push(Event { msg: "m".repeat(3000), action: String::new(), at: 0.0 });
+        d.errors.push(JobError {
+            error_code: Value::from("e".repeat(2000)),
+            msg: String::new(),
+            at: 0.0,
+            attempt: 1,
+            traceback: Some("t".repeat(1000)),
+        });
+        d.result_string = "r".repeat(500);
+        d.fields.insert("nested".into(), serde_json::json!({"deep": ["x".repeat(700)]}));
+        assert!(held_bytes(&d) >= small + 3000 + 2000 + 1000 + 500 + 700);
     }
 
     #[test]
