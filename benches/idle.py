@@ -3,11 +3,13 @@
     python benches/idle.py [--seconds S] [--latency-jobs N] [--rate R]
 
 Starts `python -m geyser.worker --threads 4 -c 1` (supervisor and its worker process)
-on the embedded queue, lets it go idle, and reads the CPU time of the whole process
-tree from /proc/<pid>/stat (utime + stime) over S seconds; then enqueues N no-op jobs
-at R per second and reports enqueue→start latency (the job's startedAt - createdAt).
-Baselines measured in the same run: the same worker with beanstalkd as the queue (its
-consumers block on a socket), and, for CPU, a bare `python -c 'import time; time.sleep(60)'`.
+on the embedded queue with one job waiting, notes how long the command took to start that
+job, lets it go idle, reads the resident memory (VmRSS) of every process of the command
+summed, and the CPU time of the whole process tree from /proc/<pid>/stat (utime + stime)
+over S seconds; then enqueues N no-op jobs at R per second and reports enqueue→start
+latency (the job's startedAt - createdAt). Baselines measured in the same run: the same
+worker with beanstalkd as the queue (its consumers block on a socket), and, for CPU and
+memory, a bare `python -c 'import time; time.sleep(60)'`.
 Touches only temp files, a private beanstalkd on loopback, and the processes it starts.
 """
 
@@ -60,6 +62,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def rss_mb(pids: list[int]) -> float:
+    """Summed VmRSS of these processes, in MB (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
+
+
 def cpu_percent(pid: int, seconds: float) -> float:
     """Share of one core the process tree under `pid` used over `seconds`."""
     pids = tree(pid)
@@ -92,15 +106,20 @@ def latencies_ms(n: int, rate: float) -> tuple[float, float]:
     return statistics.median(lat), lat[max(int(len(lat) * 0.99) - 1, 0)]
 
 
-def measure_worker(env: dict[str, str], args: argparse.Namespace) -> tuple[float, float, float]:
-    """(idle CPU %, latency p50 ms, latency p99 ms) of one worker started on `env`'s backends."""
+def measure_worker(env: dict[str, str], args: argparse.Namespace) -> tuple[float, float, float, float, float]:
+    """(start-up s, idle RSS MB, idle CPU %, latency p50 ms, latency p99 ms) of one worker
+    started on `env`'s backends with one job waiting."""
+    first = geyser.make_base_job({"n": -1}, "noop").enqueue()
+    started = time.time()
     worker = subprocess.Popen(WORKER, env=env)
     try:
-        wait_until_done([geyser.make_base_job({"n": -1}, "noop").enqueue()], 60)  # started and serving
+        (job,) = wait_until_done([first], 60)  # started and serving
+        startup = job.startedAt - started
         time.sleep(1)  # the first job's after-effects (progress flush, heartbeat) are over
+        rss = rss_mb(tree(worker.pid))
         cpu = cpu_percent(worker.pid, args.seconds)
         p50, p99 = latencies_ms(args.latency_jobs, args.rate)
-        return cpu, p50, p99
+        return startup, rss, cpu, p50, p99
     finally:
         worker.terminate()
         worker.wait(30)
@@ -116,6 +135,7 @@ def main() -> int:
     sleeper = subprocess.Popen(SLEEPER)
     try:
         time.sleep(0.5)  # past the interpreter's start-up
+        bare_rss = rss_mb([sleeper.pid])
         bare_cpu = cpu_percent(sleeper.pid, args.seconds)
     finally:
         sleeper.kill()
@@ -124,13 +144,15 @@ def main() -> int:
         server = Beanstalkd()
         try:
             env = use_backends(f"beanstalkd://{server.addr}", f"sqlite://{tmp}/store.db")
-            b_cpu, b_p50, b_p99 = measure_worker(env, args)
+            b_start, b_rss, b_cpu, b_p50, b_p99 = measure_worker(env, args)
         finally:
             server.stop()
         env = use_backends(f"sqlite://{tmp}/geyser.db", f"sqlite://{tmp}/geyser.db")
-        e_cpu, e_p50, e_p99 = measure_worker(env, args)
+        e_start, e_rss, e_cpu, e_p50, e_p99 = measure_worker(env, args)
 
     print_table(("idle worker (--threads 4 -c 1)", "embedded", "beanstalkd", "bare sleep"), [
+        ("start-up to first job (s)", e_start, b_start, ""),
+        ("idle RSS, all processes (MB)", e_rss, b_rss, bare_rss),
         (f"idle CPU (% of a core, {args.seconds:g} s)", e_cpu, b_cpu, bare_cpu),
         (f"enqueue→start p50 (ms, {args.rate:g}/s)", e_p50, b_p50, ""),
         (f"enqueue→start p99 (ms, {args.rate:g}/s)", e_p99, b_p99, ""),

@@ -1,40 +1,51 @@
-"""The attempts a worker process is running, in a small file its supervisor reads.
+"""The attempts a worker process is running, in a small file its supervisor reads, and
+the crashes the supervisor hands on for recording.
 
 A worker process writes ``<dir>/<pid>.json`` (in place, with one write call) when an
-attempt starts and when it ends, and when it cannot start for a configuration reason.
-When the process dies, the supervisor reads the file to learn which jobs died with it
-(and records the cause on them) or why it would not start.
-The directory is the supervisor's private temporary directory; nothing else touches it.
+attempt starts and when it ends, and when it cannot start (for a configuration reason,
+or another). When the process dies, the supervisor reads the file to learn which jobs
+died with it or why it would not start. The supervisor imports neither the native core
+nor a store client, so it does not record a crash itself: it writes
+``<dir>/crashed-<pid>.json`` (``hand_over_crash``: the attempts and how the process
+died), and the next worker process to start records it on the jobs before it reserves
+(``record_crashes``); crashes left when no process starts any more (the command is
+stopping) are recorded by ``python -m geyser.ledger DIR``, which the supervisor runs on
+its way out. The directory is the supervisor's private temporary directory; nothing
+else touches it. Only ``record_crashes`` touches the store (``geyser._core.record_crash``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
+import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Ledger", "LedgerEntry", "LedgerState", "read_ledger"]
+__all__ = ["Ledger", "LedgerEntry", "LedgerState", "hand_over_crash", "main", "read_ledger", "record_crashes"]
+
+log = logging.getLogger("geyser.ledger")
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One attempt a worker process is running."""
+class LedgerEntry(NamedTuple):
+    """One attempt a worker process is running (a NamedTuple: no dataclasses in the supervisor)."""
 
     uuid: str
     fence: str
     attempt: int
 
 
-@dataclass
-class LedgerState:
+class LedgerState(NamedTuple):
     """What a dead worker process's file said."""
 
-    running: list[LedgerEntry] = field(default_factory=list)
+    running: list[LedgerEntry]
     #: Why the process could not start, when it exited for a configuration reason.
     config_error: str | None = None
+    #: Why the process could not start otherwise (a queue or store that does not answer).
+    start_error: str | None = None
 
 
 class Ledger:
@@ -51,18 +62,23 @@ class Ledger:
         """Runner ``slot`` started the attempt ``entry``."""
         with self._lock:
             self._running[slot] = entry
-            self._write({"running": [vars(e) for e in self._running.values()]})
+            self._write({"running": [e._asdict() for e in self._running.values()]})
 
     def ended(self, slot: int) -> None:
         """Runner ``slot``'s attempt has its outcome saved (or handed back)."""
         with self._lock:
             if self._running.pop(slot, None) is not None:
-                self._write({"running": [vars(e) for e in self._running.values()]})
+                self._write({"running": [e._asdict() for e in self._running.values()]})
 
     def config_error(self, message: str) -> None:
-        """The process cannot start: ``message`` says why."""
+        """The process cannot start as configured: ``message`` says why."""
         with self._lock:
             self._write({"running": [], "config_error": message})
+
+    def start_error(self, message: str) -> None:
+        """The process cannot start for a reason that may pass (a server that does not answer)."""
+        with self._lock:
+            self._write({"running": [], "start_error": message})
 
     def _write(self, state: dict[str, Any]) -> None:
         """Overwrite the file in place with one ``pwrite``: a process killed at any moment
@@ -83,9 +99,76 @@ def read_ledger(directory: str, pid: int) -> LedgerState:
     path = Path(directory) / f"{pid}.json"
     try:
         raw = json.loads(path.read_text())
-        running = [LedgerEntry(str(e["uuid"]), str(e["fence"]), int(e["attempt"])) for e in raw.get("running", [])]
-        return LedgerState(running, raw.get("config_error"))
+        running = _entries(raw.get("running", []))
+        return LedgerState(running, raw.get("config_error"), raw.get("start_error"))
     except (OSError, ValueError, KeyError, TypeError):
-        return LedgerState()
+        return LedgerState([])
     finally:
         path.unlink(missing_ok=True)
+
+
+def _entries(raw: Any) -> list[LedgerEntry]:
+    return [LedgerEntry(str(e["uuid"]), str(e["fence"]), int(e["attempt"])) for e in raw]
+
+
+def hand_over_crash(directory: str, pid: int, reason: str, running: list[LedgerEntry]) -> None:
+    """Leave in ``directory`` the attempts that died with worker process ``pid`` and how it
+    died (``reason``), for ``record_crashes``. The file appears whole or not at all."""
+    path = Path(directory) / f"crashed-{pid}.json"
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"reason": reason, "running": [e._asdict() for e in running]}))
+    os.replace(partial, path)
+
+
+def record_crashes(directory: str) -> int:
+    """Record on their jobs the crashes handed over in ``directory``, each by one process
+    only (it claims the file first), and forget them; returns how many attempts were
+    recorded. A crash that cannot be recorded (the store is away) is logged; the job is
+    then recovered as lost by whoever reserves it next, or by the maintenance sweep."""
+    from geyser import _core
+    from geyser.config import client
+    from geyser.errors import GeyserError
+
+    recorded = 0
+    for path in sorted(Path(directory).glob("crashed-*.json")):
+        claimed = path.with_name(f"claimed-{os.getpid()}-{path.name}")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:  # another worker process claimed it
+            continue
+        try:
+            raw = json.loads(claimed.read_text())
+            reason, running = str(raw["reason"]), _entries(raw["running"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.error("cannot read the crash record %s: %s", path.name, e)
+            continue
+        finally:
+            claimed.unlink(missing_ok=True)
+        for entry in running:
+            try:
+                done = _core.record_crash(client(), entry.uuid, entry.fence, entry.attempt, reason)
+            except GeyserError as e:
+                log.error("job %s attempt %d: could not record that %s: %s", entry.uuid, entry.attempt, reason, e)
+                continue
+            recorded += 1
+            log.warning("job %s attempt %d did not finish: %s (job %s)", entry.uuid, entry.attempt, reason, done)
+    return recorded
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m geyser.ledger DIR``: record the crashes handed over in DIR (the
+    supervisor runs it when no worker process will start to do it)."""
+    p = argparse.ArgumentParser(prog="python -m geyser.ledger", description=main.__doc__)
+    p.add_argument("directory")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", default="text")
+    args = p.parse_args(argv)
+    from geyser import logs
+
+    logs.configure(args.log_level, args.log_format)
+    record_crashes(args.directory)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["FORMATS", "JOB_FIELDS", "JsonFormatter", "TEXT_FORMAT", "configure"]
@@ -30,6 +29,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
+        from datetime import datetime, timezone  # here: a text log never needs it
+
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,

@@ -6,12 +6,12 @@ The sweep (Rust, ``geyser._core.sweep``) puts back on their queue documents left
 applies), and forgets documents past their ``LIFESPAN``. An unreadable document, or a
 queue server that cannot be reached, is counted and skipped; the rest is still swept.
 
-One process at a time sweeps: the one holding the store's ``maintenance`` lease. The
-worker supervisor calls ``sweep()`` periodically and keeps the lease between sweeps
-(renewing it each time) and gives it up when it stops; if it dies, the lease runs out
-after ``LEASE_TTL`` seconds and another supervisor takes over. This command takes the
-lease for one sweep and gives it up after, or does nothing if another process holds it
-(``--force`` sweeps anyway).
+One process at a time sweeps: the one holding the store's ``maintenance`` lease. Each
+worker process (``geyser.worker``) calls ``sweep()`` periodically (``PeriodicSweep``);
+the one that holds the lease keeps it between sweeps (renewing it each time) and gives it
+up when it stops; if it dies, the lease runs out after ``LEASE_TTL`` seconds and another
+worker process takes over. This command takes the lease for one sweep and gives it up
+after, or does nothing if another process holds it (``--force`` sweeps anyway).
 Touches the queue and store only through ``geyser._core.sweep``.
 """
 
@@ -21,24 +21,25 @@ import argparse
 import functools
 import logging
 import os
-import secrets
 import socket
 import sys
+import threading
 from typing import TypedDict, cast
 
 from geyser import _core
 from geyser.config import client
 from geyser.errors import GeyserError
 
-__all__ = ["DEFAULT_MIN_AGE", "LEASE_TTL", "SweepReport", "lease_holder", "main", "release_lease", "sweep"]
+__all__ = ["DEFAULT_MIN_AGE", "LEASE_TTL", "PeriodicSweep", "SweepReport", "lease_holder", "main", "release_lease",
+           "sweep"]
 
 log = logging.getLogger("geyser.maintenance")
 
 #: Documents younger than this (seconds since their last write) may be mid-enqueue; left alone.
 DEFAULT_MIN_AGE = 60.0
 #: Seconds the maintenance lease lasts unless its holder sweeps (and so renews it) again.
-#: Twice the supervisor's default ``--sweep-interval``; a supervisor sweeping less often
-#: than this loses the lease between sweeps (harmless: still one sweeper at a time).
+#: Twice the worker's default ``--sweep-interval``; a worker sweeping less often than this
+#: loses the lease between sweeps (harmless: still one sweeper at a time).
 LEASE_TTL = 600.0
 
 
@@ -66,7 +67,7 @@ class SweepReport(TypedDict):
 
 @functools.cache
 def _holder_for(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}"
+    return f"{socket.gethostname()}:{pid}:{os.urandom(4).hex()}"  # not secrets: it loads OpenSSL
 
 
 def lease_holder() -> str:
@@ -102,9 +103,54 @@ def sweep(
 
 def release_lease() -> bool:
     """Give up the maintenance lease if this process holds it, so another process may sweep
-    at once instead of after ``LEASE_TTL``; True when it held it. A supervisor that stops
-    calls this. Raises ``GeyserError`` when the store cannot be reached."""
+    at once instead of after ``LEASE_TTL``; True when it held it. A worker process that
+    stops calls this (``PeriodicSweep.stop``). Raises ``GeyserError`` when the store cannot be reached."""
     return _core.release_maintenance_lease(client(), lease_holder())
+
+
+class PeriodicSweep:
+    """``sweep()`` every ``interval`` seconds (none when 0) on a thread of this process,
+    the first one ``interval`` seconds after ``start()``; a failed sweep is logged and the
+    next one tried on time. ``stop()`` ends the thread and gives the lease up if a sweep of
+    this process took it."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        #: Some sweep of this process's took the maintenance lease.
+        self.led = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sweeping (nothing when the interval is 0)."""
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._loop, name="geyser-sweep", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                self.led |= sweep()["leader"]
+            except GeyserError as e:
+                log.warning("maintenance sweep failed: %s", e)
+
+    def stop(self) -> None:
+        """Stop sweeping (a sweep under way finishes first), then give up the lease if held."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.release_lease()
+
+    def release_lease(self) -> None:
+        """Give up the maintenance lease if a sweep of this process took it, so that another
+        process sweeps at once rather than after the lease runs out; logs what goes wrong."""
+        if not self.led:
+            return
+        try:
+            if release_lease():
+                log.info("gave up the maintenance lease")
+        except GeyserError as e:
+            log.warning("could not give up the maintenance lease (it runs out by itself): %s", e)
 
 
 def summary(report: SweepReport) -> str:

@@ -2,16 +2,21 @@
 
 It starts N worker processes (``python -m geyser.worker --child ...``, each in its
 own process group so a terminal's Ctrl-C reaches them only through here), giving
-each the job modules it imported (``-m`` and ``geyser.registry.JOB_MODULES``) and its
-``sys.path``. It restarts a child that dies (with a growing delay while children keep
-dying young, unless a job it ran was the cause), records on the job a child died
-running how it died (``geyser._core.record_crash``, from the child's ledger, see
-``geyser.ledger``), stops with the message when a child cannot start as configured,
-passes SIGTERM/SIGINT on to the children, and runs the maintenance sweep periodically.
-With ``--metrics-port`` it gives the children a private ``PROMETHEUS_MULTIPROC_DIR`` and
-serves the sum of their metrics (``geyser.metrics``). It runs no jobs; it touches the
-store and queue only through the sweep, crash records and queue statistics (``--burst``,
-the metrics' queue depths).
+each the command's arguments, the modules of ``geyser.registry.JOB_MODULES`` (when a
+launcher script set them) and its ``sys.path``. It restarts a child that dies (with a
+growing delay while children keep dying young, unless a job it ran was the cause),
+hands on how a child died to be recorded on the jobs it was running (read from the
+child's ledger; the next child records it before it reserves, see ``geyser.ledger``),
+stops with the message when a child cannot start as configured (or, with ``--burst``,
+cannot reach its servers), passes SIGTERM/SIGINT on to the children, and exits once
+they have all exited (with ``--burst``: once each found the queues drained).
+
+It stays small: it imports neither the job modules nor the native core, and runs no
+jobs and no maintenance sweep (each worker process runs the sweep). Only with
+``--metrics-port`` does it import the job modules (for the queues whose depths it
+serves) and ``prometheus_client``: it gives the children a private
+``PROMETHEUS_MULTIPROC_DIR`` and serves the sum of their metrics (``geyser.metrics``).
+It touches the queue and store only through those queue depths.
 """
 
 from __future__ import annotations
@@ -25,15 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
-from geyser import _core, maintenance, metrics, registry
-from geyser.config import client
-from geyser.errors import BackendError, ConfigError, GeyserError
-from geyser.ledger import LedgerEntry, read_ledger
-from geyser.worker import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE
+from geyser import logs
+from geyser.ledger import hand_over_crash, read_ledger
+from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, parse_args
 
-__all__ = ["Supervisor", "describe_exit"]
+__all__ = ["Supervisor", "describe_exit", "main", "supervise"]
 
 log = logging.getLogger("geyser.supervisor")
 
@@ -45,8 +48,8 @@ BACKOFF_MAX = 30.0
 #: After a second signal, children still alive this long later are killed.
 KILL_AFTER = 5.0
 TICK = 0.1
-#: --burst: how often an idle supervisor looks whether reserved jobs came back or finished.
-BURST_POLL = 0.5
+#: How long the recording of crashes left at exit may take (``python -m geyser.ledger``).
+RECORD_AT_EXIT_TIMEOUT = 60.0
 
 
 def describe_exit(pid: int, code: int) -> str:
@@ -60,24 +63,26 @@ def describe_exit(pid: int, code: int) -> str:
     return f"worker process {pid} died: exited with status {code}"
 
 
-@dataclass
 class Slot:
     """One of the N places for a worker process."""
 
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    #: Young deaths in a row, for the backoff.
-    deaths: int = 0
-    #: When a dead child may be started again (monotonic).
-    restart_at: float = 0.0
-    #: Burst mode: the child found the queues empty and exited 0.
-    done: bool = False
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        #: Young deaths in a row, for the backoff.
+        self.deaths = 0
+        #: When a dead child may be started again (monotonic).
+        self.restart_at = 0.0
+        #: Burst mode: the child found the queues drained and exited 0.
+        self.done = False
 
 
 class Supervisor:
     """Keeps ``args.concurrency`` worker processes running until told to stop."""
 
     def __init__(self, args: argparse.Namespace, argv: list[str], modules: list[str], queues: list[str]) -> None:
+        """``modules``: job modules the children import besides the ``-m`` ones; ``queues``:
+        those whose depths ``--metrics-port`` serves."""
         self.args = args
         self.queues = queues
         self.ledger_dir = tempfile.mkdtemp(prefix="geyser-supervisor-")
@@ -97,12 +102,10 @@ class Supervisor:
         self.slots = [Slot() for _ in range(args.concurrency)]
         self.signals = 0
         self.kill_at: float | None = None
-        #: Why the supervisor stops on its own (a child that cannot start as configured).
+        #: Why the supervisor stops on its own (a child that cannot start as configured), and
+        #: the exit status it then has.
         self.fatal: str | None = None
-        self.next_sweep = time.monotonic() + args.sweep_interval
-        #: Some sweep of this supervisor's took the maintenance lease (given up at exit).
-        self.led_maintenance = False
-        self.next_burst_check = 0.0
+        self.fatal_status = EXIT_CONFIG
 
     def on_signal(self, signum: int, _frame: object) -> None:
         """Pass the signal on as SIGTERM: the first means finish or hand back within
@@ -124,21 +127,27 @@ class Supervisor:
         log.debug("supervisor: started worker process %d", slot.proc.pid)
 
     def reap(self, slot: Slot, now: float) -> None:
-        """Note a child that exited: record a crash on the jobs it was running, and plan
-        its restart (or the supervisor's stop)."""
+        """Note a child that exited: hand on how it died for the jobs it was running (to be
+        recorded by the next child), and plan its restart (or the supervisor's stop)."""
         assert slot.proc is not None
         code = slot.proc.returncode
         pid, slot.proc = slot.proc.pid, None
         state = read_ledger(self.ledger_dir, pid)
         if self.metrics_dir is not None:
+            from geyser import metrics
+
             metrics.worker_process_dead(pid, self.metrics_dir)
         if code == EXIT_CONFIG:
             self.stop_for(state.config_error or f"worker process {pid} cannot start as configured (see its log above)")
             return
+        if self.args.burst and state.start_error:
+            # A --burst run has nothing to drain without its servers; a service's workers keep trying.
+            self.stop_for(state.start_error, status=1)
+            return
         # A process that ended itself to stop a stuck job (EXIT_REPLACE) saved its jobs' outcomes.
         crashed = state.running if code != EXIT_REPLACE else []
-        for entry in crashed:
-            self.record_crash(entry, describe_exit(pid, code))
+        if crashed:
+            hand_over_crash(self.ledger_dir, pid, describe_exit(pid, code), crashed)
         if self.signals or self.fatal:
             return
         if self.args.burst and code == 0:
@@ -157,89 +166,34 @@ class Supervisor:
         slot.restart_at = now + delay
         log.warning("supervisor: worker process %d exited with %s; restarting in %.1f s", pid, code, delay)
 
-    def record_crash(self, entry: LedgerEntry, reason: str) -> None:
-        """Record on the job that its attempt died with its process (the retry policy applies)."""
-        try:
-            done = _core.record_crash(client(), entry.uuid, entry.fence, entry.attempt, reason)
-        except GeyserError as e:
-            log.error("supervisor: job %s attempt %d: could not record that %s: %s", entry.uuid, entry.attempt,
-                      reason, e)
-            return
-        log.warning("supervisor: job %s attempt %d did not finish: %s (job %s)", entry.uuid, entry.attempt, reason,
-                    done)
-
-    def stop_for(self, message: str) -> None:
-        """Stop every child and exit with EXIT_CONFIG: restarting would not help."""
+    def stop_for(self, message: str, status: int = EXIT_CONFIG) -> None:
+        """Stop every child and exit with ``status``: restarting would not help."""
         if self.fatal is None:
-            self.fatal = message
+            self.fatal, self.fatal_status = message, status
             log.error("supervisor: a worker process cannot start: %s; stopping", message)
             self.terminate_children()
 
-    def sweep(self) -> None:
-        """Run the maintenance sweep, logging (never raising) what goes wrong."""
-        try:
-            self.led_maintenance |= maintenance.sweep()["leader"]
-        except GeyserError as e:
-            log.warning("supervisor: maintenance sweep failed: %s", e)
-
-    def release_maintenance(self) -> None:
-        """On the way out: give up the maintenance lease this supervisor took, so another
-        host's supervisor sweeps at once rather than after the lease runs out."""
-        if not self.led_maintenance:
+    def record_crashes_left(self) -> None:
+        """On the way out: crashes handed over that no worker process will start to record
+        are recorded by a short-lived ``python -m geyser.ledger``."""
+        if not any(Path(self.ledger_dir).glob("crashed-*.json")):
             return
+        cmd = [sys.executable, "-m", "geyser.ledger", self.ledger_dir, "--log-level", self.args.log_level,
+               "--log-format", self.args.log_format]
         try:
-            if maintenance.release_lease():
-                log.info("supervisor: gave up the maintenance lease")
-        except GeyserError as e:
-            log.warning("supervisor: could not give up the maintenance lease (it runs out by itself): %s", e)
-
-    def queues_drained(self) -> bool | None:
-        """--burst, every child done: True when the queues hold no ready, delayed or
-        reserved job; False when jobs are ready or delayed again (children are needed);
-        None while jobs are only reserved (by a process that may yet die) or the queue
-        cannot be asked."""
-        try:
-            # Entries of job types no class here knows are left for other workers.
-            backlog = client().backlog(self.queues, sorted(registry.job_classes()))
-        except GeyserError as e:
-            log.warning("supervisor: cannot read queue statistics: %s", e)
-            return None
-        waiting = backlog["waiting"] - backlog["foreign"]
-        reserved = backlog["reserved"]
-        if waiting:
-            return False
-        return True if reserved == 0 else None
-
-    def burst_finished(self, now: float) -> bool:
-        """--burst with every child done: exit, or start them again for jobs that came back."""
-        if now < self.next_burst_check:
-            return False
-        self.next_burst_check = now + BURST_POLL
-        drained = self.queues_drained()
-        if drained is False:
-            log.info("supervisor: jobs came back to the queues; starting the workers again")
-            for slot in self.slots:
-                slot.done, slot.restart_at = False, now
-        return drained is True
+            subprocess.run(cmd, env=self.child_env, timeout=RECORD_AT_EXIT_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            log.error("supervisor: recording the crashes of worker processes took over %g s; left to the "
+                      "maintenance sweep", RECORD_AT_EXIT_TIMEOUT)
 
     def run(self) -> int:
-        """Supervise until every child has exited after a signal (or, with --burst, the
-        queues are empty); EXIT_CONFIG when a child cannot start as configured."""
+        """Supervise until every child has exited after a signal (or, with --burst, each
+        found the queues drained); EXIT_CONFIG when a child cannot start as configured."""
         stop_metrics = None
         try:
-            try:
-                client()
-            except ConfigError as e:
-                log.error("cannot start: %s", e)
-                return EXIT_CONFIG
-            except BackendError as e:
-                # A server that does not answer yet: a service's workers keep trying (their
-                # restarts back off); a --burst run has nothing to drain and says so.
-                if self.args.burst:
-                    log.error("cannot start: %s", e)
-                    return 1
-                log.warning("supervisor: %s; the worker processes will keep trying", e)
             if self.metrics_dir is not None:
+                from geyser import metrics
+
                 address, port = self.args.metrics_address, self.args.metrics_port
                 try:
                     stop_metrics = metrics.serve_worker_metrics(address, port, self.metrics_dir, self.queues)
@@ -252,7 +206,7 @@ class Supervisor:
             log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
             return self._loop()
         finally:
-            self.release_maintenance()
+            self.record_crashes_left()
             if stop_metrics is not None:
                 stop_metrics()
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
@@ -272,15 +226,41 @@ class Supervisor:
             alive = [s.proc for s in self.slots if s.proc is not None]
             if not alive:
                 if self.fatal:
-                    return EXIT_CONFIG
-                if self.signals or (all(s.done for s in self.slots) and self.burst_finished(now)):
+                    return self.fatal_status
+                if self.signals or all(s.done for s in self.slots):
                     return 0
             if self.kill_at is not None and now >= self.kill_at:
                 for proc in alive:
                     log.warning("supervisor: worker process %d did not stop; killed", proc.pid)
                     proc.kill()
                 self.kill_at = None
-            if self.args.sweep_interval > 0 and now >= self.next_sweep and not stopping:
-                self.sweep()
-                self.next_sweep = now + self.args.sweep_interval
             time.sleep(TICK)
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the supervisor of the command line ``argv`` (parsed: ``args``) until it stops;
+    returns its exit status."""
+    logs.configure(args.log_level, args.log_format)
+    sys.path.insert(0, os.getcwd())
+    # Modules a launcher script registered; the -m modules may add more, which each child reads.
+    registry = sys.modules.get("geyser.registry")
+    modules: list[str] = list(getattr(registry, "JOB_MODULES", []))
+    queues: list[str] = []
+    if args.metrics_port is not None:  # the depths it serves are those of the queues the children watch
+        from geyser.errors import ConfigError, GeyserError
+        from geyser.worker import ConfigProblem, _configure
+
+        try:
+            modules, queues = _configure(args)
+        except (ConfigProblem, ConfigError) as e:
+            log.error("cannot start: %s", e)
+            return EXIT_CONFIG
+        except GeyserError as e:
+            log.error("cannot start: %s", e)
+            return 1
+    return Supervisor(args, argv, modules, queues).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m geyser.worker`` without ``--child`` (see ``geyser.worker``)."""
+    return supervise(parse_args(argv), list(argv if argv is not None else sys.argv[1:]))

@@ -3,12 +3,12 @@ subscription that yields it each time it changes.
 
 Reads only (through the native client's awaitable ``get_async``); never writes a
 job or touches a queue. Works for any stored job, whether or not its class is
-imported in this process.
+imported in this process. asyncio is imported by the first ``watch_async`` (it brings
+ssl with it, which a worker process that never watches need not load).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -63,6 +63,8 @@ async def watch_async(uuid: str, interval: float = 0.5) -> AsyncIterator[dict[st
     ends after yielding a terminal status (succeeded, failed, cancelled). Raises
     ``JobNotFound`` if the job does not exist or its document disappears (expiry).
     """
+    import asyncio
+
     seen: int | None = None
     while True:
         doc = await _stored(uuid)

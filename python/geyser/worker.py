@@ -3,14 +3,28 @@ queues, and run them, in N processes under a supervisor (``geyser.supervisor``).
 
 This module is one worker process: M runner threads, each with its own native
 consumer (the first runs in the main thread so a stop signal can interrupt a
-sleep), and a watchdog thread that stops attempts which time out, are cancelled,
-lose their fence, or outlive a shutdown's grace period. The native core reserves,
-heartbeats and applies outcomes; this module maps ``run()``'s result or exception
-to an outcome. It touches the queue and store only through ``geyser._core``.
+sleep), a watchdog thread that stops attempts which time out, are cancelled,
+lose their fence, or outlive a shutdown's grace period, and a thread that runs the
+maintenance sweep every ``--sweep-interval``. At its start it records on their jobs
+the crashes of worker processes that died before it (``geyser.ledger``). The native
+core reserves, heartbeats and applies outcomes; this module maps ``run()``'s result or
+exception to an outcome. It touches the queue and store only through ``geyser._core``.
+
+The command itself (no ``--child``) is the supervisor: it is handed over to
+``geyser.supervisor`` before anything a worker process needs is imported, so that the
+supervisor stays small.
 """
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and "--child" not in sys.argv[1:]:
+    from geyser.supervisor import main as _supervise
+
+    sys.exit(_supervise())
+
+# What a worker process needs, imported only by one (see the hand-over above).
 import argparse
 import ctypes
 import importlib
@@ -19,7 +33,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -28,7 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from geyser import _core, logs, metrics, registry
+from geyser import _core, logs, maintenance, metrics, registry
 from geyser.config import client
 from geyser.errors import (
     BackendError,
@@ -42,7 +55,8 @@ from geyser.errors import (
     WFErrorFinish,
 )
 from geyser.jobs import BaseJob
-from geyser.ledger import Ledger, LedgerEntry
+from geyser.ledger import Ledger, LedgerEntry, record_crashes
+from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, build_parser, parse_args
 
 __all__ = [
     "EXIT_CONFIG",
@@ -65,14 +79,6 @@ RESERVE_SLICE = 0.5
 BACKEND_PAUSE = 1.0
 #: How often the watchdog looks at the running attempts.
 WATCH_EVERY = 0.1
-#: Exit status of a process that stopped a stuck job by ending itself: replace it at once.
-EXIT_REPLACE = 75
-#: Exit status of a process that reached --max-jobs-per-child or --max-memory-per-child
-#: after finishing its jobs: replace it at once; not a death.
-EXIT_RECYCLE = 76
-#: Exit status of a process that cannot start for a configuration reason (no job classes,
-#: a job module that does not import, a bad URL): restarting it would not help.
-EXIT_CONFIG = 78
 
 
 class ConfigProblem(Exception):
@@ -405,6 +411,9 @@ class WorkerProcess:
         self.parent = os.getppid()
         self.main_id = threading.main_thread().ident or 0
         self.pending: type[_Stop] | None = None
+        #: Where the supervisor leaves the crashes of earlier worker processes to record.
+        self.ledger_dir: str | None = args.ledger_dir
+        self.sweeps = maintenance.PeriodicSweep(args.sweep_interval)
         self.max_jobs: int | None = args.max_jobs_per_child
         self.max_memory_mb: float | None = args.max_memory_per_child
         self.jobs_run = 0
@@ -505,6 +514,7 @@ class WorkerProcess:
             other = r.current
             if other is not None and other is not running:
                 _finish_quietly(other, "hand_back", {})
+        self.sweeps.release_lease()
         logging.shutdown()
         os._exit(EXIT_REPLACE)
 
@@ -530,7 +540,10 @@ class WorkerProcess:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         signal.signal(signal.SIGUSR1, self.on_interrupt)
+        if self.ledger_dir is not None:  # before reserving: a dead process's job may come back here
+            record_crashes(self.ledger_dir)
         threading.Thread(target=self.watch, name="geyser-watchdog", daemon=True).start()
+        self.sweeps.start()
         log.info("worker %d watching %s with %d thread(s)", os.getpid(), ", ".join(self.runners[0].queues), len(self.runners))
         threads = [threading.Thread(target=r.run, name=f"geyser-runner-{i}") for i, r in enumerate(self.runners[1:], 1)]
         for t in threads:
@@ -538,6 +551,7 @@ class WorkerProcess:
         self.runners[0].run()
         for t in threads:
             t.join()
+        self.sweeps.stop()
         log.info("worker %d stopping after %d jobs", os.getpid(), self.jobs_run)
         return EXIT_RECYCLE if self.recycle is not None and not self.signals else 0
 
@@ -587,82 +601,6 @@ def import_job_modules(extra: list[str]) -> list[str]:
     return imported
 
 
-DESCRIPTION = """\
-Run Geyser jobs: a supervisor starts -c worker processes, each reserving jobs from the
-queues of the registered job classes and running them (restarting a process that dies).
-SIGTERM or Ctrl-C lets running jobs finish within --grace; a second signal hands them back.
-"""
-
-EPILOG = """\
-example:
-  python -m geyser.worker -m myapp.jobs -c 4 --max-jobs-per-child 1000
-
-Job classes are found by importing the -m modules and geyser.registry.JOB_MODULES
-(a launcher script may extend it before calling geyser.worker.main()); every worker
-process imports the same modules. Queue and store: GEYSER_QUEUE_URL, GEYSER_STORE_URL
-(default: the embedded SQLite file).
-"""
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults on every option, and the description and example as written."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m geyser.worker`` (supervisor and worker processes alike)."""
-    p = argparse.ArgumentParser(prog="python -m geyser.worker", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=_HelpFormatter)
-    p.add_argument("-m", "--module", action="append", default=[], metavar="MODULE",
-                   help="import this job module (repeatable); then geyser.registry.JOB_MODULES is read")
-    p.add_argument("-q", "--queues", action="append", default=[], metavar="QUEUES",
-                   help="queues to watch (comma-separated or repeated); none given: those of the registered jobs")
-    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="worker processes (the default is this machine's CPU count)")
-    p.add_argument("--threads", type=int, default=1, metavar="M",
-                   help="runner threads per process, each with its own consumer")
-    p.add_argument("--grace", type=float, default=30.0, metavar="S",
-                   help="seconds running jobs get to finish after SIGTERM before they are handed back")
-    p.add_argument("--stop-grace", type=float, default=10.0, metavar="S",
-                   help="seconds a timed-out or cancelled job gets to stop before its process is replaced")
-    p.add_argument("--max-jobs-per-child", type=int, default=None, metavar="N",
-                   help="replace a worker process after it ran N jobs (None: never)")
-    p.add_argument("--max-memory-per-child", type=float, default=None, metavar="MB",
-                   help="replace a worker process after a job that leaves it using more than MB megabytes "
-                        "of resident memory (None: never)")
-    p.add_argument("--sweep-interval", type=float, default=300.0, metavar="S",
-                   help="seconds between maintenance sweeps run by the supervisor; 0: none")
-    p.add_argument("--progress-interval", type=float, default=1.0, metavar="S",
-                   help="seconds between progress writes of one job")
-    p.add_argument("--log-level", default=os.environ.get("GEYSER_LOG_LEVEL", "INFO"),
-                   help="Python logging level (DEBUG shows the traceback of every failed attempt)")
-    p.add_argument("--log-format", choices=logs.FORMATS, default="text",
-                   help="log lines as text, or as one JSON object each (fields: docs/operating.md)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve the Prometheus metrics of every worker process on http://ADDRESS:PORT/metrics "
-                        "(None: not served)")
-    p.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDRESS",
-                   help="address --metrics-port listens on")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--ledger-dir", default=None, help=argparse.SUPPRESS)
-    return p
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse the command line of ``python -m geyser.worker``."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.concurrency < 1 or args.threads < 1:
-        p.error("--concurrency and --threads must be at least 1")
-    if args.max_jobs_per_child is not None and args.max_jobs_per_child < 1:
-        p.error("--max-jobs-per-child must be at least 1")
-    if args.max_memory_per_child is not None and args.max_memory_per_child <= 0:
-        p.error("--max-memory-per-child must be more than 0")
-    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
-        p.error(f"--metrics-port must be a TCP port from 1 to 65535, not {args.metrics_port}")
-    return args
-
-
 def _configure(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """Import the job modules and choose the queues; returns both."""
     modules = import_job_modules(args.module)
@@ -674,30 +612,33 @@ def _configure(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m geyser.worker``: the supervisor, or (``--child``) one worker process.
+    """Entry point of ``python -m geyser.worker``: the supervisor (``geyser.supervisor``), or
+    (``--child``) one worker process.
 
     Exits with EXIT_CONFIG (78) when the worker cannot start as configured."""
     args = parse_args(argv)
+    if not args.child:
+        from geyser.supervisor import supervise
+
+        return supervise(args, list(argv if argv is not None else sys.argv[1:]))
     logs.configure(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
-    ledger = Ledger(args.ledger_dir) if args.child else None
-    if args.child:
+    ledger = Ledger(args.ledger_dir)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics.count_heartbeat_failures()
+    else:  # nobody serves this process's counts
+        metrics.disable()
     try:
-        modules, queues = _configure(args)
-        process = WorkerProcess(args, queues, ledger) if args.child else None
+        _, queues = _configure(args)
+        process = WorkerProcess(args, queues, ledger)
     except (ConfigProblem, ConfigError) as e:
         log.error("cannot start: %s", e)
-        if ledger is not None:
-            ledger.config_error(str(e))
+        ledger.config_error(str(e))
         return EXIT_CONFIG
     except GeyserError as e:
         log.error("cannot start: %s", e)
+        ledger.start_error(str(e))
         return 1
-    if process is None:
-        from geyser.supervisor import Supervisor
-
-        return Supervisor(args, list(argv if argv is not None else sys.argv[1:]), modules, queues).run()
     return process.run()
 
 

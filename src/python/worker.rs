@@ -60,14 +60,16 @@ impl PyWorker {
         drive(py, self.inner.runtime(), self.inner.close()).map_err(worker_err)
     }
 
-    /// True when no job this worker can run is ready or delayed in its queues (for
-    /// `--burst`): entries of job types it does not know are not waited for.
+    /// True when the worker's queues hold no job it can run, ready or delayed, and none
+    /// reserved (for `--burst`: a process running a job may yet die and give it back, so a
+    /// burst worker waits for it). Entries of job types it does not know are not waited for.
     fn queues_idle(&self, py: Python<'_>, client: &PyClient) -> PyResult<bool> {
         let tubes = self.inner.tubes().to_vec();
         let job_types = self.inner.job_types();
         let geyser = client.geyser.clone();
         let backlog = wait(py, async move { geyser.backlog(&tubes, job_types.as_deref()).await });
-        Ok(backlog.map_err(client_err)?.runnable() == 0)
+        let backlog = backlog.map_err(client_err)?;
+        Ok(backlog.runnable() == 0 && backlog.reserved == 0)
     }
 }
 
