@@ -145,7 +145,7 @@ impl Geyser {
         doc.reset_for_enqueue(delay)?;
         let opts =
             PutOptions { priority: doc.queue_kwargs.priority, delay: secs(delay), ttr: secs(doc.queue_kwargs.ttr) };
-        self.enqueuer.enqueue(doc, opts).await
+        self.enqueuer.enqueue(doc, opts).await.map(|saved| self.handed_out(saved))
     }
 
     /// Engine operation `enqueue` for many new jobs at once (docs/lifecycle.md "Bulk

@@ -193,6 +193,18 @@ async fn two_clients_lose_no_update(place: Place) {
     assert!(a.recent_stats().hits > 0 && b.recent_stats().hits > 0, "both took the one-swap path");
 }
 
+/// The embedded file commits a job's document and queue entry together, so the document
+/// `enqueue` returns is the stored one: saving it right away takes one swap.
+#[tokio::test]
+async fn sqlite_enqueue_then_save_takes_one_swap() {
+    let g = Place::sqlite().client().await;
+    let job = g.enqueue(JobDocument { version: 0, ..document(&job_type("save")) }, 0.0).await.expect("enqueue");
+    let before = g.recent_stats();
+    let saved = g.save(&JobDocument { completeness: 0.5, ..job.clone() }).await.expect("save");
+    assert_eq!(g.recent_stats().hits, before.hits + 1);
+    assert_eq!((saved.version, saved.completeness, &saved.queue_job_id), (job.version + 1, 0.5, &job.queue_job_id));
+}
+
 #[tokio::test]
 async fn sqlite_forged_lifecycle_is_ignored_on_the_fast_path() {
     forged_lifecycle_is_ignored(Place::sqlite()).await;
