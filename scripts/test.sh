@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test of Geyser: installs what is missing (beanstalkd, curl, a C compiler, chromium,
+# Every test of Geyser: installs what is missing (beanstalkd, curl, a C compiler, chromium, openssl,
 # cargo-nextest, maturin, the Python package and its test tools), builds the wheel users
 # install (target/test-wheel), starts PostgreSQL and Redis on loopback when they are down
 # (scripts/services.sh, which installs them too), then runs the
@@ -20,6 +20,7 @@ command -v beanstalkd >/dev/null 2>&1 || missing+=(beanstalkd)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)  # links the crate and builds its bundled SQLite
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the dashboard's browser test (tests/python/test_dashboard_browser.py)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # throwaway CAs for the TLS tests (tests/support/tls.rs, test_store_tls.py)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

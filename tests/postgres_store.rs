@@ -304,7 +304,7 @@ async fn concurrent_opens_create_the_schema_once() {
 #[tokio::test]
 async fn password_never_appears_in_errors() {
     const SECRET: &str = "hunter2-secret";
-    let bad = format!("postgresql://postgres:{SECRET}@127.0.0.1:5432/test?sslmode=require");
+    let bad = format!("postgresql://postgres:{SECRET}@127.0.0.1:5432/test?sslcert=client.pem");
     let err = PostgresStore::open(&bad).await.err().expect("an unknown parameter");
     assert!(matches!(err, OpenError::BadUrl { .. }), "{err:?}");
     let down = format!("postgresql://postgres:{SECRET}@127.0.0.1:1/test?connect_timeout=2");

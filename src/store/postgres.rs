@@ -1,5 +1,5 @@
 //! Job documents in PostgreSQL, shared by every machine that reaches the server:
-//! `postgresql://user[:password]@host[:port]/database[?schema=NAME]` (also `postgres://`).
+//! `postgresql://user[:password]@host[:port]/database[?schema=NAME&sslmode=MODE]` (also `postgres://`).
 //! Owns the tables `geyser_documents`, `geyser_leases`, `geyser_workers` and `geyser_meta` of one schema and
 //! touches nothing else in the database; knows nothing about queues.
 //!
@@ -31,9 +31,12 @@
 //!   (password hidden) and the operation. A stored document that does not parse is `Corrupt`
 //!   naming its uuid; a row whose columns contradict its JSON is `Inconsistent`.
 //!   Connecting gives up after `connect_timeout` (5 s unless the URL says otherwise).
+//! - **TLS** as libpq's `sslmode` and `sslrootcert` say (`prefer` by default), with rustls
+//!   (`tls.rs`); a connection that fails for a TLS reason says which one.
 
 mod json;
 mod schema;
+mod tls;
 mod url;
 
 use std::collections::HashSet;
@@ -46,6 +49,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     Lease, ListFilter, NextDocument, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord,
@@ -236,7 +240,8 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-/// An error and its causes on one line: the driver's own message leaves out the server's.
+/// An error and its causes on one line: the driver's own message leaves out the server's. A
+/// TLS failure starts with what it means (untrusted certificate, name mismatch, no TLS).
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
@@ -246,6 +251,9 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
             text = format!("{text}: {part}");
         }
         cause = c.source();
+    }
+    if let Some(meaning) = tls::explain(e) {
+        text = format!("{meaning} ({text})");
     }
     text.replace('\n', "; ")
 }
@@ -327,8 +335,13 @@ impl PostgresStore {
             |reason: String| OpenError::Unreachable { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
         let schema_failed =
             |reason: String| OpenError::Schema { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
-        let manager =
-            Manager::from_config(parsed.pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let tls = tls::client_config(&parsed.tls)
+            .map_err(|reason| OpenError::BadUrl { url: parsed.redacted.clone(), reason })?;
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls {
+            Some(config) => Manager::from_config(parsed.pg.clone(), MakeRustlsConnect::new(config), recycling),
+            None => Manager::from_config(parsed.pg.clone(), NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(parsed.pool_size)
             .runtime(Runtime::Tokio1)
