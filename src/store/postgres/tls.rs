@@ -21,32 +21,31 @@ const SERVER_REFUSED_TLS: &str = "server does not support TLS";
 /// The rustls configuration for `tls`, or `None` for plain TCP. The error says which file or
 /// which store of roots could not be used.
 pub fn client_config(tls: &Tls) -> Result<Option<ClientConfig>, String> {
+    let (roots, check_name) = match tls {
+        Tls::Off => return Ok(None),
+        Tls::Unchecked { .. } => (None, false),
+        Tls::Verified { roots, check_name } => (Some(load_roots(roots)?), *check_name),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?;
-    let config = match tls {
-        Tls::Off => return Ok(None),
-        Tls::Unchecked { .. } => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
-        Tls::Verified { roots, check_name } => {
-            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(roots)?), provider)
-                .build()
-                .map_err(|e| format!("TLS set-up: {e}"))?;
-            match check_name {
-                true => builder.with_webpki_verifier(chain).with_no_client_auth(),
-                false => builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(TrustedChainAnyName { chain }))
-                    .with_no_client_auth(),
-            }
-        }
+    let Some(roots) = roots else {
+        let unchecked = AnyCertificate { algorithms: provider.signature_verification_algorithms };
+        return Ok(Some(
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(unchecked)).with_no_client_auth(),
+        ));
     };
-    Ok(Some(config))
+    let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    Ok(Some(match check_name {
+        true => builder.with_webpki_verifier(chain).with_no_client_auth(),
+        false => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(TrustedChainAnyName { chain }))
+            .with_no_client_auth(),
+    }))
 }
 
 /// The certificates `roots` names, as a store rustls verifies against.
