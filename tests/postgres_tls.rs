@@ -111,10 +111,12 @@ async fn each_sslmode_against_a_server_with_and_without_ssl() {
     drop(stores);
 
     // verify-full to a name the certificate does not carry; the system's roots do not know
-    // the test CA; a CA file that is not there.
+    // the test CA (verify-full, and verify-ca which skips only the name); a CA file that is
+    // not there.
     refused(&url(&server, "127.0.0.2", &format!("sslmode=verify-full&{ca}")), "TLS: name mismatch").await;
     let untrusted = refused(&url(&server, "localhost", "sslmode=verify-full"), "TLS: untrusted certificate").await;
     assert!(untrusted.contains("sslmode=verify-full"), "the message shows the URL's sslmode: {untrusted}");
+    refused(&url(&server, "127.0.0.2", "sslmode=verify-ca"), "TLS: untrusted certificate").await;
     let missing = certs.dir.path().join("missing.pem");
     match PostgresStore::open(&url(&server, "localhost", &format!("sslrootcert={}", missing.display()))).await {
         Err(e @ OpenError::BadUrl { .. }) => {
