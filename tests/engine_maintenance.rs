@@ -68,6 +68,18 @@ async fn queued_document_without_entry_is_put_again_once() {
     assert_eq!(g.queue.stats_tube("contract").await.expect("stats").ready, 1);
 }
 
+/// A delayed job whose entry was never put (its producer died first) is put with what is
+/// left of its delay, not run early.
+#[tokio::test]
+async fn a_delayed_document_without_entry_is_put_delayed() {
+    let (g, _dir) = embedded();
+    let doc = JobDocument { next_run_at: Some(now() + 3600.0), ..document(&job_type("later")) };
+    let doc = g.store.create(&doc).await.expect("create");
+    assert_eq!(sweep(&g, 0.0).await.requeued, 1);
+    let swept = g.store.get(&doc.uuid).await.expect("get").expect("document");
+    assert_eq!(g.queue.job_state(entry_of(&swept)).await.expect("state"), Some(JobState::Delayed));
+}
+
 #[tokio::test]
 async fn young_documents_are_left_to_their_enqueue() {
     let (g, _dir) = embedded();

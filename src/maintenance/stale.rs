@@ -152,15 +152,15 @@ async fn entry(geyser: &Geyser, doc: &JobDocument, down: &DownShards) -> Entry {
 async fn repair(geyser: &Geyser, mut doc: JobDocument) -> Result<bool, RepairError> {
     let uuid = doc.uuid.clone();
     let store_err = |source| RepairError::Store { uuid: uuid.clone(), source };
-    let mut delay = 0.0;
     if doc.status == Status::Running {
         let lost = Outcome::worker_lost(doc.attempts, "its queue entry is gone");
         if outcome::apply(&mut doc, lost, rand::random())? == QueueAction::Bury {
             log::warn!("maintenance: job {uuid} was left running with no queue entry; no retries left, failed");
             return save(geyser, &doc).await.map_err(store_err);
         }
-        delay = doc.next_run_at.map_or(0.0, |at| at - now());
     }
+    // A delayed job (or one waiting out a retry's backoff) keeps what is left of its wait.
+    let delay = doc.next_run_at.map_or(0.0, |at| at - now());
     // Claim the document before putting, so two sweeps never put the same job twice.
     doc.queue_job_id = None;
     let claimed = match geyser.store.update(&doc).await {
