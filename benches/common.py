@@ -93,6 +93,8 @@ def all_noop_docs() -> list[dict]:
 def geyser_drain(env: dict[str, str], n: int, *worker_args: str) -> float:
     """Jobs/s of worker processes, from the first start to the last finish (no start-up)."""
     cmd = [sys.executable, "-m", "geyser.worker", "-m", "bench_jobs", "--burst", "--log-level", "WARNING", *worker_args]
+    if geyser.flush(600):  # a burst worker stops at its first empty look: every entry must be put
+        sys.exit("the enqueue relay did not put every entry within 600 s")
     subprocess.run(cmd, env=env, check=True)
     docs = all_noop_docs()
     done = [d for d in docs if d["status"] == "succeeded"]

@@ -323,6 +323,7 @@ class GeyserSystem(System):
                  "--log-level", "WARNING"]]
 
     def teardown(self, env: Env) -> None:
+        geyser.flush(60)  # the relay's last puts land in this namespace, not the next one's
         geyser.configure()  # let go of the store before its schema goes
         if self.backend == "postgres":
             env.drop_schema()

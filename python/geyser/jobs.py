@@ -356,7 +356,9 @@ class BaseJob:
     def enqueue(self, delay: float = 0, priority: int | None = None, ttr: float | None = None) -> str:
         """Save the job for ``QUEUE_NAME``; returns its uuid. On the embedded file its queue
         entry is written with it; with a queue server, this process's relay puts the entry
-        right after (``geyser.flush()`` waits for that; docs/lifecycle.md "Enqueue").
+        right after (``geyser.flush()`` waits for that; docs/lifecycle.md "Enqueue") and
+        notes its id, a write: to change and ``save()`` the job after, ``flush()`` and
+        ``reload()`` first.
 
         ``delay`` in seconds; ``priority`` lower runs first; ``ttr`` seconds a
         reservation lasts without a heartbeat.

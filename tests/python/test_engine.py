@@ -302,6 +302,7 @@ def test_a_burst_worker_facing_a_server_that_is_down_exits_non_zero_but_not_as_m
 
 def test_the_sweep_puts_back_jobs_a_beanstalkd_without_binlog_lost(beanstalkd) -> None:
     uuids = [enqueue("engine_noop") for _ in range(3)]
+    assert geyser.flush(30) == 0  # the entries are on the server when it dies
     beanstalkd.stop()
     beanstalkd.start()  # no binlog: the queue comes back empty, the documents are still queued
     assert client().stats_tube("engine_noop")["ready"] == 0

@@ -36,6 +36,7 @@ def test_the_lease_holder_sweeps_and_the_command_gives_way_unless_forced(beansta
     jobs = [LostJob() for _ in range(3)]
     for job in jobs:
         job.enqueue()
+    assert geyser.flush(30) == 0  # the entries are on the server when it dies
     beanstalkd.stop()
     beanstalkd.start()  # no binlog: the entries are gone, the documents still say queued
 

@@ -26,6 +26,8 @@ async def test_progress_document_has_exactly_the_public_fields(backend: dict[str
 async def test_watch_yields_each_change_in_order_and_ends_at_a_terminal_status(backend: dict[str, str]) -> None:
     job = geyser.make_base_job({"message": "hi"}, "echo")
     await job.enqueue_async()
+    await geyser.flush_async(30)  # with a queue server, the relay's queue-id note is a write too
+    job.reload()
     seen: list[tuple[str, float]] = []
     changed = asyncio.Event()
 
