@@ -11,8 +11,10 @@
 //! Starting or ending an attempt only swaps shared state: the task wakes on its own
 //! schedule, at least every `TICK`, so a short job costs it no wake-up at all.
 //!
-//! The same task keeps the worker's registration fresh (`registration.rs`): written at once
-//! when an attempt starts or ends, and every `REFRESH_EVERY` besides.
+//! The same task keeps the worker's registration fresh (`registration.rs`): written within a
+//! tick of an attempt starting or ending, but no sooner than `JOB_CHANGE_GAP` after the last
+//! write (a worker running many short jobs writes its record about once a second, not twice
+//! per job), and every `REFRESH_EVERY` besides.
 //!
 //! It is also the last resort for TIMEOUT: a job stuck in C code that holds the GIL
 //! cannot be stopped from Python, so once the attempt is `hard_stop_after` past its
@@ -46,6 +48,8 @@ pub const EXIT_REPLACE: i32 = 75;
 /// touch is due (TTR/3, and never less than `MIN_TOUCH_EVERY`).
 const TICK: Duration = Duration::from_millis(100);
 const MIN_TOUCH_EVERY: Duration = Duration::from_millis(200);
+/// The least time between the registration writes that attempts starting and ending ask for.
+const JOB_CHANGE_GAP: Duration = Duration::from_secs(1);
 
 /// A worker's heartbeat; the task ends when this is dropped.
 pub struct Heartbeat {
@@ -63,8 +67,8 @@ struct Shared {
     /// How long past its TIMEOUT a job that cannot be interrupted may run.
     hard_stop_after: Duration,
     registration: Arc<Registration>,
-    /// Set when the registration is to be written at once (an attempt started or ended, or
-    /// the last try found a write still in flight).
+    /// Set when the registration is to be written once `JOB_CHANGE_GAP` has passed since the
+    /// last write (an attempt started or ended, or the last try found a write still in flight).
     register_now: Arc<AtomicBool>,
 }
 
@@ -179,16 +183,19 @@ impl Shared {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Ask for the registration to be written; the task sees it within a `TICK`, and writes
+    /// it once `JOB_CHANGE_GAP` has passed since the last write.
     fn register_soon(&self) {
         self.register_now.store(true, Ordering::Release);
-        self.wake.notify_one();
     }
 
-    /// Starts writing the registration if that is due at `now`; returns when it is due next.
+    /// Starts writing the registration if that is due at `now` (`last`: when the last write
+    /// started; None: never); returns when it is due next, and when the last write started.
     /// The write is a task of its own, so a slow store never delays the running attempt's beat.
-    fn keep_registered(&self, now: Instant, due_at: Instant) -> Instant {
-        if now < due_at && !self.register_now.swap(false, Ordering::AcqRel) {
-            return due_at;
+    fn keep_registered(&self, now: Instant, last: Option<Instant>) -> (Instant, Option<Instant>) {
+        let due_at = registration_due(last, self.register_now.load(Ordering::Acquire));
+        if let Some(due_at) = due_at.filter(|at| now < *at) {
+            return (due_at, last);
         }
         self.register_now.store(false, Ordering::Release);
         let (registration, again) = (self.registration.clone(), self.register_now.clone());
@@ -201,7 +208,7 @@ impl Shared {
                 }
             }
         });
-        now + REFRESH_EVERY
+        (now + REFRESH_EVERY, Some(now))
     }
 
     fn is_current(&self, writer: &Arc<FencedWriter>) -> bool {
@@ -248,15 +255,22 @@ impl Shared {
     }
 }
 
+/// When the registration is due, its last write having started at `last` (None: never
+/// written, due now); `wanted`: a job started or ended since.
+fn registration_due(last: Option<Instant>, wanted: bool) -> Option<Instant> {
+    last.map(|last| last + if wanted { JOB_CHANGE_GAP } else { REFRESH_EVERY })
+}
+
 /// Whether `current` is the attempt that `writer` writes for.
 fn watches(current: &Option<Beat>, writer: &Arc<FencedWriter>) -> bool {
     current.as_ref().is_some_and(|beat| Arc::ptr_eq(&beat.writer, writer))
 }
 
 async fn run(shared: Arc<Shared>, reservations: Reservations) {
-    let mut register_at = Instant::now();
+    let mut registered = None;
     loop {
-        register_at = shared.keep_registered(Instant::now(), register_at);
+        let (register_at, last) = shared.keep_registered(Instant::now(), registered);
+        registered = last;
         let (due, wake_at) = shared.take_due(Instant::now());
         let wake_at = wake_at.min(register_at);
         if let Some(due) = due {
@@ -384,6 +398,15 @@ mod tests {
             "status": "running", "startedAt": started_at, "heartbeatAt": heartbeat_at,
         });
         serde_json::from_value(raw).expect("a valid document")
+    }
+
+    #[test]
+    fn the_registration_is_written_at_once_then_at_most_once_a_second_for_jobs() {
+        assert_eq!(registration_due(None, false), None, "a worker that opens registers at once");
+        let last = Instant::now();
+        assert_eq!(registration_due(Some(last), true), Some(last + JOB_CHANGE_GAP));
+        assert_eq!(registration_due(Some(last), false), Some(last + REFRESH_EVERY));
+        assert!(JOB_CHANGE_GAP < REFRESH_EVERY);
     }
 
     #[test]

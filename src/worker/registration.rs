@@ -1,6 +1,7 @@
 //! A worker's registration in the store (`geyser workers`): who it is (host, pid, queues,
-//! start time) and the job it runs, written when the worker opens, at every job start and
-//! finish, and every `REFRESH_EVERY` while idle, by the worker's heartbeat task; removed by
+//! start time) and the job it runs, written when the worker opens, soon after a job starts or
+//! ends (at most once a second for that), and every `REFRESH_EVERY` besides, by the worker's
+//! heartbeat task; removed by
 //! `Worker::close`. A worker that dies leaves its record to expire after `TTL`.
 //! Touches the store's worker registrations only.
 
