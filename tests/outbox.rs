@@ -98,3 +98,27 @@ async fn the_relay_never_overwrites_the_id_a_worker_wrote() {
     let now = stored(&g, &doc.uuid).await;
     assert_eq!((now.queue_job_id.as_deref(), now.version), (Some("0:424242"), claimed.version));
 }
+
+/// The relay's note is the one write between enqueue and a save of the document enqueue
+/// returned: the save applies its progress on top of it instead of reporting a conflict,
+/// and keeps the noted id. A write by anyone else in between is still a conflict.
+#[tokio::test]
+async fn a_save_right_after_enqueue_is_no_conflict_with_the_relays_note() {
+    let server = Beanstalkd::start();
+    let (g, _dir) = on_beanstalkd(&server).await;
+    let doc = g.enqueue(new_job("saved"), 0.0).await.expect("enqueue");
+    assert_eq!(g.flush(Duration::from_secs(30)).await, 0);
+    let noted = stored(&g, &doc.uuid).await;
+    assert_eq!(noted.version, doc.version + 1, "the relay noted the queue id");
+
+    let saved = g.save(&JobDocument { completeness: 0.5, ..doc.clone() }).await.expect("no conflict");
+    assert_eq!((saved.completeness, saved.queue_job_id.clone()), (0.5, noted.queue_job_id.clone()));
+    assert_eq!(stored(&g, &doc.uuid).await, saved);
+
+    let stale = g.save(&JobDocument { completeness: 0.7, ..doc.clone() }).await;
+    assert!(
+        matches!(stale, Err(geyser::client::ClientError::Store(geyser::store::StoreError::Conflict { .. }))),
+        "a save at the version before someone else's write conflicts: {stale:?}"
+    );
+    assert_eq!(stored(&g, &doc.uuid).await.completeness, 0.5);
+}

@@ -357,8 +357,8 @@ class BaseJob:
         """Save the job for ``QUEUE_NAME``; returns its uuid. On the embedded file its queue
         entry is written with it; with a queue server, this process's relay puts the entry
         right after (``geyser.flush()`` waits for that; docs/lifecycle.md "Enqueue") and
-        notes its id, a write: to change and ``save()`` the job after, ``flush()`` and
-        ``reload()`` first.
+        notes its id (a write that a ``save()`` of this job right after does not count
+        as a conflict).
 
         ``delay`` in seconds; ``priority`` lower runs first; ``ttr`` seconds a
         reservation lasts without a heartbeat.

@@ -141,6 +141,18 @@ def test_flush_says_0_once_delivered(backend: dict[str, str]) -> None:
     assert all(job(u).queueJobId for u in uuids), "every document names its entry"
 
 
+def test_a_job_saved_right_after_enqueue_keeps_its_change_and_its_queue_id(beanstalkd: Beanstalkd) -> None:
+    """The relay's queue-id note is the one write since enqueue: no ConflictError."""
+    j = geyser.make_base_job({"message": "before"}, "echo")
+    j.enqueue()
+    assert geyser.flush(30) == 0, "the note is written before the save"
+    j.message = "after"
+    j.save()
+    stored = job(j.uuid)
+    assert (stored.message, stored.status) == ("after", "queued")
+    assert stored.queueJobId, "the save kept the id the relay noted"
+
+
 def test_flush_async_waits_the_same_way(beanstalkd: Beanstalkd) -> None:
     import asyncio
 
