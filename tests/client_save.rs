@@ -193,6 +193,20 @@ async fn two_clients_lose_no_update(place: Place) {
     assert!(a.recent_stats().hits > 0 && b.recent_stats().hits > 0, "both took the one-swap path");
 }
 
+/// `get_json` (what the Python client reads with) remembers the document as `get` does.
+#[tokio::test]
+async fn sqlite_get_json_remembers_the_document() {
+    let g = Place::sqlite().client().await;
+    let job = enqueued(&g).await;
+    let json = g.get_json(&job.uuid).await.expect("get_json").expect("the document");
+    let read = JobDocument::from_json(&json).expect("a job document");
+    assert_eq!(read, job);
+    let before = g.recent_stats();
+    g.save(&JobDocument { completeness: 0.5, ..read }).await.expect("save");
+    assert_eq!(g.recent_stats().hits, before.hits + 1);
+    assert!(g.get_json("no-such-job").await.expect("get_json").is_none());
+}
+
 /// The embedded file commits a job's document and queue entry together, so the document
 /// `enqueue` returns is the stored one: saving it right away takes one swap.
 #[tokio::test]

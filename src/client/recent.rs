@@ -120,8 +120,8 @@ impl Recent {
     /// Remember `doc` as the store holds it at `doc.version`, unless a higher version of the
     /// job is remembered already; drops the least recently remembered documents beyond the
     /// bounds. Only a document exactly as a store returned or wrote it may be remembered.
-    pub fn remember(&self, doc: &JobDocument) {
-        let bytes = held_bytes(doc);
+    pub fn remember(&self, doc: JobDocument) {
+        let bytes = held_bytes(&doc);
         if bytes > self.max_bytes / LARGEST_SHARE {
             self.forget(&doc.uuid); // an older version is of no use either
             return;
@@ -144,7 +144,7 @@ impl Recent {
         state.next_tick += 1;
         state.order.insert(tick, doc.uuid.clone());
         state.bytes += bytes;
-        state.docs.insert(doc.uuid.clone(), Entry { doc: doc.clone(), bytes, tick });
+        state.docs.insert(doc.uuid.clone(), Entry { doc, bytes, tick });
     }
 
     /// The remembered document of job `uuid` at `version`, taken out (a save moves the job
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn takes_only_the_version_remembered() {
         let recent = Recent::default();
-        recent.remember(&doc("a", 3, 0));
+        recent.remember(doc("a", 3, 0));
         assert!(recent.take("a", 2).is_none());
         assert!(recent.take("b", 3).is_none());
         assert_eq!(recent.take("a", 3).map(|d| d.version), Some(3));
@@ -200,10 +200,10 @@ mod tests {
     #[test]
     fn keeps_the_highest_version_of_a_job() {
         let recent = Recent::default();
-        recent.remember(&doc("a", 3, 0));
-        recent.remember(&doc("a", 2, 0));
+        recent.remember(doc("a", 3, 0));
+        recent.remember(doc("a", 2, 0));
         assert!(recent.take("a", 2).is_none());
-        recent.remember(&doc("a", 4, 0));
+        recent.remember(doc("a", 4, 0));
         assert_eq!(recent.stats().entries, 1);
         assert_eq!(recent.take("a", 4).map(|d| d.version), Some(4));
     }
@@ -212,7 +212,7 @@ mod tests {
     fn stays_within_its_entry_bound_dropping_the_oldest() {
         let recent = Recent::new(100, MAX_BYTES);
         for i in 0..1000 {
-            recent.remember(&doc(&format!("u{i}"), 1, 0));
+            recent.remember(doc(&format!("u{i}"), 1, 0));
             assert!(recent.stats().entries <= 100);
         }
         assert_eq!(recent.stats().entries, 100);
@@ -227,7 +227,7 @@ mod tests {
         let bound = one * 16 * 3 / 2;
         let recent = Recent::new(MAX_ENTRIES, bound);
         for i in 0..1000 {
-            recent.remember(&doc(&format!("u{i:04}"), 1, 1000));
+            recent.remember(doc(&format!("u{i:04}"), 1, 1000));
             let stats = recent.stats();
             assert!(stats.bytes <= bound, "{stats:?}");
         }
@@ -260,8 +260,8 @@ mod tests {
     #[test]
     fn does_not_remember_a_document_too_large_for_its_share() {
         let recent = Recent::new(MAX_ENTRIES, 16 * 1024);
-        recent.remember(&doc("a", 1, 10));
-        recent.remember(&doc("a", 2, 2000));
+        recent.remember(doc("a", 1, 10));
+        recent.remember(doc("a", 2, 2000));
         assert_eq!(recent.stats().entries, 0, "the large one is not kept, nor the older version");
     }
 }

@@ -55,6 +55,11 @@ fn batch_result(r: ClientResult<Vec<ClientResult<JobDocument>>>) -> PyResult<Bat
     r.map(|all| all.into_iter().map(each).collect()).map_err(client_err)
 }
 
+/// A document's JSON text as `JobDocument::to_json` wrote it (always UTF-8).
+fn maybe_json_result(r: ClientResult<Option<Vec<u8>>>) -> PyResult<Option<String>> {
+    r.map(|json| json.map(|bytes| String::from_utf8(bytes).unwrap_or_default())).map_err(client_err)
+}
+
 fn maybe_doc_result(r: ClientResult<Option<JobDocument>>) -> PyResult<Option<String>> {
     r.map(|d| d.map(to_json)).map_err(client_err)
 }
@@ -104,12 +109,12 @@ impl PyClient {
     }
 
     fn get(&self, py: Python<'_>, uuid: &str) -> PyResult<Option<String>> {
-        maybe_doc_result(wait(py, self.geyser.get(uuid)))
+        maybe_json_result(wait(py, self.geyser.get_json(uuid)))
     }
 
     fn get_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
         let geyser = self.geyser.clone();
-        awaitable::future_into_py(py, async move { maybe_doc_result(geyser.get(&uuid).await) })
+        awaitable::future_into_py(py, async move { maybe_json_result(geyser.get_json(&uuid).await) })
     }
 
     fn save(&self, py: Python<'_>, doc_json: &str) -> PyResult<String> {
