@@ -79,6 +79,11 @@ class Server:
         self.proc = subprocess.Popen([*self.prefix, *self.command()], stdout=self.log, stderr=subprocess.STDOUT,
                                      **self.popen_kwargs())  # type: ignore[call-overload]
         wait_listening(self.host, self.port, self.name, self.proc)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Return once it answers requests (listening may come first); servers that answer
+        as soon as they listen need nothing more."""
 
     def crash(self) -> None:
         """End it the way a crash would, and reap it."""
@@ -161,6 +166,21 @@ class Postgres(Server):
                               **self.popen_kwargs())  # type: ignore[call-overload]
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stdout}{done.stderr}")
+
+    def wait_ready(self) -> None:
+        """Wait until ``pg_isready`` says it accepts connections: after a crash it listens
+        while still recovering, and refuses with "the database system is starting up"."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} while starting")
+            ready = subprocess.run([*self.prefix, str(PG_BIN / "pg_isready"), "-q", "-h", self.host,
+                                    "-p", str(self.port)], capture_output=True)
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not accept connections within {START_TIMEOUT:g} s")
 
     def popen_kwargs(self) -> dict[str, object]:
         if self.user is None:
