@@ -15,6 +15,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "redis", feature = "couchbase"))]
+pub mod url_parts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::store::url_parts::{percent_decoded, seconds};
+
 /// The key prefix when the URL names none: documents are keyed `geyser::UUID`.
 pub const DEFAULT_PREFIX: &str = "geyser";
 /// The scope and the collection when the URL names none.
@@ -179,22 +181,6 @@ fn name(what: &str, value: &str, extra: &str) -> Result<String, String> {
         return Err(format!("{what} {value:?} must be 1 to 100 of letters, digits and {extra:?}"));
     }
     Ok(value.to_owned())
-}
-
-/// `%XX` sequences of a URL part turned back into the text they stand for.
-fn percent_decoded(text: &str) -> String {
-    ::url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-/// A positive number of seconds, as a URL parameter gives it.
-fn seconds(name: &str, value: &str) -> Result<Duration, String> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{name}={value:?} is not a positive number of seconds")),
-    }
 }
 
 #[cfg(test)]

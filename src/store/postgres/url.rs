@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio_postgres::config::SslMode;
 
+use crate::store::url_parts::percent_decoded;
+
 /// Where Geyser's tables live when the URL names no schema.
 pub const DEFAULT_SCHEMA: &str = "geyser";
 /// How long connecting may take (TCP and startup) when the URL does not say.
@@ -107,28 +109,6 @@ fn positive<T: FromStr + PartialOrd + Default>(key: &str, value: &str) -> Result
         Ok(n) if n > T::default() => Ok(n),
         _ => Err(format!("{key}={value:?} is not a positive whole number")),
     }
-}
-
-/// `%XX` sequences of a query value turned back into the bytes they stand for (a path may
-/// hold a space or a `&` only so).
-fn percent_decoded(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The TLS `sslmode` and `sslrootcert` ask for. No `sslmode` means `prefer`, as in libpq, but

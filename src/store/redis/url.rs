@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::store::url_parts::{percent_decoded, seconds};
+
 /// The key prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "geyser:";
 /// How long opening a connection may take before the store gives up on the server.
@@ -99,35 +101,6 @@ pub fn parse(url: &str) -> Result<RedisUrl, String> {
     parsed.set_query(None);
     out.server = parsed.into();
     Ok(out)
-}
-
-/// `%XX` sequences of a URL part turned back into the bytes they stand for.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A positive number of seconds, as a URL parameter gives it.
-fn seconds(name: &str, value: &str) -> Result<Duration, String> {
-    match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{name}={value:?} is not a positive number of seconds")),
-    }
 }
 
 #[cfg(test)]
