@@ -27,23 +27,23 @@ pub fn client_config(tls: &Tls) -> Result<Option<ClientConfig>, String> {
         Tls::Verified { roots, check_name } => (Some(load_roots(roots)?), *check_name),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?;
-    let Some(roots) = roots else {
-        let unchecked = AnyCertificate { algorithms: provider.signature_verification_algorithms };
-        return Ok(Some(
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(unchecked)).with_no_client_auth(),
-        ));
+    let chain = match roots {
+        None => None,
+        Some(roots) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("TLS set-up: {e}"))?,
+        ),
     };
-    let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| format!("TLS set-up: {e}"))?;
-    Ok(Some(match check_name {
-        true => builder.with_webpki_verifier(chain).with_no_client_auth(),
-        false => builder
+    Ok(Some(match (chain, check_name) {
+        (Some(chain), true) => builder.with_webpki_verifier(chain).with_no_client_auth(),
+        (chain, _) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(TrustedChainAnyName { chain }))
+            .with_custom_certificate_verifier(Arc::new(AnyName { chain, algorithms }))
             .with_no_client_auth(),
     }))
 }
@@ -81,24 +81,35 @@ fn load_roots(roots: &Roots) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// `prefer` and `require` without a CA, as in libpq: any certificate is accepted (the link
-/// is encrypted, the server not authenticated), but the handshake's signatures are still
-/// checked against the certificate the server sent.
+/// The certificate check when no host name is checked: `prefer` and `require` without a CA
+/// (`chain` None: any certificate, so the link is encrypted but the server not authenticated,
+/// as in libpq), and `verify-ca` or `require` with a CA (the certificate must chain to a trusted
+/// root and be valid now, whatever host name it was issued for). Either way the handshake's
+/// signatures are checked against the certificate the server sent.
 #[derive(Debug)]
-struct AnyCertificate {
+struct AnyName {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for AnyName {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        // The name is checked only once the chain has been (rustls checks it last), so a name
+        // mismatch here means everything else about the certificate is good.
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            verdict => verdict,
+        }
     }
 
     fn verify_tls12_signature(
@@ -121,55 +132,6 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca` (and `require` with a CA): the certificate must chain to a trusted root and be
-/// valid now, whatever host name it was issued for.
-#[derive(Debug)]
-struct TrustedChainAnyName {
-    chain: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for TrustedChainAnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // The name is checked only once the chain has been (rustls checks it last), so a name
-        // mismatch here means everything else about the certificate is good.
-        match self.chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            verdict => verdict,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
     }
 }
 
