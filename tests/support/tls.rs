@@ -105,6 +105,24 @@ impl TestCerts {
     }
 }
 
+/// A second throwaway CA, with a name of its own (so a certificate from `TestCerts` does not
+/// even claim to be issued by it), in `dir`: the path of its PEM certificate.
+pub fn unrelated_ca(dir: &std::path::Path) -> PathBuf {
+    let (cert, key) = (dir.join("unrelated-ca.pem"), dir.join("unrelated-ca.key"));
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=Geyser unrelated test CA", "-nodes"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req (the unrelated CA)",
+    );
+    cert
+}
+
 /// The uid and gid of the `postgres` user, when the test runs as root (PostgreSQL refuses
 /// root); `None` otherwise.
 fn postgres_user() -> Option<(u32, u32)> {

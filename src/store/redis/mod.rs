@@ -5,6 +5,7 @@
 //! that disagrees with a document. Every call is bounded by the URL's timeouts.
 
 mod scripts;
+mod tls;
 pub mod url;
 
 use std::future::Future;
@@ -61,17 +62,28 @@ struct Inner {
     deadline: Duration,
 }
 
-/// Opens the store a `redis://` or `rediss://` URL names: connects within the URL's connect
-/// timeout (an unreachable server is an error, never a hang) and loads the scripts.
+/// Opens the store a `redis://` or `rediss://` URL names: reads the URL's CA file if it names
+/// one, connects within the URL's connect timeout (an unreachable server is an error, never a
+/// hang) and loads the scripts.
 pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
     let parsed = url::parse(url).map_err(|reason| OpenError::BadUrl { url: redact(url), reason })?;
     let bad_url =
         |e: redis::RedisError| OpenError::BadUrl { url: parsed.redacted.clone(), reason: parsed.scrub(&e.to_string()) };
-    let client = redis::Client::open(parsed.server.as_str()).map_err(bad_url)?;
     if parsed.server.starts_with("rediss:") {
         // Several TLS users may share the process; the first to install a provider wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+    let client = match parsed.root_cert.clone() {
+        None => redis::Client::open(parsed.server.as_str()).map_err(bad_url)?,
+        Some(path) => {
+            let pem = tokio::task::spawn_blocking(move || tls::root_cert_pem(&path))
+                .await
+                .map_err(|e| OpenError::BadUrl { url: parsed.redacted.clone(), reason: format!("sslrootcert: {e}") })?
+                .map_err(|reason| OpenError::BadUrl { url: parsed.redacted.clone(), reason })?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            redis::Client::build_with_tls(parsed.server.as_str(), certs).map_err(bad_url)?
+        }
+    };
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(parsed.connect_timeout))
         .set_response_timeout(Some(parsed.response_timeout))

@@ -1,7 +1,8 @@
 //! What a `redis://` or `rediss://` store URL says: the server and db for the `redis` crate,
-//! the key prefix and timeouts for Geyser, and the URL as errors and logs may show it
-//! (never with its password). Pure parsing: touches no network.
+//! the key prefix, timeouts and CA file (`sslrootcert`) for Geyser, and the URL as errors and
+//! logs may show it (never with its password). Pure parsing: touches no network and no file.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::store::url_parts::{percent_decoded, seconds};
@@ -14,7 +15,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The query parameters a store URL may carry (anything else is refused).
-const PARAMETERS: &str = "prefix, connect_timeout, response_timeout";
+const PARAMETERS: &str = "prefix, connect_timeout, response_timeout, sslrootcert (rediss:// only)";
 
 /// A parsed store URL. Its `Debug` shows only the redacted URL.
 #[derive(Clone, PartialEq)]
@@ -27,6 +28,9 @@ pub struct RedisUrl {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The PEM file of the CA(s) the server's certificate must chain to (`sslrootcert=PATH`,
+    /// `rediss://` only) instead of the system's roots.
+    pub root_cert: Option<PathBuf>,
     /// The password as written in the URL and percent-decoded, to scrub from any message.
     secrets: Vec<String>,
 }
@@ -61,7 +65,9 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Parses a store URL: `redis://[user:password@]host[:port][/db][?prefix=P&connect_timeout=S&response_timeout=S]`
-/// (`rediss://` for TLS). The error says what is wrong; it never contains the password.
+/// (`rediss://` for TLS, which may add `sslrootcert=PATH`). Parameter values are
+/// percent-decoded as the other stores' are (`+` stays a plus, as in a path). The error says
+/// what is wrong; it never contains the password.
 pub fn parse(url: &str) -> Result<RedisUrl, String> {
     let redacted = redact(url);
     let mut parsed = ::url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
@@ -81,6 +87,7 @@ pub fn parse(url: &str) -> Result<RedisUrl, String> {
         prefix: DEFAULT_PREFIX.to_owned(),
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        root_cert: None,
         secrets: Vec::new(),
     };
     if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
@@ -89,13 +96,34 @@ pub fn parse(url: &str) -> Result<RedisUrl, String> {
         out.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         out.secrets.dedup();
     }
-    for (name, value) in parsed.query_pairs() {
-        match &*name {
+    for pair in parsed.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decoded(value);
+        match name {
             "prefix" if value.is_empty() => return Err("prefix may not be empty".into()),
-            "prefix" => out.prefix = value.into_owned(),
-            "connect_timeout" => out.connect_timeout = seconds(&name, &value)?,
-            "response_timeout" => out.response_timeout = seconds(&name, &value)?,
+            "prefix" => out.prefix = value,
+            "connect_timeout" => out.connect_timeout = seconds(name, &value)?,
+            "response_timeout" => out.response_timeout = seconds(name, &value)?,
+            "sslrootcert" if value.is_empty() => {
+                return Err("sslrootcert is empty; give the path of a PEM file of the CA".into())
+            }
+            "sslrootcert" if out.root_cert.replace(PathBuf::from(value)).is_some() => {
+                return Err("parameter \"sslrootcert\" is given twice".into())
+            }
+            "sslrootcert" => {}
             other => return Err(format!("unknown parameter {other:?} (known: {PARAMETERS})")),
+        }
+    }
+    if let Some(path) = &out.root_cert {
+        let shown = path.display();
+        if parsed.scheme() == "redis" {
+            return Err(format!("sslrootcert={shown} names a CA but redis:// is plain text; use rediss:// for TLS"));
+        }
+        if parsed.fragment() == Some("insecure") {
+            return Err(format!(
+                "sslrootcert={shown} asks for the certificate to be checked but #insecure for it not to be; \
+                 drop one of them"
+            ));
         }
     }
     parsed.set_query(None);
@@ -126,6 +154,15 @@ mod tests {
         assert_eq!((u.server.as_str(), u.prefix.as_str()), ("redis://:pw@h/0", "app:"));
         assert_eq!((u.connect_timeout, u.response_timeout), (Duration::from_millis(500), Duration::from_secs(2)));
         assert_eq!(u.redacted, "redis://:***@h/0?prefix=app%3A&connect_timeout=0.5&response_timeout=2");
+        assert_eq!(u.root_cert, None);
+    }
+
+    #[test]
+    fn sslrootcert_names_a_ca_file_for_rediss() {
+        let u = parse("rediss://:pw@h:6380/0?prefix=p:&sslrootcert=/etc/geyser/redis%20ca+1.pem").unwrap();
+        assert_eq!(u.root_cert, Some(PathBuf::from("/etc/geyser/redis ca+1.pem")));
+        assert_eq!((u.server.as_str(), u.prefix.as_str()), ("rediss://:pw@h:6380/0", "p:"));
+        assert!(u.redacted.ends_with("sslrootcert=/etc/geyser/redis%20ca+1.pem") && !u.redacted.contains("pw"));
     }
 
     #[test]
@@ -147,6 +184,10 @@ mod tests {
             ("redis://:secret@h/0?prefix=", "prefix may not be empty"),
             ("redis://:secret@/0", "host"),
             ("http://:secret@h/0", "not redis"),
+            ("redis://:secret@h/0?sslrootcert=/ca.pem", "sslrootcert=/ca.pem names a CA but redis:// is plain text"),
+            ("rediss://:secret@h/0?sslrootcert=/ca.pem#insecure", "sslrootcert=/ca.pem asks for the certificate"),
+            ("rediss://:secret@h/0?sslrootcert=", "sslrootcert is empty"),
+            ("rediss://:secret@h/0?sslrootcert=/a.pem&sslrootcert=/b.pem", "\"sslrootcert\" is given twice"),
         ] {
             let err = parse(url).expect_err(url);
             assert!(err.contains(says), "{url}: {err}");
