@@ -7,6 +7,8 @@ use async_trait::async_trait;
 
 use crate::model::{JobDocument, Status};
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub mod ca_file;
 pub mod copy;
 #[cfg(feature = "couchbase")]
 pub mod couchbase;

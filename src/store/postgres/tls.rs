@@ -9,11 +9,11 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::url::{Roots, Tls};
+use crate::store::ca_file;
 
 /// What tokio-postgres says when the server answers the TLS request with "no".
 const SERVER_REFUSED_TLS: &str = "server does not support TLS";
@@ -52,20 +52,7 @@ pub fn client_config(tls: &Tls) -> Result<Option<ClientConfig>, String> {
 fn load_roots(roots: &Roots) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     match roots {
-        Roots::File(path) => {
-            let shown = path.display();
-            let certs =
-                CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert={shown}: cannot read it: {e}"))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("sslrootcert={shown}: not a PEM certificate file: {e}"))?;
-                store
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert={shown}: a certificate in it cannot be a trusted root: {e}"))?;
-            }
-            if store.is_empty() {
-                return Err(format!("sslrootcert={shown}: the file holds no PEM certificate"));
-            }
-        }
+        Roots::File(path) => store = ca_file::read(path)?.0,
         Roots::System => {
             let found = rustls_native_certs::load_native_certs();
             store.add_parsable_certificates(found.certs);

@@ -5,7 +5,6 @@
 //! that disagrees with a document. Every call is bounded by the URL's timeouts.
 
 mod scripts;
-mod tls;
 pub mod url;
 
 use std::future::Future;
@@ -19,6 +18,7 @@ use redis::{RedisResult, Script, ScriptInvocation};
 
 use super::{Lease, ListFilter, Page, StaleKey, StaleRow, Store, StoreError, StoreResult, WorkerRecord};
 use crate::model::{JobDocument, Status};
+use crate::store::ca_file;
 pub use url::{redact, RedisUrl};
 
 /// How many index entries one listing script may read before it hands back a resume point:
@@ -76,7 +76,9 @@ pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
     let client = match parsed.root_cert.clone() {
         None => redis::Client::open(parsed.server.as_str()).map_err(bad_url)?,
         Some(path) => {
-            let pem = tokio::task::spawn_blocking(move || tls::root_cert_pem(&path))
+            // Checked here, as every store checks its CA file; the redis crate parses the PEM
+            // text again, with less telling errors.
+            let pem = tokio::task::spawn_blocking(move || ca_file::read(&path).map(|(_, pem)| pem))
                 .await
                 .map_err(|e| OpenError::BadUrl { url: parsed.redacted.clone(), reason: format!("sslrootcert: {e}") })?
                 .map_err(|reason| OpenError::BadUrl { url: parsed.redacted.clone(), reason })?;

@@ -1,6 +1,6 @@
-//! The CA file a `rediss://` URL names with `sslrootcert`: read and checked here, so that a
-//! missing, unreadable or non-PEM file is refused with the parameter and path named before any
-//! connection is tried. Reads that one file; makes no connection.
+//! The CA file a store URL names with `sslrootcert`: read and checked once for every store that
+//! speaks TLS, so a missing, unreadable or non-PEM file is refused with the parameter and path
+//! named before any connection is tried. Reads that one file (blocking); makes no connection.
 
 use std::path::Path;
 
@@ -8,9 +8,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 
-/// The PEM text of `path`, once every certificate in it has been found usable as a trusted
-/// root (the `redis` crate parses it again, with less telling errors). Blocking file I/O.
-pub fn root_cert_pem(path: &Path) -> Result<Vec<u8>, String> {
+/// The certificates in the PEM file `path`, as trusted roots, and the file's text (a driver
+/// that parses the PEM itself takes the text); an error names `sslrootcert=PATH` and what is
+/// wrong with it.
+pub fn read(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("sslrootcert={shown}: cannot read it: {e}"))?;
     let mut roots = RootCertStore::empty();
@@ -23,5 +24,5 @@ pub fn root_cert_pem(path: &Path) -> Result<Vec<u8>, String> {
     if roots.is_empty() {
         return Err(format!("sslrootcert={shown}: the file holds no PEM certificate"));
     }
-    Ok(pem)
+    Ok((roots, pem))
 }
