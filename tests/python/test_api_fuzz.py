@@ -35,6 +35,10 @@ from conftest import Beanstalkd, free_port, wait_for, worker_env
 from geyser.openapi import describe, schema_body
 from geyser.web import DEFAULT_MAX_BODY_SIZE
 
+# Its module-scoped fixture is set up once: under pytest-xdist (scripts/test.sh) the module's
+# tests stay on one worker.
+pytestmark = pytest.mark.xdist_group("test_api_fuzz")
+
 MAX_EXAMPLES = int(os.environ.get("GEYSER_FUZZ_EXAMPLES", "100"))
 #: Answers that are not JSON by design: the Prometheus text and server-sent events.
 NOT_JSON = ("/metrics", "/events")

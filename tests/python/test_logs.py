@@ -36,8 +36,11 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def transitions(lines: list[dict[str, Any]], uuid: str) -> list[tuple[int, str]]:
-    """(attempt, outcome) of every transition line of job ``uuid``, in order."""
-    return [(line["attempt"], line["outcome"]) for line in lines if line.get("uuid") == uuid]
+    """(attempt, outcome) of every transition line of job ``uuid``, by attempt, each attempt's
+    start first. Two worker processes share one stderr: the next attempt may start (and say
+    so) in the other process before the line that the last one ended reaches the pipe."""
+    found = [(line["attempt"], line["outcome"]) for line in lines if line.get("uuid") == uuid]
+    return sorted(found, key=lambda t: (t[0], t[1] != "started"))
 
 
 def test_json_lines_of_a_two_process_worker_carry_every_transition(embedded: str) -> None:

@@ -17,6 +17,10 @@ import pytest
 
 from conftest import HERE
 
+# Its module-scoped fixture is set up once: under pytest-xdist (scripts/test.sh) the module's
+# tests stay on one worker.
+pytestmark = pytest.mark.xdist_group("test_soak")
+
 SOAK = HERE.parent / "soak" / "soak.py"
 PAIRS = ["embedded", "beanstalkd+sqlite", "beanstalkd+postgresql", "beanstalkd+redis"]
 

@@ -26,6 +26,10 @@ from conftest import HERE, Beanstalkd
 sys.path.insert(0, str(HERE.parent / "soak"))
 from servers import PG_BIN, Postgres  # noqa: E402
 
+# Its module-scoped fixture is set up once: under pytest-xdist (scripts/test.sh) the module's
+# tests stay on one worker.
+pytestmark = pytest.mark.xdist_group("test_store_tls")
+
 #: Trust auth never asks for it; it must appear in no message.
 SECRET = "hunter2-tls"
 

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# Its module-scoped fixture is set up once: under pytest-xdist (scripts/test.sh) the module's
+# tests stay on one worker.
+pytestmark = pytest.mark.xdist_group("test_wheel")
+
 ROOT = Path(__file__).resolve().parents[2]
 # What Cargo.toml (pyo3's `abi3-py311`) and pyproject.toml (`compatibility`) promise: one
 # wheel for every CPython from 3.11 on, on any Linux with glibc 2.34 or newer.
