@@ -128,6 +128,61 @@ async fn running_document_with_a_live_reservation_is_left_alone() {
     assert_eq!(g.store.get(&doc.uuid).await.expect("get").expect("document"), saved);
 }
 
+/// A `queued` (or `running`) document whose entry is buried, where no worker reserves it:
+/// what a release left when it failed because the attempt's reservation had ended and the
+/// entry was buried by then. The sweep kicks the entry, so the job runs; it is not put twice.
+async fn a_buried_entry_under_a_live_document_is_kicked(g: &Geyser) {
+    let jt = job_type("buried");
+    let queued = g.store.create(&document(&jt)).await.expect("create");
+    let running = g.store.create(&document(&jt)).await.expect("create");
+    let finished = g.store.create(&document(&jt)).await.expect("create");
+    let mut consumer = g.queue.consumer(&["contract".to_owned()]).await.expect("consumer");
+    let mut entries = Vec::new();
+    for doc in [&queued, &running, &finished] {
+        let id = g.queue.put("contract", doc.uuid.as_bytes(), PutOptions::default()).await.expect("put");
+        let reserved = consumer.reserve(Duration::from_secs(1)).await.expect("reserve").expect("a job");
+        assert_eq!(reserved.id, id);
+        consumer.bury(id, 1).await.expect("bury");
+        entries.push(id);
+    }
+    let named = |doc: &JobDocument, id: QueueJobId| JobDocument { queue_job_id: Some(id.to_string()), ..doc.clone() };
+    g.store.update(&named(&queued, entries[0])).await.expect("save queued");
+    let mut started = named(&running, entries[1]);
+    started.start_attempt("w", "1:f").expect("start");
+    g.store.update(&started).await.expect("save running");
+    // A failed job's buried entry is the operator's to kick: left alone.
+    let mut failed = named(&finished, entries[2]);
+    failed.start_attempt("w", "1:g").expect("start");
+    failed.fail().expect("fail");
+    g.store.update(&failed).await.expect("save failed");
+
+    let report = sweep(g, 0.0).await;
+    assert_eq!((report.requeued, report.recovered, report.errors), (2, 0, 0), "{report:?}");
+    let mut states = Vec::new();
+    for id in &entries {
+        states.push(g.queue.job_state(*id).await.expect("state"));
+    }
+    assert_eq!(states, [Some(JobState::Ready), Some(JobState::Ready), Some(JobState::Buried)]);
+    assert_eq!(g.queue.stats_tube("contract").await.expect("stats").ready, 2, "kicked, not put again");
+    assert_eq!(sweep(g, 0.0).await.requeued, 0, "the kicked entries are found");
+}
+
+#[tokio::test]
+async fn a_buried_entry_under_a_live_document_is_kicked_embedded() {
+    let (g, _dir) = embedded();
+    a_buried_entry_under_a_live_document_is_kicked(&g).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buried_entry_under_a_live_document_is_kicked_beanstalkd() {
+    let server = Beanstalkd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = BeanstalkdQueue::connect(&[server.addr()]).await.expect("connect");
+    let store = SqliteStore::open(&dir.path().join("store.db")).expect("open store");
+    let g = Geyser::with_outbox(Arc::new(queue), Arc::new(store));
+    a_buried_entry_under_a_live_document_is_kicked(&g).await;
+}
+
 /// A row whose JSON cannot be read, among good stale documents: the sweep puts the good ones
 /// back, counts the bad one and names it, every time it runs.
 #[tokio::test]

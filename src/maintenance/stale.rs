@@ -1,11 +1,12 @@
 //! Maintenance task: put back what a crash between two writes left behind. A document left
 //! `queued` with no queue entry is put again; a document left `running` whose reservation is
-//! gone gets the worker-lost failure and, while retries remain, a new queue entry. Only
+//! gone gets the worker-lost failure and, while retries remain, a new queue entry; an entry
+//! left buried under a `queued` or `running` document is kicked. Only
 //! documents untouched for `min_age` are looked at, through the store's stale listing.
 //! An unreadable document is counted and skipped; a queue server that cannot be reached is
 //! noted once and the documents whose entry it holds are skipped until the next run.
-//! Reads and writes documents (CAS) and puts queue entries; never touches a reservation
-//! someone holds.
+//! Reads and writes documents (CAS), puts queue entries and kicks buried ones; never
+//! touches a reservation someone holds.
 
 use std::collections::HashSet;
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use super::{Run, Task};
 use crate::client::{secs, Geyser};
 use crate::model::{now, JobDocument, Status, TransitionError};
-use crate::queue::{PutOptions, QueueError, QueueJobId};
+use crate::queue::{JobState, PutOptions, QueueError, QueueJobId};
 use crate::store::{StaleKey, StoreError};
 use crate::worker::outcome::{self, Outcome, QueueAction};
 
@@ -89,6 +90,8 @@ impl Task for RepairStale {
 enum Entry {
     /// The queue holds it (with this job's uuid): nothing to repair.
     Held,
+    /// The queue holds it buried, where no worker reserves it: kick it.
+    Buried(QueueJobId),
     /// There is none (or the document names none): the job must be put again.
     Gone,
     /// Its server was found unreachable earlier in this run.
@@ -103,6 +106,20 @@ enum Entry {
 async fn check(run: &mut Run<'_>, doc: JobDocument, down: &mut DownShards) {
     match entry(run.geyser, &doc, down).await {
         Entry::Held => return,
+        Entry::Buried(id) => {
+            match run.geyser.queue.kick_job(id).await {
+                Ok(()) => {
+                    log::info!(
+                        "maintenance: job {} ({}) had its queue entry {id} buried; kicked",
+                        doc.uuid,
+                        doc.status
+                    );
+                    run.tally.report.requeued += 1;
+                }
+                Err(e) => run.tally.error(format!("job {}: kicking its buried queue entry {id}: {e}", doc.uuid)),
+            }
+            return;
+        }
         Entry::Gone => {}
         Entry::ServerDown => {
             run.tally.report.skipped += 1;
@@ -131,7 +148,8 @@ async fn check(run: &mut Run<'_>, doc: JobDocument, down: &mut DownShards) {
 /// Looks up the entry the document names. An entry counts only if it still carries this
 /// job's uuid: a beanstalkd restarted without a binlog hands the same ids to new jobs. A
 /// `running` document whose entry is ready or delayed again is left to the next worker that
-/// reserves it: its triage records the lost attempt.
+/// reserves it: its triage records the lost attempt. A buried one (a release that failed
+/// after the attempt's reservation ended, say) would never be reserved: it is to be kicked.
 async fn entry(geyser: &Geyser, doc: &JobDocument, down: &DownShards) -> Entry {
     let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok()) else {
         return Entry::Gone;
@@ -140,7 +158,13 @@ async fn entry(geyser: &Geyser, doc: &JobDocument, down: &DownShards) -> Entry {
         return Entry::ServerDown;
     }
     match geyser.queue.peek(id).await {
-        Ok(body) if body.as_deref() == Some(doc.uuid.as_bytes()) => Entry::Held,
+        Ok(body) if body.as_deref() == Some(doc.uuid.as_bytes()) => match geyser.queue.job_state(id).await {
+            Ok(Some(JobState::Buried)) => Entry::Buried(id),
+            Ok(Some(_)) => Entry::Held,
+            Ok(None) => Entry::Gone, // deleted since the peek
+            Err(e @ (QueueError::Unavailable { .. } | QueueError::Io { .. })) => Entry::ServerUnreachable(id.shard, e),
+            Err(e) => Entry::Failed(e),
+        },
         Ok(_) => Entry::Gone,
         Err(e @ (QueueError::Unavailable { .. } | QueueError::Io { .. })) => Entry::ServerUnreachable(id.shard, e),
         Err(e) => Entry::Failed(e),
