@@ -200,10 +200,10 @@ impl Geyser {
 
     /// `get` for a caller that takes the document as JSON text (the Python client): the
     /// document itself goes into the memory, with no copy made (a read is the cheapest call
-    /// there is, and a copy cost 20% of a SQLite get's CPU).
+    /// there is, and a copy cost 20% of a SQLite get's CPU), and the text is the store's own
+    /// where it keeps `to_json`'s (`Store::get_with_json`), not written out again.
     pub async fn get_json(&self, uuid: &str) -> ClientResult<Option<Vec<u8>>> {
-        let Some(doc) = self.store.get(uuid).await? else { return Ok(None) };
-        let json = doc.to_json();
+        let Some((doc, json)) = self.store.get_with_json(uuid).await? else { return Ok(None) };
         self.recent.remember(doc);
         Ok(Some(json))
     }
@@ -249,6 +249,30 @@ impl Geyser {
                 written => return Ok(self.handed_out(written?)),
             }
         }
+        self.save_after_reading(doc).await
+    }
+
+    /// `save` for a caller that takes the saved document as JSON text (the Python client):
+    /// after the one compare-and-swap, the written document goes into the memory with no
+    /// copy made, and the text is the one the store wrote where it writes `to_json`'s
+    /// (`Store::update_with_json`), not written out again.
+    pub async fn save_json(&self, doc: &JobDocument) -> ClientResult<Vec<u8>> {
+        if let Some(new) = self.successor_of_remembered(doc) {
+            match self.store.update_with_json(&new).await {
+                Err(StoreError::Conflict { .. }) => {} // read below, as `save` does
+                Err(e) => return Err(e.into()),
+                Ok((written, json)) => {
+                    self.recent.remember(written);
+                    return Ok(json);
+                }
+            }
+        }
+        Ok(self.save_after_reading(doc).await?.to_json())
+    }
+
+    /// `save` with the lifecycle fields taken from the document as stored now: a read, then
+    /// a compare-and-swap (`Conflict` if it moved on since `doc.version`).
+    async fn save_after_reading(&self, doc: &JobDocument) -> ClientResult<JobDocument> {
         let job = doc.clone();
         let changed = self
             .change(&doc.uuid, move |stored| {

@@ -193,6 +193,48 @@ async fn two_clients_lose_no_update(place: Place) {
     assert!(a.recent_stats().hits > 0 && b.recent_stats().hits > 0, "both took the one-swap path");
 }
 
+/// `save_json` (what the Python client saves with) hands back the saved document's text on
+/// both paths: after one swap on the remembered document (which it remembers in turn, so
+/// the next save of that text is one swap too), and after a read when it remembers nothing.
+async fn save_json_hands_back_the_saved_text(place: Place) {
+    let g = place.client().await;
+    let job = enqueued(&g).await;
+    let read = JobDocument::from_json(&g.get_json(&job.uuid).await.expect("get").expect("the document")).expect("json");
+    let before = g.recent_stats();
+    let json = g.save_json(&JobDocument { completeness: 0.5, ..read }).await.expect("save");
+    let saved = JobDocument::from_json(&json).expect("the saved document");
+    assert_eq!((saved.version, saved.completeness), (job.version + 1, 0.5));
+    assert_eq!(json, get(&g, &job.uuid).await.to_json(), "the text of the stored document");
+    let json = g.save_json(&JobDocument { completeness: 0.75, ..saved }).await.expect("save again");
+    assert_eq!(g.recent_stats().hits, before.hits + 2, "both saves took the one-swap path");
+
+    let other = place.client().await; // remembers nothing: reads, then swaps
+    let saved = JobDocument::from_json(&json).expect("the saved document");
+    let json = other.save_json(&JobDocument { completeness: 1.0, ..saved.clone() }).await.expect("save");
+    let last = JobDocument::from_json(&json).expect("the saved document");
+    assert_eq!((last.version, last.completeness), (saved.version + 1, 1.0));
+    assert_eq!(json, get(&g, &job.uuid).await.to_json());
+    let err = other.save_json(&saved).await.expect_err("a stale version");
+    assert!(matches!(err, ClientError::Store(StoreError::Conflict { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_save_json_hands_back_the_saved_text() {
+    save_json_hands_back_the_saved_text(Place::sqlite()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_save_json_hands_back_the_saved_text() {
+    save_json_hands_back_the_saved_text(Place::postgres().await).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_save_json_hands_back_the_saved_text() {
+    save_json_hands_back_the_saved_text(Place::redis()).await;
+}
+
 /// `get_json` (what the Python client reads with) remembers the document as `get` does.
 #[tokio::test]
 async fn sqlite_get_json_remembers_the_document() {

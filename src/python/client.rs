@@ -56,8 +56,16 @@ fn batch_result(r: ClientResult<Vec<ClientResult<JobDocument>>>) -> PyResult<Bat
 }
 
 /// A document's JSON text as `JobDocument::to_json` wrote it (always UTF-8).
+fn json_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+fn json_result(r: ClientResult<Vec<u8>>) -> PyResult<String> {
+    r.map(json_text).map_err(client_err)
+}
+
 fn maybe_json_result(r: ClientResult<Option<Vec<u8>>>) -> PyResult<Option<String>> {
-    r.map(|json| json.map(|bytes| String::from_utf8(bytes).unwrap_or_default())).map_err(client_err)
+    r.map(|json| json.map(json_text)).map_err(client_err)
 }
 
 fn maybe_doc_result(r: ClientResult<Option<JobDocument>>) -> PyResult<Option<String>> {
@@ -119,13 +127,13 @@ impl PyClient {
 
     fn save(&self, py: Python<'_>, doc_json: &str) -> PyResult<String> {
         let doc = parse_doc(doc_json)?;
-        doc_result(wait(py, self.geyser.save(&doc)))
+        json_result(wait(py, self.geyser.save_json(&doc)))
     }
 
     fn save_async<'py>(&self, py: Python<'py>, doc_json: &str) -> PyResult<Bound<'py, PyAny>> {
         let doc = parse_doc(doc_json)?;
         let geyser = self.geyser.clone();
-        awaitable::future_into_py(py, async move { doc_result(geyser.save(&doc).await) })
+        awaitable::future_into_py(py, async move { json_result(geyser.save_json(&doc).await) })
     }
 
     fn cancel(&self, py: Python<'_>, uuid: &str) -> PyResult<String> {

@@ -83,10 +83,10 @@ fn select(conn: &Connection, uuid: &str) -> rusqlite::Result<Option<Vec<u8>>> {
 }
 
 /// Writes `new` if the stored version is still `expected` and `new` keeps the fields fixed
-/// at creation; false otherwise (or when the row is gone). Those fields are left out of
-/// SET: naming a column there makes SQLite rewrite its index entries, which costs pages
-/// that another process's write will make this one read again.
-fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<bool> {
+/// at creation, and returns the JSON text written; None otherwise (or when the row is gone).
+/// Those fields are left out of SET: naming a column there makes SQLite rewrite its index
+/// entries, which costs pages that another process's write will make this one read again.
+fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusqlite::Result<Option<Vec<u8>>> {
     let (version, status, job_type, updated_at, expires_at, json) = columns(new);
     let expected = i64::try_from(expected).unwrap_or(i64::MAX);
     let n = conn
@@ -96,7 +96,7 @@ fn compare_and_swap(conn: &Connection, new: &JobDocument, expected: u64) -> rusq
              WHERE uuid = ? AND version = ? AND job_type = ? AND expires_at IS ?",
         )?
         .execute(params![version, status, updated_at, json, new.uuid, expected, job_type, expires_at])?;
-    Ok(n > 0)
+    Ok((n > 0).then_some(json))
 }
 
 /// The row's indexed columns, as `compare_and_swap` checks them.
@@ -376,7 +376,7 @@ impl Store for SqliteStore {
             for doc in docs {
                 let expected = doc.version;
                 let new = JobDocument { version: expected.saturating_add(1), ..doc };
-                out.push(if compare_and_swap(&tx, &new, expected).map_err(sql_err(path, "update_many"))? {
+                out.push(if compare_and_swap(&tx, &new, expected).map_err(sql_err(path, "update_many"))?.is_some() {
                     Ok(new)
                 } else {
                     Err(refusal(&tx, path, &new, expected).unwrap_or_else(|e| e))
@@ -389,20 +389,29 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
+        Ok(self.get_with_json(uuid).await?.map(|(doc, _)| doc))
+    }
+
+    /// The stored text is what `JobDocument::to_json` wrote (every write here goes through it).
+    async fn get_with_json(&self, uuid: &str) -> StoreResult<Option<(JobDocument, Vec<u8>)>> {
         let uuid = uuid.to_owned();
         self.with_conn("get", move |conn, path| {
-            let json = select(conn, &uuid).map_err(sql_err(path, "get"))?;
-            json.map(|j| parse(&uuid, &j)).transpose()
+            let Some(json) = select(conn, &uuid).map_err(sql_err(path, "get"))? else { return Ok(None) };
+            Ok(Some((parse(&uuid, &json)?, json)))
         })
         .await
     }
 
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        Ok(self.update_with_json(doc).await?.0)
+    }
+
+    async fn update_with_json(&self, doc: &JobDocument) -> StoreResult<(JobDocument, Vec<u8>)> {
         let expected = doc.version;
         let new = JobDocument { version: expected.saturating_add(1), ..doc.clone() };
         self.with_conn("update", move |conn, path| {
-            if compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
-                return Ok(new);
+            if let Some(json) = compare_and_swap(conn, &new, expected).map_err(sql_err(path, "update"))? {
+                return Ok((new, json));
             }
             Err(refusal(conn, path, &new, expected)?)
         })

@@ -26,7 +26,8 @@ macro_rules! store_contract_tests {
                 lease_has_one_holder_until_it_runs_out, lease_given_up_is_free_at_once,
                 import_keeps_the_document_as_given, delete_at_version_refuses_a_newer_document,
                 concurrent_updates_let_exactly_one_writer_win, list_pages_newest_first, list_by_queue,
-                workers_register_refresh_expire_and_leave, batch_writes_report_each_document);
+                workers_register_refresh_expire_and_leave, batch_writes_report_each_document,
+                json_text_is_the_documents_own);
         }
     };
     (@each $attrs:tt $make:expr; $($name:ident),* $(,)?) => {
@@ -120,6 +121,31 @@ pub async fn update_bumps_version(s: &dyn Store) {
     let got = s.get(&doc.uuid).await.expect("get").expect("the document");
     assert_eq!(got, updated, "the stored document carries the new version");
     assert_eq!((got.status, got.attempts), (Status::Running, 1));
+}
+
+/// `get_with_json` and `update_with_json` (what the Python client hands on) give the text
+/// `JobDocument::to_json` writes for the document they return, whether the store writes it
+/// out again or returns its own.
+pub async fn json_text_is_the_documents_own(s: &dyn Store) {
+    let mut doc = document(&job_type("json"));
+    doc.updated_at = 1_796_002_004.226_930_1;
+    doc.fields.insert("nested".into(), serde_json::json!({"a": [1, 2.5, "x\"y\u{e9}"], "b": null}));
+    let created = create(s, &doc).await;
+    let (got, json) = s.get_with_json(&doc.uuid).await.expect("get").expect("the created document");
+    assert_eq!(got, created);
+    assert_eq!(String::from_utf8_lossy(&json), String::from_utf8_lossy(&got.to_json()));
+    assert!(s.get_with_json("no-such-uuid").await.expect("get").is_none());
+
+    let changed = JobDocument { completeness: 0.25, ..got.clone() };
+    let (written, json) = s.update_with_json(&changed).await.expect("update");
+    assert_eq!((written.version, written.completeness), (2, 0.25));
+    assert_eq!(String::from_utf8_lossy(&json), String::from_utf8_lossy(&written.to_json()));
+    assert_eq!(s.get(&doc.uuid).await.expect("get"), Some(written));
+    let err = s.update_with_json(&changed).await.expect_err("a stale write");
+    assert!(matches!(&err, StoreError::Conflict { expected: 1, .. }), "{err:?}");
+    let missing = JobDocument { version: 1, ..document(&job_type("json")) };
+    let err = s.update_with_json(&missing).await.expect_err("a missing document");
+    assert!(matches!(&err, StoreError::NotFound(u) if *u == missing.uuid), "{err:?}");
 }
 
 pub async fn stale_update_conflicts(s: &dyn Store) {

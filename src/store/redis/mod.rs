@@ -274,15 +274,16 @@ impl RedisStore {
         self.answer(op, async move { invocation.invoke_async(&mut conn).await }).await
     }
 
-    /// A document script's invocation: the document key, then prefix, uuid, JSON, status,
-    /// updatedAt, jobType, expiresAt ('' for none) and Redis's expiry time in ms.
-    fn write_of(&self, script: &'static Script, doc: &JobDocument) -> ScriptInvocation<'static> {
+    /// A document script's invocation: the document key, then prefix, uuid, JSON (`json`,
+    /// the document's `to_json`), status, updatedAt, jobType, expiresAt ('' for none) and
+    /// Redis's expiry time in ms.
+    fn write_of(&self, script: &'static Script, doc: &JobDocument, json: &[u8]) -> ScriptInvocation<'static> {
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.doc_key(&doc.uuid))
             .arg(&self.inner.url.prefix)
             .arg(&doc.uuid)
-            .arg(doc.to_json())
+            .arg(json)
             .arg(doc.status.as_str())
             .arg(number(doc.updated_at))
             .arg(&doc.job_type)
@@ -362,7 +363,7 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn create(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
         let doc = JobDocument { version: 1, ..doc.clone() };
-        let reply = self.run("create", self.write_of(&scripts::CREATE, &doc)).await?;
+        let reply = self.run("create", self.write_of(&scripts::CREATE, &doc, &doc.to_json())).await?;
         match reply.first().map(Vec::as_slice) {
             Some(b"ok") => Ok(doc),
             Some(b"exists") => Err(StoreError::AlreadyExists(doc.uuid)),
@@ -381,22 +382,34 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, uuid: &str) -> StoreResult<Option<JobDocument>> {
+        Ok(self.get_with_json(uuid).await?.map(|(doc, _)| doc))
+    }
+
+    /// The stored text is what `JobDocument::to_json` wrote (every write here sends it; no
+    /// script rewrites it).
+    async fn get_with_json(&self, uuid: &str) -> StoreResult<Option<(JobDocument, Vec<u8>)>> {
         let mut conn = self.conn();
         let key = self.doc_key(uuid);
         let json: Option<Vec<u8>> =
             self.answer("get", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
-        json.map(|j| parse(uuid, &j)).transpose()
+        let Some(json) = json else { return Ok(None) };
+        Ok(Some((parse(uuid, &json)?, json)))
     }
 
     async fn update(&self, doc: &JobDocument) -> StoreResult<JobDocument> {
+        Ok(self.update_with_json(doc).await?.0)
+    }
+
+    async fn update_with_json(&self, doc: &JobDocument) -> StoreResult<(JobDocument, Vec<u8>)> {
         let expected = doc.version;
         let new = JobDocument { version: expected.saturating_add(1), ..doc.clone() };
-        let mut invocation = self.write_of(&scripts::UPDATE, &new);
+        let json = new.to_json();
+        let mut invocation = self.write_of(&scripts::UPDATE, &new, &json);
         invocation.arg(expected);
         let reply = self.run("update", invocation).await?;
         let uuid = new.uuid.clone();
         match (reply.first().map(Vec::as_slice), reply.get(1).map(Vec::as_slice)) {
-            (Some(b"ok"), _) => Ok(new),
+            (Some(b"ok"), _) => Ok((new, json)),
             (Some(b"notfound"), _) => Err(StoreError::NotFound(uuid)),
             (Some(b"conflict"), _) => Err(StoreError::Conflict { uuid, expected }),
             (Some(b"fixed"), Some(b"jobType")) => Err(StoreError::FixedField { uuid, field: "jobType" }),
@@ -550,7 +563,7 @@ impl Store for RedisStore {
     }
 
     async fn import(&self, doc: &JobDocument, replacing: Option<u64>) -> StoreResult<JobDocument> {
-        let mut invocation = self.write_of(&scripts::IMPORT, doc);
+        let mut invocation = self.write_of(&scripts::IMPORT, doc, &doc.to_json());
         invocation.arg(replacing.map(|v| v.to_string()).unwrap_or_default());
         let reply = self.run("import", invocation).await?;
         let uuid = doc.uuid.clone();
