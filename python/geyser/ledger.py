@@ -16,13 +16,11 @@ else touches it. Only ``record_crashes`` touches the store (``geyser._core.recor
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = ["Ledger", "LedgerEntry", "LedgerState", "hand_over_crash", "main", "read_ledger", "record_crashes"]
@@ -52,7 +50,7 @@ class Ledger:
     """The writer side, one per worker process; a ``None`` directory writes nothing."""
 
     def __init__(self, directory: str | None, pid: int | None = None) -> None:
-        self.path = None if directory is None else Path(directory) / f"{pid or os.getpid()}.json"
+        self.path = None if directory is None else os.path.join(directory, f"{pid or os.getpid()}.json")
         self._lock = threading.Lock()
         self._running: dict[int, LedgerEntry] = {}
         self._fd: int | None = None
@@ -96,15 +94,23 @@ class Ledger:
 def read_ledger(directory: str, pid: int) -> LedgerState:
     """The last state worker process ``pid`` wrote, and forget its file (an empty state
     when it wrote none or the file cannot be read)."""
-    path = Path(directory) / f"{pid}.json"
+    path = os.path.join(directory, f"{pid}.json")
     try:
-        raw = json.loads(path.read_text())
+        with open(path) as f:
+            raw = json.load(f)
         running = _entries(raw.get("running", []))
         return LedgerState(running, raw.get("config_error"), raw.get("start_error"))
     except (OSError, ValueError, KeyError, TypeError):
         return LedgerState([])
     finally:
-        path.unlink(missing_ok=True)
+        _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _entries(raw: Any) -> list[LedgerEntry]:
@@ -114,9 +120,10 @@ def _entries(raw: Any) -> list[LedgerEntry]:
 def hand_over_crash(directory: str, pid: int, reason: str, running: list[LedgerEntry]) -> None:
     """Leave in ``directory`` the attempts that died with worker process ``pid`` and how it
     died (``reason``), for ``record_crashes``. The file appears whole or not at all."""
-    path = Path(directory) / f"crashed-{pid}.json"
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"reason": reason, "running": [e._asdict() for e in running]}))
+    path = os.path.join(directory, f"crashed-{pid}.json")
+    partial = os.path.join(directory, f"crashed-{pid}.partial")
+    with open(partial, "w") as f:
+        f.write(json.dumps({"reason": reason, "running": [e._asdict() for e in running]}))
     os.replace(partial, path)
 
 
@@ -125,6 +132,8 @@ def record_crashes(directory: str) -> int:
     only (it claims the file first), and forget them; returns how many attempts were
     recorded. A crash that cannot be recorded (the store is away) is logged; the job is
     then recovered as lost by whoever reserves it next, or by the maintenance sweep."""
+    from pathlib import Path  # here, as the rest: the supervisor never records
+
     from geyser import _core
     from geyser.config import client
     from geyser.errors import GeyserError
@@ -158,6 +167,8 @@ def record_crashes(directory: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m geyser.ledger DIR``: record the crashes handed over in DIR (the
     supervisor runs it when no worker process will start to do it)."""
+    import argparse
+
     p = argparse.ArgumentParser(prog="python -m geyser.ledger", description=main.__doc__)
     p.add_argument("directory")
     p.add_argument("--log-level", default="INFO")

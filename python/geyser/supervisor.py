@@ -12,31 +12,40 @@ cannot reach its servers), passes SIGTERM/SIGINT on to the children, and exits o
 they have all exited (with ``--burst``: once each found the queues drained).
 
 It stays small: it imports neither the job modules nor the native core, and runs no
-jobs and no maintenance sweep (each worker process runs the sweep). Only with
-``--metrics-port`` does it import the job modules (for the queues whose depths it
-serves) and ``prometheus_client``: it gives the children a private
+jobs and no maintenance sweep (each worker process runs the sweep). ``python -m
+geyser.worker`` (``main``) makes it smaller still: once it has started the worker processes,
+the command's process replaces itself (``os.execve``) with a bare interpreter
+(``python -I -S``: no site-packages scan, no ``.pth`` hooks, no user environment) running
+this file, which adopts them; it finds ``geyser`` from this file's path and imports only
+the standard modules it uses (``become_small``, ``resume``). A launcher script that calls
+``geyser.worker.main()`` keeps its process (``supervise``). Only with ``--metrics-port``
+does it import the job modules (for the queues whose depths it serves) and
+``prometheus_client``, and stay as it was started: it gives the children a private
 ``PROMETHEUS_MULTIPROC_DIR`` and serves the sum of their metrics (``geyser.metrics``).
 It touches the queue and store only through those queue depths.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from geyser import logs
-from geyser.ledger import hand_over_crash, read_ledger
-from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, parse_args
+if __name__ == "__main__":  # the bare interpreter ``become_small`` starts: find the geyser package
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-__all__ = ["Supervisor", "describe_exit", "main", "supervise"]
+from geyser import logs  # noqa: E402
+from geyser.ledger import hand_over_crash, read_ledger  # noqa: E402
+from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, parse_args  # noqa: E402
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["Child", "Supervisor", "describe_exit", "main", "resume", "supervise"]
 
 log = logging.getLogger("geyser.supervisor")
 
@@ -50,6 +59,12 @@ KILL_AFTER = 5.0
 TICK = 0.1
 #: How long the recording of crashes left at exit may take (``python -m geyser.ledger``).
 RECORD_AT_EXIT_TIMEOUT = 60.0
+#: The environment variable that hands the started worker processes to the small supervisor.
+STATE_VAR = "GEYSER_SUPERVISOR_STATE"
+#: The signals the supervisor passes on: blocked from before the first worker process
+#: starts until its handlers are set, across the hand-over (a signal mask and pending
+#: signals survive ``execve``), so none is lost or ends the command with its children left.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def describe_exit(pid: int, code: int) -> str:
@@ -63,11 +78,59 @@ def describe_exit(pid: int, code: int) -> str:
     return f"worker process {pid} died: exited with status {code}"
 
 
+class Child:
+    """A worker process this process started (the part of ``subprocess.Popen`` the
+    supervisor uses, without importing ``subprocess``; it also stands for a process
+    started before the hand-over, known by its pid)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    @classmethod
+    def spawn(cls, cmd: list[str], env: dict[str, str]) -> Child:
+        """Start ``cmd`` in a process group of its own, no signal blocked, SIGPIPE and
+        SIGXFSZ at their defaults and no file descriptor but 0-2 (``fds_not_inherited``)."""
+        return cls(os.posix_spawn(cmd[0], cmd, env, setpgroup=0, setsigmask=(),
+                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
+
+    def poll(self) -> int | None:
+        """The exit status (negative: the signal that ended it), or None while it runs."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                self.returncode = 255
+                return self.returncode
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def fds_not_inherited() -> None:
+    """Mark every file descriptor above 2 close-on-exec, as ``subprocess``'s ``close_fds``
+    would for each child: the worker processes and the small supervisor get 0-2 only."""
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # the directory's own descriptor, closed by now
+                pass
+
+
 class Slot:
     """One of the N places for a worker process."""
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Child | None = None
         self.started = 0.0
         #: Young deaths in a row, for the backoff.
         self.deaths = 0
@@ -80,25 +143,21 @@ class Slot:
 class Supervisor:
     """Keeps ``args.concurrency`` worker processes running until told to stop."""
 
-    def __init__(self, args: argparse.Namespace, argv: list[str], modules: list[str], queues: list[str]) -> None:
-        """``modules``: job modules the children import besides the ``-m`` ones; ``queues``:
-        those whose depths ``--metrics-port`` serves."""
+    def __init__(self, args: argparse.Namespace, child_cmd: list[str], pythonpath: str, ledger_dir: str,
+                 queues: list[str], metrics_dir: str | None = None) -> None:
+        """``child_cmd``: a worker process's command line; ``pythonpath``: where it imports
+        from; ``queues``: those whose depths ``--metrics-port`` serves (its children write
+        their metrics to ``metrics_dir``)."""
         self.args = args
         self.queues = queues
-        self.ledger_dir = tempfile.mkdtemp(prefix="geyser-supervisor-")
-        given = set(args.module)
-        extra_modules = [arg for m in modules if m not in given for arg in ("-m", m)]
-        self.child_cmd = [sys.executable, "-m", "geyser.worker", *argv, *extra_modules, "--child",
-                          "--ledger-dir", self.ledger_dir]
-        # The children import the job modules from where this process found them
-        # (a launcher script's directory, paths it added).
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        self.child_env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        self.ledger_dir = ledger_dir
+        self.child_cmd = child_cmd
+        self.pythonpath = pythonpath
+        self.child_env = {**os.environ, "PYTHONPATH": pythonpath}
         #: Where the children write their metrics (--metrics-port), removed at exit.
-        self.metrics_dir: str | None = None
-        if args.metrics_port is not None:
-            self.metrics_dir = tempfile.mkdtemp(prefix="geyser-metrics-")
-            self.child_env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        self.metrics_dir = metrics_dir
+        if metrics_dir is not None:
+            self.child_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         self.slots = [Slot() for _ in range(args.concurrency)]
         self.signals = 0
         self.kill_at: float | None = None
@@ -122,9 +181,32 @@ class Supervisor:
                 slot.proc.send_signal(signal.SIGTERM)
 
     def start(self, slot: Slot) -> None:
-        slot.proc = subprocess.Popen(self.child_cmd, process_group=0, env=self.child_env)
+        slot.proc = Child.spawn(self.child_cmd, self.child_env)
         slot.started = time.monotonic()
         log.debug("supervisor: started worker process %d", slot.proc.pid)
+
+    def start_all(self) -> None:
+        """Start every worker process now (``run`` starts those not started)."""
+        for slot in self.slots:
+            self.start(slot)
+
+    def become_small(self, argv: list[str]) -> None:
+        """Replace this process with ``python -I -S`` running this file, which adopts the
+        worker processes started (``resume``); returns only if that cannot be done (then
+        this process goes on supervising). ``-B`` and ``-O`` are passed on as set here."""
+        if not (sys.executable and os.path.isfile(__file__)):  # no interpreter to start, or geyser in a zip
+            return
+        started = [(s.proc.pid, s.started) for s in self.slots if s.proc is not None]
+        state = {"children": started, "child_cmd": self.child_cmd, "pythonpath": self.pythonpath,
+                 "ledger_dir": self.ledger_dir}
+        flags = ["-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), *(["-O"] * sys.flags.optimize)]
+        cmd = [sys.executable, *flags, os.path.abspath(__file__), *argv]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(sys.executable, cmd, {**os.environ, STATE_VAR: json.dumps(state)})
+        except OSError as e:
+            log.warning("supervisor: cannot start a smaller interpreter (%s); supervising from this one", e)
 
     def reap(self, slot: Slot, now: float) -> None:
         """Note a child that exited: hand on how it died for the jobs it was running (to be
@@ -176,8 +258,10 @@ class Supervisor:
     def record_crashes_left(self) -> None:
         """On the way out: crashes handed over that no worker process will start to record
         are recorded by a short-lived ``python -m geyser.ledger``."""
-        if not any(Path(self.ledger_dir).glob("crashed-*.json")):
+        if not any(name.startswith("crashed-") and name.endswith(".json") for name in os.listdir(self.ledger_dir)):
             return
+        import subprocess  # here: a rare path
+
         cmd = [sys.executable, "-m", "geyser.ledger", self.ledger_dir, "--log-level", self.args.log_level,
                "--log-format", self.args.log_format]
         try:
@@ -203,12 +287,15 @@ class Supervisor:
                 log.info("supervisor %d: metrics on http://%s:%d/metrics", os.getpid(), address, port)
             signal.signal(signal.SIGTERM, self.on_signal)
             signal.signal(signal.SIGINT, self.on_signal)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a signal that came meanwhile arrives now
             log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
             return self._loop()
         finally:
             self.record_crashes_left()
             if stop_metrics is not None:
                 stop_metrics()
+            import shutil  # here: needed once, on the way out
+
             shutil.rmtree(self.ledger_dir, ignore_errors=True)
             if self.metrics_dir is not None:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -237,9 +324,9 @@ class Supervisor:
             time.sleep(TICK)
 
 
-def supervise(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run the supervisor of the command line ``argv`` (parsed: ``args``) until it stops;
-    returns its exit status."""
+def prepare(args: argparse.Namespace, argv: list[str]) -> Supervisor | int:
+    """The supervisor of the command line ``argv`` (parsed: ``args``), its worker processes
+    not yet started; or the exit status when it cannot start."""
     logs.configure(args.log_level, args.log_format)
     sys.path.insert(0, os.getcwd())
     # Modules a launcher script registered; the -m modules may add more, which each child reads.
@@ -258,9 +345,56 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         except GeyserError as e:
             log.error("cannot start: %s", e)
             return 1
-    return Supervisor(args, argv, modules, queues).run()
+    import tempfile  # here: the small supervisor never needs it
+
+    ledger_dir = tempfile.mkdtemp(prefix="geyser-supervisor-")
+    given = set(args.module)
+    extra_modules = [arg for m in modules if m not in given for arg in ("-m", m)]
+    child_cmd = [sys.executable, "-m", "geyser.worker", *argv, *extra_modules, "--child", "--ledger-dir", ledger_dir]
+    # The children import the job modules from where this process found them
+    # (a launcher script's directory, paths it added).
+    pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    metrics_dir = None if args.metrics_port is None else tempfile.mkdtemp(prefix="geyser-metrics-")
+    fds_not_inherited()
+    return Supervisor(args, child_cmd, pythonpath, ledger_dir, queues, metrics_dir)
+
+
+def supervise(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the supervisor of the command line ``argv`` (parsed: ``args``) in this process
+    until it stops; returns its exit status."""
+    supervisor = prepare(args, argv)
+    return supervisor if isinstance(supervisor, int) else supervisor.run()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m geyser.worker`` without ``--child`` (see ``geyser.worker``)."""
-    return supervise(parse_args(argv), list(argv if argv is not None else sys.argv[1:]))
+    """Entry point of ``python -m geyser.worker`` without ``--child`` (see ``geyser.worker``):
+    as ``supervise``, but without ``--metrics-port`` the command's process hands the worker
+    processes it started to a small interpreter (``Supervisor.become_small``)."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    args = parse_args(argv)
+    supervisor = prepare(args, argv)
+    if isinstance(supervisor, int):
+        return supervisor
+    if args.metrics_port is None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the handlers are set (``run``)
+        supervisor.start_all()
+        supervisor.become_small(argv)
+    return supervisor.run()
+
+
+def resume() -> int:
+    """The small interpreter's part (``python -I -S supervisor.py ARGS``, state in
+    ``STATE_VAR``): adopt the worker processes started before the hand-over and supervise."""
+    state = json.loads(os.environ.pop(STATE_VAR))
+    args = parse_args(sys.argv[1:])
+    logs.configure(args.log_level, args.log_format)
+    supervisor = Supervisor(args, state["child_cmd"], state["pythonpath"], state["ledger_dir"], [])
+    for slot, (pid, started) in zip(supervisor.slots, state["children"]):
+        slot.proc, slot.started = Child(pid), started
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    from geyser.supervisor import resume as _resume  # the module's names, not this script's copy
+
+    sys.exit(_resume())

@@ -26,7 +26,6 @@ if __name__ == "__main__" and "--child" not in sys.argv[1:]:
 
 # What a worker process needs, imported only by one (see the hand-over above).
 import argparse
-import ctypes
 import importlib
 import json
 import logging
@@ -397,6 +396,8 @@ class Runner:
 
 def _raise_in_thread(thread_id: int, exc: type[BaseException]) -> None:
     """Raise ``exc`` in another thread at its next bytecode (not inside a C call)."""
+    import ctypes  # here: only a stop of a job in another runner thread needs it
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
