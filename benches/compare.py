@@ -1,7 +1,7 @@
 """Geyser against the plain-Python seed design and Huey, Dramatiq, RQ and Celery, in one command.
 
     pip install -e '.[bench]'   # huey, dramatiq[redis], rq, celery[redis], matplotlib, ...
-    python benches/compare.py [--quick] [--jobs N] [--rounds R] [--systems a,b,...] [--out PNG]
+    python benches/compare.py [--quick] [--jobs N] [--rounds R] [--systems a,b,...] [--only a,b] [--out PNG]
 
 With the defaults (2000 jobs, 3 rounds) a run takes about 20 minutes on two busy cores, 40% of
 it RQ's (a forked process per job); `--quick` about 2 minutes. Starts its own servers on
@@ -32,6 +32,8 @@ uses) of the time it was enqueued and the time it ran. Figures (rows):
 - idle RSS / PSS: all processes of that worker, summed, after its first job and 2 s idle
   (RSS counts pages shared by forked processes once per process; PSS splits them);
 - start-up: worker command started to its first job running (one job waiting).
+`--only bulk,drain,worker` measures some groups of rows: bulk (enqueue, bulk), drain (enqueue,
+single and both drains) and worker (latency, idle memory and start-up, one worker's run).
 Every figure is the median of `--rounds` rounds (systems run in turn each round); a `*`
 marks one whose rounds spread more than 25% of the median: the machine is shared and noisy.
 The second table gives each Geyser backend's figure divided by the best peer's and by the
@@ -83,6 +85,11 @@ FIGURES = [  # (row, higher is better)
     ("idle PSS, all processes (MB)", False),
     ("start-up to first job (s)", False),
 ]
+GROUPS = {  # --only: the rows each measurement gives
+    "bulk": ["enqueue, bulk (jobs/s)"],
+    "drain": ["enqueue, single (jobs/s)", "drain, 1 process (jobs/s)", "drain, 2 processes (jobs/s)"],
+    "worker": [f for f, _ in FIGURES if f.startswith(("latency", "idle", "start-up"))],
+}
 IDLE_SETTLE = 2.0
 NOISY = 0.25
 
@@ -537,13 +544,16 @@ class Measure:
             else:
                 out[rows[0]] = got  # type: ignore[assignment]
 
-        attempt(["enqueue, bulk (jobs/s)"], self.bulk)
-        attempt(["enqueue, single (jobs/s)", "drain, 1 process (jobs/s)"], lambda: self.drain(1))
-        single = out.get("enqueue, single (jobs/s)")
-        attempt(["enqueue, single (jobs/s)", "drain, 2 processes (jobs/s)"], lambda: self.drain(2))
-        if isinstance(single, float) and isinstance(out["enqueue, single (jobs/s)"], float):
-            out["enqueue, single (jobs/s)"] = (single + out["enqueue, single (jobs/s)"]) / 2  # type: ignore[operator]
-        attempt([f for f, _ in FIGURES if f.startswith(("latency", "idle", "start-up"))], self.idle_worker)
+        if "bulk" in self.args.only:
+            attempt(GROUPS["bulk"], self.bulk)
+        if "drain" in self.args.only:
+            attempt(["enqueue, single (jobs/s)", "drain, 1 process (jobs/s)"], lambda: self.drain(1))
+            single = out.get("enqueue, single (jobs/s)")
+            attempt(["enqueue, single (jobs/s)", "drain, 2 processes (jobs/s)"], lambda: self.drain(2))
+            if isinstance(single, float) and isinstance(out["enqueue, single (jobs/s)"], float):
+                out["enqueue, single (jobs/s)"] = (single + out["enqueue, single (jobs/s)"]) / 2  # type: ignore[operator]
+        if "worker" in self.args.only:
+            attempt(GROUPS["worker"], self.idle_worker)
         return out
 
 
@@ -585,7 +595,8 @@ def ratio(medians: dict[str, dict[str, float | str]], figure: str, higher: bool,
     return f"{ours / best:.2f}" if best > 0 else "n/a"
 
 
-def chart(medians: dict[str, dict[str, float | str]], names: list[str], title: str, out: Path) -> None:
+def chart(medians: dict[str, dict[str, float | str]], names: list[str], figures: list[tuple[str, bool]], title: str,
+          out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -594,7 +605,9 @@ def chart(medians: dict[str, dict[str, float | str]], names: list[str], title: s
     colors = {**{n: "tab:blue" for n in GEYSER}, **{n: "tab:gray" for n in PLAIN},
               **{n: "tab:orange" for n in PEERS}}
     fig, axes = plt.subplots(2, 5, figsize=(22, 9))
-    for ax, (figure, higher) in zip(axes.flat, FIGURES):
+    for ax in axes.flat[len(figures):]:
+        ax.set_visible(False)
+    for ax, (figure, higher) in zip(axes.flat, figures):
         vals = [medians[n][figure] for n in names]
         nums = [v if isinstance(v, float) else float("nan") for v in vals]
         bars = ax.bar(range(len(names)), nums, color=[colors[n] for n in names])
@@ -622,6 +635,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=100.0, help="jobs per second in the latency run")
     p.add_argument("--rounds", type=int, default=None, help="rounds, the median is shown (default 3)")
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"columns, of: {','.join(SYSTEMS)}")
+    p.add_argument("--only", default=",".join(GROUPS),
+                   help=f"groups of rows to measure, of: {','.join(GROUPS)} (default all)")
     p.add_argument("--postgres", default=None, metavar="URL",
                    help="use schemas in this database instead of a private cluster")
     p.add_argument("--out", default=str(HERE / "compare.png"), help="the chart (PNG); '' for none")
@@ -629,6 +644,10 @@ def main() -> int:
     args.jobs = args.jobs or (200 if args.quick else 2000)
     args.latency_jobs = args.latency_jobs or (50 if args.quick else 300)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.only = [g.strip() for g in args.only.split(",") if g.strip()]
+    if not args.only or any(g not in GROUPS for g in args.only):
+        p.error(f"--only: expected some of {','.join(GROUPS)}, got {','.join(args.only) or 'none'}")
+    figures = [(f, higher) for f, higher in FIGURES if any(f in GROUPS[g] for g in args.only)]
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
@@ -660,7 +679,7 @@ def main() -> int:
             for system in systems:
                 t = time.monotonic()
                 got = Measure(env, system, args).round()
-                for f, _ in FIGURES:
+                for f, _ in figures:
                     samples[system.name][f].append(got.get(f, "err"))
                 print(f"round {r + 1}/{args.rounds}: {system.name} in {time.monotonic() - t:.0f} s", file=sys.stderr)
     elapsed = time.monotonic() - started
@@ -669,26 +688,26 @@ def main() -> int:
     medians: dict[str, dict[str, float | str]] = {n: {} for n in names}
     noisy: dict[str, dict[str, bool]] = {n: {} for n in names}
     for n in names:
-        for f, _ in FIGURES:
+        for f, _ in figures:
             medians[n][f], noisy[n][f] = summarise(samples[n][f])
     pin = "servers on CPU 0, clients on CPU 1" if SERVER_CPUS else "not pinned (one CPU)"
     title = (f"{'quick smoke run, ' if args.quick else ''}{args.jobs} jobs per drain, latency {args.latency_jobs} "
              f"jobs at {args.rate:g}/s, median of {args.rounds} round(s), {pin}, "
              f"load average {load_before:.1f} before / {load_after:.1f} after, {elapsed:.0f} s")
     print(title)
-    print_table(("figure", *names), [(f, *(cell(medians[n][f], noisy[n][f]) for n in names)) for f, _ in FIGURES],
+    print_table(("figure", *names), [(f, *(cell(medians[n][f], noisy[n][f]) for n in names)) for f, _ in figures],
                 label=30, width=12)
     cols = ratio_columns(names)
     if cols:
         print("\nGeyser / baseline (peer: the best of Huey, Dramatiq, RQ, Celery; py: the seed design on the same"
               " store). Above 1 is better for rates, worse for latency, memory and start-up.")
         print_table(("figure", *(h for h, _, _ in cols)),
-                    [(f, *(ratio(medians, f, higher, g, base) for _, g, base in cols)) for f, higher in FIGURES],
+                    [(f, *(ratio(medians, f, higher, g, base) for _, g, base in cols)) for f, higher in figures],
                     label=30, width=14)
-    if any(noisy[n][f] for n in names for f, _ in FIGURES):
+    if any(noisy[n][f] for n in names for f, _ in figures):
         print(f"* rounds spread more than {NOISY:.0%} of the median: noisy (the machine is shared).")
     if args.out:
-        chart(medians, names, title, Path(args.out))
+        chart(medians, names, figures, title, Path(args.out))
         print(f"chart: {args.out}")
     return 0
 
