@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use outbox::{flush_everywhere, pending_everywhere, Outbox, MAX_PENDING, ORPHAN_GRACE, RELAY_BATCH};
+pub use outbox::{flush_everywhere, pending_everywhere, Outbox, MAX_PENDING, NOTE_DELAY, ORPHAN_GRACE, RELAY_BATCH};
 
 use crate::client::ClientResult;
 use crate::model::JobDocument;
@@ -34,7 +34,8 @@ pub trait Enqueuer: Send + Sync {
         0
     }
 
-    /// Wait until `pending` is 0 or `timeout` has passed; returns `pending` then.
+    /// Wait until `pending` is 0 and the put entries' ids are noted in their documents, or
+    /// `timeout` has passed; returns `pending` then.
     async fn flush(&self, _timeout: Duration) -> usize {
         0
     }

@@ -122,3 +122,28 @@ async fn a_save_right_after_enqueue_is_no_conflict_with_the_relays_note() {
     );
     assert_eq!(stored(&g, &doc.uuid).await.completeness, 0.5);
 }
+
+/// The relay notes a queue id `NOTE_DELAY` after the put, not with it: a worker reserving
+/// the entry sooner starts the job on a document nobody else is writing. Polls until the
+/// note lands; it may come later on a busy machine, never sooner.
+#[tokio::test]
+async fn the_relay_notes_the_queue_id_only_after_the_note_delay() {
+    let server = Beanstalkd::start();
+    let (g, _dir) = on_beanstalkd(&server).await;
+    let enqueued = Instant::now();
+    let doc = g.enqueue(new_job("later"), 0.0).await.expect("enqueue");
+    let deadline = enqueued + Duration::from_secs(30);
+    let noted = loop {
+        let now = stored(&g, &doc.uuid).await;
+        if now.queue_job_id.is_some() {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the relay noted no queue id within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(enqueued.elapsed() >= geyser::enqueue::NOTE_DELAY, "noted {:?} after the enqueue", enqueued.elapsed());
+    assert_eq!(noted.version, doc.version + 1, "one write: the note");
+    let mut consumer = g.queue.consumer(&[TUBE.to_owned()]).await.expect("consumer");
+    let job = consumer.reserve(Duration::from_secs(5)).await.expect("reserve").expect("the job's entry");
+    assert_eq!(job.id, entry_of(&noted), "the note names the entry put");
+}

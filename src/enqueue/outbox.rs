@@ -1,11 +1,13 @@
 //! The outbox enqueue of two-system backends (a queue server and a separate store): the
 //! document is committed, the caller returns, and a relay task of this process puts the
-//! queue entries (pipelined, in batches) and notes their ids in the documents. Holds the
+//! queue entries (pipelined, in batches) and, `NOTE_DELAY` later, notes their ids in the
+//! documents that no worker has started meanwhile. Holds the
 //! jobs not yet put in memory, bounded; everything it cannot put is a committed `queued`
 //! document with no queue entry, which the maintenance sweep puts (docs/lifecycle.md
 //! "Enqueue"). Touches only the store's new documents (CAS writes) and the queue's puts.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,14 @@ pub const RELAY_BATCH: usize = 1_000;
 /// Jobs a relay keeps in memory while the queue does not answer; beyond this the oldest are
 /// left to the sweep (they are committed documents), with one warning per outage.
 pub const MAX_PENDING: usize = 100_000;
+/// How long after its put the relay notes a job's queue id. A worker that reserves the
+/// entry sooner (the usual case) writes the id in its start, and the note, a compare-and-swap
+/// on the document as created, loses at no cost to the worker. Noted at once, the note met
+/// the worker's start on the same row in 40% of starts at 100 jobs/s: whichever lost its
+/// swap read and wrote again, and the start waited for the note's commit (docs/operating.md
+/// "Where enqueue-to-start latency goes"). Well under the sweep's `--min-age` (60 s), which
+/// is what the note is for: a job still queued then is known to have its entry.
+pub const NOTE_DELAY: Duration = Duration::from_secs(1);
 /// The relay's wait between attempts while the queue does not answer starts here, doubles,
 /// and stops growing at `RETRY_MAX`.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -55,6 +65,11 @@ struct Held {
     outage_since: Option<Instant>,
     /// Whether this outage already warned that jobs were left to the sweep.
     overflow_warned: bool,
+    /// Documents whose entries are put, with their ids, to note once `NOTE_DELAY` has passed
+    /// since their put (oldest first).
+    unnoted: VecDeque<(Instant, JobDocument)>,
+    /// Documents in note calls not answered yet.
+    noting: usize,
     /// When the `Outbox` was dropped (no new jobs will come).
     orphaned_at: Option<Instant>,
 }
@@ -66,8 +81,14 @@ struct Relay {
     held: Mutex<Held>,
     /// Rings the relay task when jobs arrive or the outbox is dropped.
     wake: Notify,
-    /// Jobs accepted and not yet put (or left to the sweep): what `flush` waits on.
+    /// Jobs accepted and not yet put (or left to the sweep): what `flush` waits on first.
     pending: watch::Sender<usize>,
+    /// Put jobs whose ids are not noted yet: what `flush` waits on then.
+    unnoted: watch::Sender<usize>,
+    /// Callers of `flush` waiting now: the relay notes at once while there are any.
+    flushing: AtomicUsize,
+    /// Held by the note call under way: one at a time, in order.
+    note_turn: tokio::sync::Mutex<()>,
 }
 
 /// Every relay of this process that still holds or may receive jobs, for the process-wide
@@ -112,6 +133,9 @@ impl Outbox {
             held: Mutex::default(),
             wake: Notify::new(),
             pending: watch::Sender::new(0),
+            unnoted: watch::Sender::new(0),
+            flushing: AtomicUsize::new(0),
+            note_turn: tokio::sync::Mutex::new(()),
         };
         Self { store, relay: Arc::new(relay), started: OnceLock::new() }
     }
@@ -184,6 +208,7 @@ impl Relay {
 
     fn publish(&self, held: &Held) {
         self.pending.send_replace(held.waiting.len() + held.in_flight);
+        self.unnoted.send_replace(held.unnoted.len() + held.noting);
     }
 
     /// Past `MAX_PENDING`, forget the oldest jobs (their documents stay for the sweep).
@@ -202,28 +227,44 @@ impl Relay {
         }
     }
 
+    /// Wait until every job is put and its id noted (a flush makes the relay note at once:
+    /// a caller that flushed reads the documents as the relay leaves them).
     async fn flush_until(&self, deadline: tokio::time::Instant) {
-        let mut pending = self.pending.subscribe();
-        // A timeout or a closed channel both leave the count to the caller to read.
-        let _ = tokio::time::timeout_at(deadline, pending.wait_for(|&n| n == 0)).await;
+        let _hurry = Hurry::new(self);
+        let (mut pending, mut unnoted) = (self.pending.subscribe(), self.unnoted.subscribe());
+        let delivered = async {
+            // A closed channel leaves the count to the caller to read.
+            let _ = pending.wait_for(|&n| n == 0).await;
+            let _ = unnoted.wait_for(|&n| n == 0).await;
+        };
+        let _ = tokio::time::timeout_at(deadline, delivered).await;
     }
 
-    /// The relay task: rounds of up to `RELAY_BATCH` jobs until the outbox is dropped and
-    /// nothing is left (or, dropped, the queue stays down past `ORPHAN_GRACE`).
+    /// The relay task: rounds of up to `RELAY_BATCH` jobs, and the notes that come due,
+    /// until the outbox is dropped and nothing is left (or, dropped, the queue stays down
+    /// past `ORPHAN_GRACE`).
     async fn run(self: Arc<Self>) {
         let mut retry = RETRY_MIN;
         loop {
-            let batch = {
+            let (batch, next_note) = {
                 let mut held = self.lock();
+                self.start_notes(&mut held);
                 let n = held.waiting.len().min(RELAY_BATCH);
-                if n == 0 && held.orphaned_at.is_some() {
+                if n == 0 && held.orphaned_at.is_some() && held.unnoted.is_empty() && held.noting == 0 {
                     return;
                 }
                 held.in_flight = n;
-                held.waiting.drain(..n).collect::<Vec<_>>()
+                let next_note = held.unnoted.front().filter(|_| held.noting == 0).map(|(put, _)| *put + NOTE_DELAY);
+                (held.waiting.drain(..n).collect::<Vec<_>>(), next_note)
             };
             if batch.is_empty() {
-                self.wake.notified().await;
+                // A note call ending, a flush, a new job or the outbox dropped rings `wake`.
+                match next_note {
+                    Some(due) => {
+                        let _ = tokio::time::timeout_at(due.into(), self.wake.notified()).await;
+                    }
+                    None => self.wake.notified().await,
+                }
                 continue;
             }
             match self.round(batch).await {
@@ -233,6 +274,8 @@ impl Relay {
                 }
                 Round::QueueDown(e) => {
                     if self.note_outage(&e) {
+                        let unnoted: Vec<JobDocument> = self.lock().unnoted.drain(..).map(|(_, doc)| doc).collect();
+                        self.note(&unnoted).await;
                         return;
                     }
                     tokio::time::sleep(retry).await;
@@ -281,8 +324,40 @@ impl Relay {
         true
     }
 
-    /// Put the batch, queue by queue (pipelined), note the ids in one store call, and put
-    /// back at the front, in order, the jobs the queue did not take.
+    /// Start a note of the ids whose `NOTE_DELAY` is over (all of them while a flush waits or
+    /// the outbox is dropped; the oldest `RELAY_BATCH` at once when more wait), as a task of
+    /// its own so that puts never wait for it; one note call at a time.
+    fn start_notes(self: &Arc<Self>, held: &mut Held) {
+        if held.noting > 0 || held.unnoted.is_empty() {
+            return;
+        }
+        let all = self.flushing.load(Ordering::Acquire) > 0 || held.orphaned_at.is_some();
+        let now = Instant::now();
+        let due = held.unnoted.iter().take_while(|(put, _)| all || now.duration_since(*put) >= NOTE_DELAY).count();
+        let n = match held.unnoted.len() > RELAY_BATCH {
+            true => due.max(RELAY_BATCH),
+            false => due,
+        }
+        .min(RELAY_BATCH);
+        if n == 0 {
+            return;
+        }
+        let docs: Vec<JobDocument> = held.unnoted.drain(..n).map(|(_, doc)| doc).collect();
+        held.noting += n;
+        let relay = self.clone();
+        tokio::spawn(async move {
+            relay.note(&docs).await;
+            let mut held = relay.lock();
+            held.noting -= n;
+            relay.publish(&held);
+            drop(held);
+            relay.wake.notify_one();
+        });
+    }
+
+    /// Put the batch, queue by queue (pipelined), keep the ids to note (or, when the queue
+    /// failed, note them all now), and put back at the front, in order, the jobs the queue
+    /// did not take.
     async fn round(&self, batch: Vec<Pending>) -> Round {
         let mut by_queue: Vec<(String, Vec<Pending>)> = Vec::new();
         for job in batch {
@@ -320,8 +395,21 @@ impl Relay {
                 }
             }
         }
-        self.note(&put).await;
+        if down.is_some() {
+            // The relay waits for the queue now, and no worker reserves what it cannot reach:
+            // note every put job at once, before `pending` shows the jobs left.
+            let now: Vec<JobDocument> = {
+                let mut held = self.lock();
+                let now: Vec<JobDocument> = held.unnoted.drain(..).map(|(_, doc)| doc).chain(put.drain(..)).collect();
+                held.noting += now.len();
+                now
+            };
+            self.note(&now).await;
+            self.lock().noting -= now.len();
+        }
         let mut held = self.lock();
+        let at = Instant::now();
+        held.unnoted.extend(put.into_iter().map(|doc| (at, doc)));
         held.in_flight = 0;
         for job in not_put.into_iter().rev() {
             held.waiting.push_front(job);
@@ -342,6 +430,7 @@ impl Relay {
         if docs.is_empty() {
             return;
         }
+        let _turn = self.note_turn.lock().await;
         let results = match self.store.update_many(docs).await {
             Ok(results) => results,
             Err(e) => {
@@ -360,6 +449,23 @@ impl Relay {
         if let Some(first) = failed.first() {
             log::warn!("enqueue relay: {} queue ids not noted (first: {first}); their workers note them", failed.len());
         }
+    }
+}
+
+/// A waiting `flush`: the relay notes at once while one lives.
+struct Hurry<'a>(&'a Relay);
+
+impl<'a> Hurry<'a> {
+    fn new(relay: &'a Relay) -> Self {
+        relay.flushing.fetch_add(1, Ordering::AcqRel);
+        relay.wake.notify_one();
+        Self(relay)
+    }
+}
+
+impl Drop for Hurry<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
