@@ -2,7 +2,7 @@
 server's standard client (psycopg 3, redis-py, sqlite3; `plain_stores.py`), in one run.
 
     pip install -e '.[bench]'   # psycopg[binary], redis, greenstalk
-    python benches/stores.py [--ops N] [--jobs N] [--rounds R] [--stores postgres,redis,sqlite] [--no-drain]
+    python benches/stores.py [--ops N] [--jobs N] [--rounds R] [--stores postgres,redis,sqlite] [--no-drain | --no-ops]
 
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust, database test) and Redis at
 127.0.0.1:6379; starts its own beanstalkd. Every run uses a fresh schema / key prefix / temp
@@ -240,7 +240,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--stores", default="postgres,redis,sqlite")
     p.add_argument("--no-drain", action="store_true", help="measure the store ops only, not the drain")
+    p.add_argument("--no-ops", action="store_true", help="measure the drain only, not the store ops")
     args = p.parse_args()
+    if args.no_drain and args.no_ops:
+        p.error("--no-drain and --no-ops leave nothing to measure")
+    ops = () if args.no_ops else tuple(TARGETS)
     kinds = args.stores.split(",")
     pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     cpu: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
@@ -250,10 +254,11 @@ def main() -> int:
             for rnd in range(args.rounds):
                 geyser_first = rnd % 2 == 0
                 for kind in kinds:
-                    g, pl = both(lambda: geyser_ops(kind, tmp, f"beanstalkd://{server.addr}", args.ops),
-                                 lambda: plain_ops(kind, tmp, server.port, args.ops), geyser_first)
-                    for op in TARGETS:
-                        pairs[(kind, op)].append((g[op], pl[op]))
+                    if ops:
+                        g, pl = both(lambda: geyser_ops(kind, tmp, f"beanstalkd://{server.addr}", args.ops),
+                                     lambda: plain_ops(kind, tmp, server.port, args.ops), geyser_first)
+                        for op in ops:
+                            pairs[(kind, op)].append((g[op], pl[op]))
                     for c in () if args.no_drain else (1, 2):
                         g, pl = both(lambda: geyser_drain_rate(kind, tmp, c, args.jobs),
                                      lambda: plain_drain_rate(kind, tmp, c, args.jobs), geyser_first)
@@ -263,7 +268,7 @@ def main() -> int:
         server.stop()
     rows = []
     for kind in kinds:
-        for op in TARGETS:
+        for op in ops:
             rows.append(median_row(f"{kind} {op} (ops/s)", pairs[(kind, op)], TARGETS[op]))
         for c in () if args.no_drain else (1, 2):
             target = DRAIN_TARGET if c == 2 and kind != "sqlite" else None

@@ -804,3 +804,77 @@ fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
     assert_eq!(second.doc.attempts, 2);
     assert_eq!(second.doc.errors[0].error_code, serde_json::Value::from("worker-lost"));
 }
+
+#[test]
+fn finishing_with_prefetch_starts_the_next_job_on_the_way_and_close_hands_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Beanstalkd::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let queue_url = format!("beanstalkd://{}", server.addr());
+    let geyser = rt.block_on(geyser::config::open(Some(&queue_url), Some(&store_url))).expect("open geyser");
+    let tube = "prefetch";
+    let mut uuids = HashSet::new();
+    for _ in 0..3 {
+        let mut doc = support::store_contract::document("prefetch_job");
+        doc.queue_kwargs.queue = tube.to_owned();
+        uuids.insert(rt.block_on(geyser.enqueue(doc, 0.0)).expect("enqueue").uuid);
+    }
+    assert_eq!(rt.block_on(geyser.flush(Duration::from_secs(10))), 0, "every entry is put");
+    let get = |uuid: &str| rt.block_on(geyser.get(uuid)).unwrap().unwrap();
+    let running = |uuids: &HashSet<String>| -> Vec<String> {
+        uuids.iter().filter(|u| get(u).status == geyser::model::Status::Running).cloned().collect()
+    };
+    let w = worker(&geyser, "w", tube, &rt);
+    w.set_prefetch(true);
+
+    let mut attempt = next(&w, Duration::from_secs(5)).expect("the first job starts");
+    for ran in 1..=2 {
+        let uuid = attempt.doc.uuid.clone();
+        uuids.remove(&uuid);
+        let job = attempt.doc.clone();
+        let done = w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+        // Saved when `finish` returns, and the next job was started with it, before it runs.
+        assert_eq!(
+            (done.status, get(&uuid).status),
+            (geyser::model::Status::Succeeded, geyser::model::Status::Succeeded)
+        );
+        let started = running(&uuids);
+        assert_eq!(started.len(), 1, "after job {ran}, one more job started: {started:?}");
+        assert_eq!((get(&started[0]).attempts, get(&started[0]).worker.as_deref()), (1, Some("w")));
+        attempt = next(&w, Duration::ZERO).expect("`next` returns the job started on the way");
+        assert_eq!(attempt.doc.uuid, started[0]);
+    }
+    // The last one was asked for by `next`; finishing it with nothing ready starts nothing.
+    let last = attempt.doc.uuid.clone();
+    let job = attempt.doc.clone();
+    w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+    assert_eq!(get(&last).status, geyser::model::Status::Succeeded);
+    assert!(next(&w, Duration::ZERO).is_none(), "the queue is empty");
+    w.runtime().block_on(w.close()).expect("close");
+    let stats = rt.block_on(geyser.queue.stats_tube(tube)).unwrap();
+    assert_eq!((stats.ready, stats.reserved, stats.delayed, stats.buried), (0, 0, 0, 0), "every entry is deleted");
+
+    // A job started on the way that `next` never asks for is handed back by `close`:
+    // queued again, its attempt not counted, its entry ready for another worker.
+    let mut uuids = HashSet::new();
+    for _ in 0..2 {
+        let mut doc = support::store_contract::document("prefetch_job");
+        doc.queue_kwargs.queue = tube.to_owned();
+        uuids.insert(rt.block_on(geyser.enqueue(doc, 0.0)).expect("enqueue").uuid);
+    }
+    assert_eq!(rt.block_on(geyser.flush(Duration::from_secs(10))), 0, "every entry is put");
+    let w = worker(&geyser, "w2", tube, &rt);
+    w.set_prefetch(true);
+    let attempt = next(&w, Duration::from_secs(5)).expect("a job starts");
+    uuids.remove(&attempt.doc.uuid);
+    let job = attempt.doc.clone();
+    w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+    let started = running(&uuids);
+    assert_eq!(started.len(), 1, "the other job started on the way");
+    w.runtime().block_on(w.close()).expect("close");
+    let back = get(&started[0]);
+    assert_eq!((back.status, back.attempts), (geyser::model::Status::Queued, 0));
+    let stats = rt.block_on(geyser.queue.stats_tube(tube)).unwrap();
+    assert_eq!((stats.ready, stats.reserved), (1, 0), "its entry is ready again");
+}

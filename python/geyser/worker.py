@@ -348,10 +348,14 @@ class Runner:
         # after the watchdog here had its chance (a soft stop, then a hard one).
         self.worker = _core.Worker(client(), queues, name, progress_interval, hard_stop_after=2 * stop_grace,
                                    job_types=sorted(registry.job_classes()))
+        # Finishing a job also starts the next ready one, both written in one store call
+        # (docs/operating.md, "Where a drained job's time goes"); off once the loop is to stop.
+        self.worker.set_prefetch(True)
 
     def stop(self, *_: Any) -> None:
         """Finish the running job, then leave the loop."""
         self.stopping = True
+        self.worker.set_prefetch(False)
 
     def run(self) -> int:
         """Reserve and run jobs until stopped (or, with burst, until the queues are empty)."""
@@ -509,6 +513,8 @@ class WorkerProcess:
         """The job ignored its stop: save its outcome from here, hand back the other
         runners' jobs, and end the process (the supervisor starts a new one)."""
         log.error("job %s did not stop within %g s; ending worker process %d", running.job.uuid, self.stop_grace, os.getpid())
+        for r in self.runners:  # no finish below may start a next job for this dying process
+            r.stop()
         outcome, kw = _outcome_args(stop, running)
         _finish_quietly(running, "hand_back" if outcome == "lost" else outcome, kw)
         for r in self.runners:

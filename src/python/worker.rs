@@ -52,7 +52,14 @@ impl PyWorker {
     fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<PyAttempt>> {
         let worker = &self.inner;
         let attempt = drive(py, worker.runtime(), worker.next(secs(timeout))).map_err(worker_err)?;
-        attempt.map(|a| PyAttempt::new(a, worker.runtime().clone())).transpose()
+        attempt.map(|a| PyAttempt::new(a, worker.clone())).transpose()
+    }
+
+    /// Whether finishing a job also reserves and starts the next one, writing both documents
+    /// in one store call (off for a new worker). Turn it off before the worker stops
+    /// reserving: a job started that way and never asked for by `next` is handed back by `close`.
+    fn set_prefetch(&self, on: bool) {
+        self.inner.set_prefetch(on);
     }
 
     /// Settle what the last job left to do on the queue; call before the worker stops.
@@ -87,9 +94,9 @@ where
 #[pyclass(frozen, name = "Attempt", module = "geyser._core")]
 pub struct PyAttempt {
     inner: Mutex<Option<Attempt>>,
-    /// The worker's runtime, which `finish` drives; held here so that it is never dropped
-    /// inside one of its own calls.
-    runtime: Arc<Runtime>,
+    /// The worker, whose runtime `finish` drives (held here so that it is never dropped
+    /// inside one of its own calls) and which may start its next job on the way.
+    worker: Arc<Worker>,
     #[pyo3(get)]
     document: String,
     #[pyo3(get)]
@@ -99,14 +106,14 @@ pub struct PyAttempt {
 }
 
 impl PyAttempt {
-    fn new(attempt: Attempt, runtime: Arc<Runtime>) -> PyResult<Self> {
+    fn new(attempt: Attempt, worker: Arc<Worker>) -> PyResult<Self> {
         let document = String::from_utf8(attempt.doc.to_json()).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok(Self {
             job_type: attempt.doc.job_type.clone(),
             uuid: attempt.doc.uuid.clone(),
             document,
             inner: Mutex::new(Some(attempt)),
-            runtime,
+            worker,
         })
     }
 
@@ -183,7 +190,8 @@ impl PyAttempt {
             .map_err(|_| PyRuntimeError::new_err("attempt lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
-        let saved = drive(py, &self.runtime, attempt.finish(doc, outcome)).map_err(worker_err)?;
+        let worker = &self.worker;
+        let saved = drive(py, worker.runtime(), worker.finish(attempt, doc, outcome)).map_err(worker_err)?;
         Ok(saved.status.as_str())
     }
 }

@@ -74,19 +74,33 @@ impl FencedWriter {
         }
     }
 
-    /// Write `doc` over the stored one if this attempt still owns it.
-    /// A cancel request stored by someone else is kept, never overwritten.
-    pub async fn write(&self, mut doc: JobDocument) -> Result<JobDocument, FenceError> {
+    /// `doc` as this attempt's next compare-and-swap writes it: at the version last seen,
+    /// with this attempt's fence and any cancel request seen kept. For a caller that sends the
+    /// swap itself (beside another write, `Worker::finish`); it hands the result to `written`,
+    /// or after a conflict calls `write`, which finds out whether the attempt still owns the job.
+    pub fn prepare(&self, mut doc: JobDocument) -> Result<JobDocument, FenceError> {
         if self.is_lost() {
             return Err(self.lose());
         }
+        {
+            let seen = self.seen.lock().map_err(|_| self.lose())?;
+            doc.version = seen.version;
+            doc.cancel_requested |= seen.cancel_requested;
+        }
+        doc.fence = Some(self.fence.clone());
+        Ok(doc)
+    }
+
+    /// Note a document that a swap prepared by `prepare` wrote.
+    pub fn written(&self, saved: &JobDocument) {
+        self.remember(saved);
+    }
+
+    /// Write `doc` over the stored one if this attempt still owns it.
+    /// A cancel request stored by someone else is kept, never overwritten.
+    pub async fn write(&self, mut doc: JobDocument) -> Result<JobDocument, FenceError> {
         for _ in 0..crate::store::MAX_CONFLICTS {
-            {
-                let seen = self.seen.lock().map_err(|_| self.lose())?;
-                doc.version = seen.version;
-                doc.cancel_requested |= seen.cancel_requested;
-            }
-            doc.fence = Some(self.fence.clone());
+            doc = self.prepare(doc)?;
             match self.store.update(&doc).await {
                 Ok(saved) => {
                     self.remember(&saved);

@@ -14,6 +14,7 @@ mod progress;
 mod registration;
 mod reservations;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,10 @@ pub struct Worker {
     registration: Arc<Registration>,
     finished: FinishedEntry,
     config: WorkerConfig,
+    /// Whether `finish` reserves and starts the next job on its way (see `Worker::finish`).
+    prefetch: AtomicBool,
+    /// The attempt `finish` started, for the next `next` to return.
+    pending: std::sync::Mutex<Option<Attempt>>,
 }
 
 /// The queue entry of the job that succeeded last, still to delete. Its document is
@@ -117,7 +122,17 @@ impl Worker {
             let _on = heartbeat_on.enter();
             Arc::new(Heartbeat::start(reservations, config.hard_stop_after, registration.clone()))
         };
-        Ok(Self { geyser, consumer, runtime, heartbeat, registration, finished: FinishedEntry::default(), config })
+        Ok(Self {
+            geyser,
+            consumer,
+            runtime,
+            heartbeat,
+            registration,
+            finished: FinishedEntry::default(),
+            config,
+            prefetch: AtomicBool::new(false),
+            pending: std::sync::Mutex::new(None),
+        })
     }
 
     /// The runtime that drives this worker's calls and its attempts' (`runtime.block_on`,
@@ -126,9 +141,24 @@ impl Worker {
         &self.runtime
     }
 
-    /// Remove the worker's registration and delete the entry of the job that succeeded last,
-    /// if that is still to do. For a worker about to stop reserving.
+    /// Whether `finish` also starts the next job (off for a new worker). A worker loop turns it
+    /// on while it goes on reserving, and off as soon as it is to stop, so that no job is
+    /// started for it that it would only hand back.
+    pub fn set_prefetch(&self, on: bool) {
+        self.prefetch.store(on, Ordering::Release);
+    }
+
+    /// Hand back the job `finish` started for a next `next` that did not come, remove the
+    /// worker's registration, and delete the entry of the job that succeeded last, if that is
+    /// still to do. For a worker about to stop reserving.
     pub async fn close(&self) -> WorkerResult<()> {
+        self.set_prefetch(false);
+        if let Some(attempt) = take_pending(&self.pending) {
+            let doc = attempt.doc.clone();
+            if let Err(e) = attempt.finish(doc, Outcome::HandBack).await {
+                log::warn!("could not hand back the job started for the next reserve: {e}");
+            }
+        }
         let removed = self.registration.remove().await;
         if let Some((id, uuid)) = take(&self.finished) {
             self.consumer.lock().await.delete(id).await.inspect_err(|e| warn_delete_failed(&uuid, id, e))?;
@@ -148,6 +178,9 @@ impl Worker {
 
     /// Reserve until a job can start or `timeout` passes.
     pub async fn next(&self, timeout: Duration) -> WorkerResult<Option<Attempt>> {
+        if let Some(attempt) = take_pending(&self.pending) {
+            return Ok(Some(attempt));
+        }
         let deadline = Instant::now() + timeout;
         let mut finished = take(&self.finished);
         loop {
@@ -180,27 +213,31 @@ impl Worker {
     /// Turn a reservation into an attempt, or settle an entry that must not run (None).
     /// The document is read and the attempt started in one store step (`read_then_write`).
     async fn start(&self, reserved: Reserved) -> WorkerResult<Option<Attempt>> {
-        let id = reserved.id;
-        // A body that is no uuid (another program's entry, a bug) names no document: bury it,
-        // quoting at most its first bytes.
-        let uuid = match String::from_utf8(reserved.body) {
-            Ok(uuid) if uuid::Uuid::parse_str(&uuid).is_ok() => uuid,
-            Ok(text) => return self.bury_foreign_body(id, &reserved.tube, text.as_bytes()).await,
-            Err(e) => return self.bury_foreign_body(id, &reserved.tube, e.as_bytes()).await,
-        };
-        let plan = Arc::new(Triage {
+        match job_uuid(reserved) {
+            Ok((id, uuid)) => self.start_job(id, &uuid).await,
+            Err((id, tube, body)) => self.bury_foreign_body(id, &tube, &body).await,
+        }
+    }
+
+    fn triage(&self, id: QueueJobId) -> Triage {
+        Triage {
             id,
             worker: self.config.name.clone(),
             job_types: self.config.job_types.clone(),
             token: rand::random(),
             jitter: rand::random(),
             chosen: std::sync::Mutex::new(None),
-        });
+        }
+    }
+
+    /// `start` for the entry `id` of job `uuid`.
+    async fn start_job(&self, id: QueueJobId, uuid: &str) -> WorkerResult<Option<Attempt>> {
+        let plan = Arc::new(self.triage(id));
         let next: NextDocument = {
             let plan = plan.clone();
             Arc::new(move |stored: &JobDocument| plan.decide(stored))
         };
-        let (stored, written) = match self.geyser.store.read_then_write(&uuid, next).await {
+        let (stored, written) = match self.geyser.store.read_then_write(uuid, next).await {
             Ok(both) => both,
             Err(e @ (StoreError::Corrupt { .. } | StoreError::Inconsistent { .. })) => {
                 log::error!("{e}; queue job {id} buried (kick it once the document is repaired)");
@@ -263,6 +300,112 @@ impl Worker {
                 // A store that returned the document without asking `decide` about it.
                 self.release_soon(id).await;
                 Ok(None)
+            }
+        }
+    }
+
+    /// End `attempt` as `Attempt::finish` does. With prefetch on (`set_prefetch`) and an
+    /// entry to delete, it first reserves the next entry at once (in the round trip that
+    /// deletes the last finished job's entry) and, when that job can start, writes this
+    /// attempt's final document and the next job's start in one store call
+    /// (`Store::update_many`: one statement, pipeline or transaction), so a job in a busy
+    /// queue costs one store commit, not two; the next `next` returns the started attempt.
+    /// As without: the final document is saved before this returns and before its entry is
+    /// deleted, the next job's start before it runs, each by compare-and-swap (the final one
+    /// fenced); a conflict on either falls back to the one-write path.
+    pub async fn finish(&self, attempt: Attempt, job: JobDocument, outcome: Outcome) -> WorkerResult<JobDocument> {
+        if !self.prefetch.load(Ordering::Acquire) {
+            return attempt.finish(job, outcome).await;
+        }
+        let Attempt { doc, queue_id, consumer, writer, heartbeat, finished } = attempt;
+        heartbeat.forget(&writer).await;
+        let (doc, action) = conclude(doc, job, outcome)?;
+        let next = if action == QueueAction::Delete { self.reserve_now().await } else { None };
+        let Some((id, uuid)) = next else {
+            let saved = write_final(&writer, &consumer, queue_id, doc).await?;
+            settle_final(&consumer, &finished, queue_id, &saved, action).await;
+            return Ok(saved);
+        };
+        let plan = self.triage(id);
+        let start = match self.geyser.store.get(&uuid).await {
+            Ok(Some(stored)) => plan
+                .decide(&stored)
+                .filter(|_| matches!(plan.chosen(), Some(Ok(Choice::Start))))
+                .map(|new| JobDocument { version: stored.version, ..new }),
+            // Whatever it is, the one-write path below deals with it (and reads again).
+            _ => None,
+        };
+        let (written, started) = match (start, writer.prepare(doc)) {
+            (Some(start), Ok(last)) => match self.geyser.store.update_many(&[last.clone(), start]).await {
+                Ok(results) => {
+                    let mut results = results.into_iter();
+                    let written = match results.next() {
+                        Some(Ok(saved)) => {
+                            writer.written(&saved);
+                            Ok(saved)
+                        }
+                        // Moved on (a cancel request, a newer attempt): the fenced write finds out.
+                        Some(Err(StoreError::Conflict { .. } | StoreError::NotFound(_))) | None => {
+                            writer.write(last).await
+                        }
+                        Some(Err(e)) => Err(FenceError::Store(e)),
+                    };
+                    (written, results.next().and_then(Result::ok))
+                }
+                Err(e) => (Err(FenceError::Store(e)), None),
+            },
+            (_, Ok(last)) => (writer.write(last).await, None),
+            (_, Err(lost)) => (Err(lost), None),
+        };
+        let next = match started {
+            Some(doc) => Ok(Some(self.attempt(doc, id))),
+            // Not started together: the one-write start reads the document again and settles
+            // the entry whatever it holds (a conflict, another status, a store error).
+            None => self.start_job(id, &uuid).await,
+        };
+        match next {
+            Ok(Some(attempt)) => {
+                if let Ok(mut pending) = self.pending.lock() {
+                    *pending = Some(attempt);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("job {uuid} (queue job {id}) not started: {e}"),
+        }
+        let saved = final_written(written, &consumer, queue_id).await?;
+        settle_final(&consumer, &finished, queue_id, &saved, action).await;
+        Ok(saved)
+    }
+
+    /// Reserve the next entry if one is ready now (deleting the last finished job's entry in
+    /// the same round trip): its id and job uuid. None when none is ready or the queue failed
+    /// (the next `next` finds out again); an entry that names no job is buried.
+    async fn reserve_now(&self) -> Option<(QueueJobId, String)> {
+        let reserved = {
+            let mut consumer = self.consumer.lock().await;
+            match take(&self.finished) {
+                Some((id, uuid)) => {
+                    let (deleted, reserved) = consumer.delete_then_reserve(id, Duration::ZERO).await;
+                    if let Err(e) = deleted {
+                        warn_delete_failed(&uuid, id, &e);
+                    }
+                    reserved
+                }
+                None => consumer.reserve(Duration::ZERO).await,
+            }
+        };
+        match reserved {
+            Ok(Some(reserved)) => match job_uuid(reserved) {
+                Ok(job) => Some(job),
+                Err((id, tube, body)) => {
+                    let _ = self.bury_foreign_body(id, &tube, &body).await;
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                log::debug!("no next job reserved on finishing: {e}");
+                None
             }
         }
     }
@@ -497,54 +640,101 @@ impl Attempt {
 
     /// Write the final state of this attempt (unless it was lost), then settle the queue entry.
     pub async fn finish(self, job: JobDocument, outcome: Outcome) -> WorkerResult<JobDocument> {
-        let Attempt { mut doc, queue_id, consumer, writer, heartbeat, finished } = self;
+        let Attempt { doc, queue_id, consumer, writer, heartbeat, finished } = self;
         heartbeat.forget(&writer).await;
-        let outcome = match doc.take_progress_from(job) {
-            Ok(()) => outcome,
-            // What the job did to its document is this attempt's error; its state at the
-            // start of the attempt is kept.
-            Err(invalid) => Outcome::Continue {
-                code: serde_json::Value::from("invalid-document"),
-                msg: invalid.to_string(),
-                traceback: None,
-            },
-        };
-        let action = outcome::apply(&mut doc, outcome, rand::random())?;
-        if action == QueueAction::Delete {
-            // The entry is on its way out; a failed document keeps its id only while the
-            // entry is buried, so that a kicked entry is told from one that came back.
-            doc.queue_job_id = None;
-        }
-
-        let saved = match writer.write(doc).await {
-            Ok(saved) => saved,
-            Err(e @ FenceError::Lost { .. }) => {
-                log::warn!("{e}; this attempt's outcome is dropped");
-                return Err(e.into());
-            }
-            Err(e) => {
-                // The document could not be saved: give the entry back so the job is not lost.
-                let _ = consumer.lock().await.release(queue_id, 0, Duration::from_secs(1)).await;
-                return Err(e.into());
-            }
-        };
-        if action == QueueAction::Delete {
-            let earlier = finished.lock().map(|mut f| f.replace((queue_id, saved.uuid.clone()))).ok().flatten();
-            if let Some((id, uuid)) = earlier {
-                // Not reached through `Worker::next` (which takes it): delete it now.
-                if let Err(e) = consumer.lock().await.delete(id).await {
-                    warn_delete_failed(&uuid, id, &e);
-                }
-            }
-        } else {
-            settle_or_log(&consumer, &saved, queue_id, action).await;
-        }
+        let (doc, action) = conclude(doc, job, outcome)?;
+        let saved = write_final(&writer, &consumer, queue_id, doc).await?;
+        settle_final(&consumer, &finished, queue_id, &saved, action).await;
         Ok(saved)
     }
 }
 
 fn take(finished: &FinishedEntry) -> Option<(QueueJobId, String)> {
     finished.lock().ok().and_then(|mut f| f.take())
+}
+
+fn take_pending(pending: &std::sync::Mutex<Option<Attempt>>) -> Option<Attempt> {
+    pending.lock().ok().and_then(|mut p| p.take())
+}
+
+/// A reserved entry's id and job uuid; or, for a body that is no uuid (another program's
+/// entry, a bug), its id, tube and body, to bury.
+fn job_uuid(reserved: Reserved) -> Result<(QueueJobId, String), (QueueJobId, String, Vec<u8>)> {
+    let Reserved { id, tube, body } = reserved;
+    match String::from_utf8(body) {
+        Ok(uuid) if uuid::Uuid::parse_str(&uuid).is_ok() => Ok((id, uuid)),
+        Ok(text) => Err((id, tube, text.into_bytes())),
+        Err(e) => Err((id, tube, e.into_bytes())),
+    }
+}
+
+/// The final document of an attempt that started as `doc`, given the job's last state and
+/// the outcome; and the queue action once it is saved.
+fn conclude(mut doc: JobDocument, job: JobDocument, outcome: Outcome) -> WorkerResult<(JobDocument, QueueAction)> {
+    let outcome = match doc.take_progress_from(job) {
+        Ok(()) => outcome,
+        // What the job did to its document is this attempt's error; its state at the
+        // start of the attempt is kept.
+        Err(invalid) => Outcome::Continue {
+            code: serde_json::Value::from("invalid-document"),
+            msg: invalid.to_string(),
+            traceback: None,
+        },
+    };
+    let action = outcome::apply(&mut doc, outcome, rand::random())?;
+    Ok((doc, action))
+}
+
+/// Write an attempt's final document (fenced).
+async fn write_final(
+    writer: &FencedWriter,
+    consumer: &Mutex<Box<dyn Consumer>>,
+    queue_id: QueueJobId,
+    doc: JobDocument,
+) -> WorkerResult<JobDocument> {
+    final_written(writer.write(doc).await, consumer, queue_id).await
+}
+
+/// What became of an attempt's final write: a lost attempt's outcome is dropped; a document
+/// that could not be saved gives its entry back, so the job is not lost.
+async fn final_written(
+    written: Result<JobDocument, FenceError>,
+    consumer: &Mutex<Box<dyn Consumer>>,
+    queue_id: QueueJobId,
+) -> WorkerResult<JobDocument> {
+    match written {
+        Ok(saved) => Ok(saved),
+        Err(e @ FenceError::Lost { .. }) => {
+            log::warn!("{e}; this attempt's outcome is dropped");
+            Err(e.into())
+        }
+        Err(e) => {
+            let _ = consumer.lock().await.release(queue_id, 0, Duration::from_secs(1)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The queue half of an attempt's end, once its final document is saved. An entry to delete
+/// waits for the next reserve (`FinishedEntry`).
+async fn settle_final(
+    consumer: &Mutex<Box<dyn Consumer>>,
+    finished: &FinishedEntry,
+    queue_id: QueueJobId,
+    saved: &JobDocument,
+    action: QueueAction,
+) {
+    if action == QueueAction::Delete {
+        let earlier = finished.lock().map(|mut f| f.replace((queue_id, saved.uuid.clone()))).ok().flatten();
+        if let Some((id, uuid)) = earlier {
+            // Not reached through `Worker::next` (which takes it): delete it now.
+            if let Err(e) = consumer.lock().await.delete(id).await {
+                warn_delete_failed(&uuid, id, &e);
+            }
+        }
+    } else {
+        settle_or_log(consumer, saved, queue_id, action).await;
+    }
 }
 
 #[cfg(test)]
