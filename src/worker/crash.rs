@@ -130,9 +130,8 @@ impl Plan {
             if doc.status != Status::Failed {
                 return Ok((CrashRecord::Retrying, Some(doc)));
             }
-            // The entry comes back when the dead process's reservation ends; a failed document
-            // that still named it would read as kicked by an operator. Its triage buries it.
-            doc.queue_job_id = None;
+            // The entry comes back when the dead process's reservation ends; the failed
+            // document names none (`outcome::apply`), so its triage buries it, not runs it.
             return Ok((CrashRecord::Failed, Some(doc)));
         }
         let lost =

@@ -43,6 +43,11 @@ impl FencedWriter {
         }
     }
 
+    /// The store this writer writes to.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }

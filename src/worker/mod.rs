@@ -32,7 +32,7 @@ use reservations::{Reservations, SharedConsumer};
 use crate::client::Geyser;
 use crate::model::{Event, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{Consumer, QueueError, QueueJobId, Reserved};
-use crate::store::{NextDocument, StoreError};
+use crate::store::{NextDocument, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -278,7 +278,7 @@ impl Worker {
                 Ok(None)
             }
             (Some(Ok(Choice::GiveUp)), Some(failed)) => {
-                settle_or_log(&self.consumer, &failed, id, QueueAction::Bury).await;
+                bury_and_name(self.geyser.store.as_ref(), &self.consumer, &failed, id).await;
                 Ok(None)
             }
             (Some(Ok(Choice::Finished)), _) => {
@@ -323,7 +323,7 @@ impl Worker {
         let next = if action == QueueAction::Delete { self.reserve_now().await } else { None };
         let Some((id, uuid)) = next else {
             let saved = write_final(&writer, &consumer, queue_id, doc).await?;
-            settle_final(&consumer, &finished, queue_id, &saved, action).await;
+            settle_final(writer.store(), &consumer, &finished, queue_id, &saved, action).await;
             return Ok(saved);
         };
         let plan = self.triage(id);
@@ -373,7 +373,7 @@ impl Worker {
             Err(e) => log::warn!("job {uuid} (queue job {id}) not started: {e}"),
         }
         let saved = final_written(written, &consumer, queue_id).await?;
-        settle_final(&consumer, &finished, queue_id, &saved, action).await;
+        settle_final(writer.store(), &consumer, &finished, queue_id, &saved, action).await;
         Ok(saved)
     }
 
@@ -513,10 +513,9 @@ impl Triage {
         if stored.status.is_terminal() && !kicked {
             if crashed_out(stored) {
                 // Failed by the supervisor after its worker processes kept dying (the entry
-                // was still reserved then): bury the entry that came back, naming it in the
-                // document so that a kick runs the job again.
-                let doc = JobDocument { queue_job_id: Some(id), ..stored.clone() };
-                return Ok((Choice::GiveUp, Some(doc)));
+                // was still reserved then): bury the entry that came back; `bury_and_name`
+                // then names it in the document, so that a kick runs the job again.
+                return Ok((Choice::GiveUp, Some(stored.clone())));
             }
             return Ok((Choice::Finished, None));
         }
@@ -568,6 +567,7 @@ impl Triage {
                 doc.queue_kwargs.queue, doc.job_type, self.worker
             );
             doc.give_up(serde_json::Value::from("unknown-job-type"), &msg)?;
+            doc.queue_job_id = None; // named once the entry is buried (`bury_and_name`)
             return Ok(Some((Choice::GiveUp, Some(doc))));
         }
         let delay = Duration::from_secs(1u64 << released.min(16)).min(FOREIGN_DELAY_MAX);
@@ -644,7 +644,7 @@ impl Attempt {
         heartbeat.forget(&writer).await;
         let (doc, action) = conclude(doc, job, outcome)?;
         let saved = write_final(&writer, &consumer, queue_id, doc).await?;
-        settle_final(&consumer, &finished, queue_id, &saved, action).await;
+        settle_final(writer.store(), &consumer, &finished, queue_id, &saved, action).await;
         Ok(saved)
     }
 }
@@ -718,6 +718,7 @@ async fn final_written(
 /// The queue half of an attempt's end, once its final document is saved. An entry to delete
 /// waits for the next reserve (`FinishedEntry`).
 async fn settle_final(
+    store: &dyn Store,
     consumer: &Mutex<Box<dyn Consumer>>,
     finished: &FinishedEntry,
     queue_id: QueueJobId,
@@ -732,8 +733,32 @@ async fn settle_final(
                 warn_delete_failed(&uuid, id, &e);
             }
         }
+    } else if action == QueueAction::Bury {
+        bury_and_name(store, consumer, saved, queue_id).await;
     } else {
         settle_or_log(consumer, saved, queue_id, action).await;
+    }
+}
+
+/// Bury the entry of a job whose failed document is saved (naming no entry), then name the
+/// entry in the document by one compare-and-swap at the saved version. Written in that
+/// order, a failed document that names its entry means the entry is buried: should the bury
+/// be lost (the process dies first, or its reservation ended meanwhile), the entry that
+/// comes back is deleted as a stray, never taken for a kick and run past the job's retries.
+/// A document changed since (retried, deleted) is left alone; its buried entry is then a
+/// stray, deleted should anyone kick it.
+async fn bury_and_name(store: &dyn Store, consumer: &Mutex<Box<dyn Consumer>>, failed: &JobDocument, id: QueueJobId) {
+    if let Err(e) = settle(consumer, failed, id, QueueAction::Bury).await {
+        log::warn!("job {}: queue job {id}: bury failed: {e}; whoever reserves it next deletes it", failed.uuid);
+        return;
+    }
+    let named = JobDocument { queue_job_id: Some(id.to_string()), ..failed.clone() };
+    match store.update(&named).await {
+        Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+        Err(e) => log::warn!(
+            "job {}: queue job {id} is buried but the document could not name it ({e}); a kick of it deletes it",
+            failed.uuid
+        ),
     }
 }
 
@@ -778,7 +803,7 @@ mod tests {
         let (choice, written) = t.choose(&doc).unwrap();
         assert!(matches!(choice, Choice::GiveUp), "{choice:?}");
         let failed = written.unwrap();
-        assert_eq!((failed.status, failed.attempts), (Status::Failed, 0));
+        assert_eq!((failed.status, failed.attempts, failed.queue_job_id), (Status::Failed, 0, None));
         assert!(failed.errors[0].msg.contains("beta"), "{:?}", failed.errors);
     }
 
@@ -794,13 +819,15 @@ mod tests {
         assert!(matches!(choice, Choice::Start), "{choice:?}");
         let again = again.unwrap();
         assert_eq!((again.status, again.attempts, again.failures), (Status::Running, 2, 0));
-        // A failed job whose entry was deleted (WFErrorFinish) never runs from a stray entry.
+        // A failed job whose entry was deleted (WFErrorFinish), or whose bury never happened
+        // (the failed document names its entry only once it is buried), never runs from a
+        // stray entry.
         failed.queue_job_id = None;
         assert!(matches!(t.choose(&failed).unwrap().0, Choice::Finished));
-        // One failed because its worker processes kept dying: its entry is buried, named.
+        // One failed because its worker processes kept dying: its entry is buried, then named.
         failed.record_error(serde_json::Value::from(crash::CRASH_CODE), "worker process 9 died", None);
         let (choice, buried) = t.choose(&failed).unwrap();
         assert!(matches!(choice, Choice::GiveUp), "{choice:?}");
-        assert_eq!(buried.unwrap().queue_job_id.as_deref(), Some("0:7"));
+        assert_eq!(buried.unwrap().queue_job_id, None);
     }
 }

@@ -49,8 +49,19 @@ pub enum QueueAction {
 }
 
 /// Apply `outcome` to the attempt's document; returns the queue action to take
-/// after the document is saved.
+/// after the document is saved. A document whose entry is to be deleted or buried names
+/// no entry: a failed document names its entry only once the entry is buried (the worker
+/// writes the id after the bury), so that a kicked entry is told from one that came back
+/// because the bury never happened.
 pub fn apply(doc: &mut JobDocument, outcome: Outcome, jitter: f64) -> Result<QueueAction, TransitionError> {
+    let action = queue_action(doc, outcome, jitter)?;
+    if matches!(action, QueueAction::Delete | QueueAction::Bury) {
+        doc.queue_job_id = None;
+    }
+    Ok(action)
+}
+
+fn queue_action(doc: &mut JobDocument, outcome: Outcome, jitter: f64) -> Result<QueueAction, TransitionError> {
     Ok(match outcome {
         Outcome::Succeeded => {
             doc.succeed()?;
@@ -144,11 +155,14 @@ mod tests {
     #[test]
     fn continue_retries_then_buries() {
         let mut doc = running(1, 0.0);
+        doc.queue_job_id = Some("0:7".into());
         let err = || Outcome::Continue { code: 1.into(), msg: "x".into(), traceback: Some("tb".into()) };
         assert_eq!(apply(&mut doc, err(), 0.0).unwrap(), QueueAction::Release { delay: Duration::ZERO });
-        assert_eq!(doc.status, Status::Queued);
+        assert_eq!((doc.status, doc.queue_job_id.as_deref()), (Status::Queued, Some("0:7")));
         doc.start_attempt("w", "g").unwrap();
         assert_eq!(apply(&mut doc, err(), 0.0).unwrap(), QueueAction::Bury);
+        // Named again only once the entry is buried: see `worker::bury_and_name`.
+        assert_eq!(doc.queue_job_id, None);
         assert_eq!((doc.status, doc.failures, doc.errors.len()), (Status::Failed, 2, 2));
         assert_eq!(doc.errors[1].traceback.as_deref(), Some("tb"));
         assert_eq!(doc.errors[1].attempt, 2);

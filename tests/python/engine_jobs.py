@@ -193,6 +193,30 @@ class MisbehaveJob(geyser.BaseJob):
         return time.time(), False
 
 
+class GateSchema(geyser.BaseJobSchema):
+    gate = fields.String(required=True)
+
+
+class GatedFailJob(geyser.BaseJob):
+    """Waits (at most 60 s) until the file `gate` exists, then fails; no retries, so the job
+    gives up and its entry is to be buried."""
+
+    JOB_TYPE = "engine_gated_fail"
+    SCHEMA = GateSchema
+    QUEUE_NAME = "engine_gated_fail"
+    MAX_RETRIES = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate: str = kwargs["gate"]
+
+    def run(self) -> tuple[float, bool]:
+        deadline = time.time() + 60
+        while not os.path.exists(self.gate) and time.time() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError(f"attempt {self.attempts} fails")
+
+
 class CrashJob(geyser.BaseJob):
     """Kills its own worker process (as the OOM killer would) on every attempt."""
 

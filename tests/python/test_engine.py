@@ -18,7 +18,7 @@ import pytest
 
 import geyser
 from geyser.config import client
-from conftest import job, run_worker, wait_for, worker_env
+from conftest import Beanstalkd, job, run_worker, wait_for, worker_env
 
 import engine_jobs  # noqa: F401  (registers the job classes in this process)
 
@@ -164,6 +164,42 @@ def test_a_lost_attempt_with_no_retries_left_fails_the_job_and_buries_its_entry(
     assert j.errors[0]["errorCode"] == "worker-lost"
     wait_for("the entry to be buried", lambda: client().stats_tube("engine_long_once")["buried"] == 1)
     assert second.stop() == 0
+
+
+def test_a_give_up_whose_bury_is_lost_never_runs_the_job_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              workers) -> None:
+    """The attempt's reservation ends while it runs (beanstalkd restarted, its binlog kept), so
+    the entry comes back ready and the bury after the give-up finds nothing to bury. A failed
+    document names its entry only once the bury is confirmed: the worker that reserves the
+    entry deletes it as a stray instead of taking it for an operator's kick and running the
+    job past its retries."""
+    (tmp_path / "binlog").mkdir()
+    server = Beanstalkd(binlog=tmp_path / "binlog")
+    monkeypatch.setenv("GEYSER_QUEUE_URL", server.url)
+    monkeypatch.setenv("GEYSER_STORE_URL", f"sqlite://{tmp_path / 'geyser.db'}")
+    geyser.configure()
+    try:
+        gate = tmp_path / "gate"
+        uuid = enqueue("engine_gated_fail", gate=str(gate))
+        geyser.flush(10)
+        w = workers("-c", "1")
+        wait_for("the attempt to start", status_is(uuid, "running"))
+        server.stop()
+        server.start()  # the reservation is gone; the entry is ready again
+        gate.touch()
+        wait_for("the job to fail", status_is(uuid, "failed"))
+        wait_for("the stray entry to be deleted",
+                 lambda: client().stats_tube("engine_gated_fail")["ready"] + client().stats_tube(
+                     "engine_gated_fail")["buried"] == 0 and "deleted" in w.output)
+        j = job(uuid)
+        assert (j.attempts, j.failures, len(j.errors), j.queueJobId) == (1, 1, 1, None), w.output
+        assert not [e for e in j.events if e["action"] == "retry"], j.events
+        assert "bury failed" in w.output, w.output  # the case this test is about happened
+        assert "attempt 2" not in w.output, w.output
+        assert w.stop() == 0
+    finally:
+        geyser.configure()
+        server.stop()
 
 
 def test_cancel_of_a_running_job_is_seen_and_raised_at_its_next_progress_call(backend: dict[str, str], workers) -> None:
