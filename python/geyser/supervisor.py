@@ -13,12 +13,13 @@ they have all exited (with ``--burst``: once each found the queues drained).
 
 It stays small: it imports neither the job modules nor the native core, and runs no
 jobs and no maintenance sweep (each worker process runs the sweep). ``python -m
-geyser.worker`` (``main``) makes it smaller still: once it has started the worker processes,
-the command's process replaces itself (``os.execve``) with a bare interpreter
-(``python -I -S``: no site-packages scan, no ``.pth`` hooks, no user environment) running
-this file, which adopts them; it finds ``geyser`` from this file's path and imports only
-the standard modules it uses (``become_small``, ``resume``). A launcher script that calls
-``geyser.worker.main()`` keeps its process (``supervise``). Only with ``--metrics-port``
+geyser.worker`` (``main``) makes it smaller still: ``HANDOVER_AFTER`` seconds after it
+started the worker processes (their own start is then over, so the two do not compete for
+a CPU), the command's process replaces itself (``os.execve``) with a bare interpreter
+(``python -I -S``: no site-packages scan, no ``.pth`` hooks, no user environment) that
+finds ``geyser`` from this file's path, imports only the standard modules the supervisor
+uses and takes the worker processes over (``become_small``, ``resume``). A launcher script
+that calls ``geyser.worker.main()`` keeps its process (``supervise``). Only with ``--metrics-port``
 does it import the job modules (for the queues whose depths it serves) and
 ``prometheus_client``, and stay as it was started: it gives the children a private
 ``PROMETHEUS_MULTIPROC_DIR`` and serves the sum of their metrics (``geyser.metrics``).
@@ -35,12 +36,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__":  # the bare interpreter ``become_small`` starts: find the geyser package
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from geyser import logs  # noqa: E402
-from geyser.ledger import hand_over_crash, read_ledger  # noqa: E402
-from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, parse_args  # noqa: E402
+from geyser import logs
+from geyser.ledger import hand_over_crash, read_ledger
+from geyser.worker_cli import EXIT_CONFIG, EXIT_RECYCLE, EXIT_REPLACE, parse_args
 
 if TYPE_CHECKING:
     import argparse
@@ -59,11 +57,16 @@ KILL_AFTER = 5.0
 TICK = 0.1
 #: How long the recording of crashes left at exit may take (``python -m geyser.ledger``).
 RECORD_AT_EXIT_TIMEOUT = 60.0
-#: The environment variable that hands the started worker processes to the small supervisor.
+#: Seconds after the start of ``python -m geyser.worker`` when its process becomes the
+#: small supervisor (``Supervisor.become_small``): the worker processes have started by then.
+HANDOVER_AFTER = 1.0
+#: The environment variable that hands the supervisor's state to the small supervisor.
 STATE_VAR = "GEYSER_SUPERVISOR_STATE"
-#: The signals the supervisor passes on: blocked from before the first worker process
-#: starts until its handlers are set, across the hand-over (a signal mask and pending
-#: signals survive ``execve``), so none is lost or ends the command with its children left.
+#: The program the small supervisor runs: ``python -I -S -c BOOT GEYSER_DIR ARGS...``.
+BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from geyser.supervisor import resume; sys.exit(resume())"
+#: The signals the supervisor passes on: blocked across the hand-over until the new
+#: program's handlers are set (a signal mask and pending signals survive ``execve``), so
+#: none is lost or ends the command with its children left.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -159,6 +162,11 @@ class Supervisor:
         if metrics_dir is not None:
             self.child_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         self.slots = [Slot() for _ in range(args.concurrency)]
+        #: The command line, for ``become_small``; when to call it (monotonic; None: never).
+        self.argv: list[str] = []
+        self.handover_at: float | None = None
+        #: This is the small supervisor, which took the worker processes over (``resume``).
+        self.resumed = False
         self.signals = 0
         self.kill_at: float | None = None
         #: Why the supervisor stops on its own (a child that cannot start as configured), and
@@ -185,28 +193,27 @@ class Supervisor:
         slot.started = time.monotonic()
         log.debug("supervisor: started worker process %d", slot.proc.pid)
 
-    def start_all(self) -> None:
-        """Start every worker process now (``run`` starts those not started)."""
-        for slot in self.slots:
-            self.start(slot)
-
-    def become_small(self, argv: list[str]) -> None:
-        """Replace this process with ``python -I -S`` running this file, which adopts the
-        worker processes started (``resume``); returns only if that cannot be done (then
-        this process goes on supervising). ``-B`` and ``-O`` are passed on as set here."""
+    def become_small(self) -> None:
+        """Replace this process with ``python -I -S`` (``BOOT``), which takes the worker
+        processes and the slots' state over (``resume``); on failure, this process goes on
+        supervising. ``-B`` and ``-O`` are passed on as set here."""
+        self.handover_at = None
+        geyser_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if not (sys.executable and os.path.isfile(__file__)):  # no interpreter to start, or geyser in a zip
             return
-        started = [(s.proc.pid, s.started) for s in self.slots if s.proc is not None]
-        state = {"children": started, "child_cmd": self.child_cmd, "pythonpath": self.pythonpath,
-                 "ledger_dir": self.ledger_dir}
+        state = {"child_cmd": self.child_cmd, "pythonpath": self.pythonpath, "ledger_dir": self.ledger_dir,
+                 "slots": [[None if s.proc is None else s.proc.pid, s.started, s.deaths, s.restart_at, s.done]
+                           for s in self.slots]}
         flags = ["-I", "-S", *(["-B"] if sys.dont_write_bytecode else []), *(["-O"] * sys.flags.optimize)]
-        cmd = [sys.executable, *flags, os.path.abspath(__file__), *argv]
+        cmd = [sys.executable, *flags, "-c", BOOT, geyser_dir, *self.argv]
         sys.stdout.flush()
         sys.stderr.flush()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             os.execve(sys.executable, cmd, {**os.environ, STATE_VAR: json.dumps(state)})
         except OSError as e:
             log.warning("supervisor: cannot start a smaller interpreter (%s); supervising from this one", e)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def reap(self, slot: Slot, now: float) -> None:
         """Note a child that exited: hand on how it died for the jobs it was running (to be
@@ -287,8 +294,9 @@ class Supervisor:
                 log.info("supervisor %d: metrics on http://%s:%d/metrics", os.getpid(), address, port)
             signal.signal(signal.SIGTERM, self.on_signal)
             signal.signal(signal.SIGINT, self.on_signal)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a signal that came meanwhile arrives now
-            log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one held across the hand-over arrives now
+            if not self.resumed:
+                log.info("supervisor %d: %d worker process(es)", os.getpid(), len(self.slots))
             return self._loop()
         finally:
             self.record_crashes_left()
@@ -321,6 +329,8 @@ class Supervisor:
                     log.warning("supervisor: worker process %d did not stop; killed", proc.pid)
                     proc.kill()
                 self.kill_at = None
+            if self.handover_at is not None and now >= self.handover_at and not (self.signals or self.fatal):
+                self.become_small()
             time.sleep(TICK)
 
 
@@ -368,33 +378,27 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m geyser.worker`` without ``--child`` (see ``geyser.worker``):
-    as ``supervise``, but without ``--metrics-port`` the command's process hands the worker
-    processes it started to a small interpreter (``Supervisor.become_small``)."""
+    as ``supervise``, but without ``--metrics-port`` the command's process becomes a small
+    interpreter ``HANDOVER_AFTER`` seconds in (``Supervisor.become_small``)."""
     argv = list(argv if argv is not None else sys.argv[1:])
     args = parse_args(argv)
     supervisor = prepare(args, argv)
     if isinstance(supervisor, int):
         return supervisor
     if args.metrics_port is None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the handlers are set (``run``)
-        supervisor.start_all()
-        supervisor.become_small(argv)
+        supervisor.argv, supervisor.handover_at = argv, time.monotonic() + HANDOVER_AFTER
     return supervisor.run()
 
 
 def resume() -> int:
-    """The small interpreter's part (``python -I -S supervisor.py ARGS``, state in
-    ``STATE_VAR``): adopt the worker processes started before the hand-over and supervise."""
+    """The small supervisor (``BOOT``, the command line in ``sys.argv``, the state in
+    ``STATE_VAR``): take over the worker processes and the slots' state, and supervise."""
     state = json.loads(os.environ.pop(STATE_VAR))
     args = parse_args(sys.argv[1:])
     logs.configure(args.log_level, args.log_format)
     supervisor = Supervisor(args, state["child_cmd"], state["pythonpath"], state["ledger_dir"], [])
-    for slot, (pid, started) in zip(supervisor.slots, state["children"]):
-        slot.proc, slot.started = Child(pid), started
+    supervisor.resumed = True
+    for slot, (pid, started, deaths, restart_at, done) in zip(supervisor.slots, state["slots"]):
+        slot.proc = None if pid is None else Child(pid)
+        slot.started, slot.deaths, slot.restart_at, slot.done = started, deaths, restart_at, done
     return supervisor.run()
-
-
-if __name__ == "__main__":
-    from geyser.supervisor import resume as _resume  # the module's names, not this script's copy
-
-    sys.exit(_resume())

@@ -29,7 +29,8 @@ from geyser.ledger import LedgerEntry, hand_over_crash, record_crashes
 import engine_jobs  # noqa: F401  (registers the job classes in this process)
 
 #: The supervisor of an idle `-c 1` worker: at most this resident memory (measured 15.8 MB,
-#: a bare `python -c pass` 13.3 MB; one that imported the native core and marshmallow: 36 MB).
+#: a bare `python -c pass` 13.3 MB, 13.2 MB after its hand-over to `python -I -S`; one that
+#: imported the native core and marshmallow: 36 MB).
 SUPERVISOR_RSS_MB = 25.0
 #: Supervisor and worker process of an idle `-c 1` worker together (measured 42.4 MB).
 WORKER_C1_RSS_MB = 60.0
@@ -159,6 +160,42 @@ def test_a_crash_right_before_the_command_stops_is_still_recorded(embedded: str,
     j = job(uuid)
     assert j.errors and j.errors[0]["errorCode"] == "worker-crashed", (j.errors, c.log.read_text())
     assert j.errors[0]["msg"] == f"attempt 1 did not finish: worker process {child} died: killed by SIGKILL"
+
+
+def handed_over(pid: int) -> bool:
+    """Process `pid` is the small supervisor (`python -I -S -c BOOT ...`, geyser.supervisor.become_small)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return args[1:3] == [b"-I", b"-S"]
+
+
+def test_the_small_supervisor_takes_over_the_running_workers(embedded: str, command: type[Command]) -> None:
+    """The hand-over keeps the command's pid and its worker processes; the small supervisor
+    restarts a worker that dies, records the crash of the job it ran, and stops on SIGTERM."""
+    uuid = geyser.make_base_job({"seconds": 60}, "engine_long").enqueue()
+    c = command("-m", "engine_jobs", "-q", "engine_long", "-c", "2")
+    wait_for("the job to run", lambda: job(uuid).runs == 1)
+    before = sorted(c.children())
+    assert len(before) == 2, before
+    wait_for("the hand-over to the small supervisor", lambda: handed_over(c.proc.pid))
+    assert sorted(c.children()) == before, "the worker processes are taken over, not restarted"
+    assert rss_mb(c.proc.pid) < SUPERVISOR_RSS_MB
+    running = wait_for("the worker process running the job",
+                       lambda: [p for p in before if any(ln.strip().startswith("{\"running\": [{")
+                                                          for ln in ledger_files(p))])
+    os.kill(running[0], signal.SIGKILL)
+    wait_for("a new worker process", lambda: len(c.children()) == 2 and running[0] not in c.children())
+    wait_for("the crash to be recorded", lambda: job(uuid).errors)
+    assert job(uuid).errors[0]["msg"].endswith(f"worker process {running[0]} died: killed by SIGKILL")
+    assert c.stop() == 0, c.log.read_text()
+
+
+def ledger_files(pid: int) -> list[str]:
+    """The ledger file worker process `pid` writes (its --ledger-dir from its command line)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    try:
+        return [Path(args[args.index("--ledger-dir") + 1], f"{pid}.json").read_text()]
+    except (ValueError, OSError):
+        return []
 
 
 def test_help_is_answered_by_the_supervisor_alone() -> None:
