@@ -73,8 +73,15 @@ pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
         // Several TLS users may share the process; the first to install a provider wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+    // Every request leaves at once (TCP_NODELAY, off in the redis crate by default): the one
+    // multiplexed connection carries a job's start and outcome beside the heartbeat's and the
+    // relay's writes, and under Nagle's algorithm a request sent while another is not yet
+    // acknowledged waits for that acknowledgement (the server's delayed ACK).
+    let info = redis::IntoConnectionInfo::into_connection_info(parsed.server.as_str())
+        .map_err(bad_url)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let client = match parsed.root_cert.clone() {
-        None => redis::Client::open(parsed.server.as_str()).map_err(bad_url)?,
+        None => redis::Client::open(info).map_err(bad_url)?,
         Some(path) => {
             // Checked here, as every store checks its CA file; the redis crate parses the PEM
             // text again, with less telling errors.
@@ -83,7 +90,7 @@ pub async fn open(url: &str) -> Result<RedisStore, OpenError> {
                 .map_err(|e| OpenError::BadUrl { url: parsed.redacted.clone(), reason: format!("sslrootcert: {e}") })?
                 .map_err(|reason| OpenError::BadUrl { url: parsed.redacted.clone(), reason })?;
             let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-            redis::Client::build_with_tls(parsed.server.as_str(), certs).map_err(bad_url)?
+            redis::Client::build_with_tls(info, certs).map_err(bad_url)?
         }
     };
     let config = ConnectionManagerConfig::new()
