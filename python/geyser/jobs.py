@@ -664,9 +664,10 @@ def pending() -> int:
 
 
 def flush(timeout: float | None = None) -> int:
-    """Wait until every job this process enqueued is on its queue, or ``timeout`` seconds
-    have passed (None: ``GEYSER_FLUSH_TIMEOUT``, else 10 s). Returns how many are still not
-    put: 0 means all delivered. Runs by itself at interpreter exit."""
+    """Wait until every job this process enqueued is on its queue with its queue id noted in
+    its document, or ``timeout`` seconds have passed (None: ``GEYSER_FLUSH_TIMEOUT``, else
+    10 s). Returns how many are still not put: 0 means all delivered. Runs by itself at
+    interpreter exit."""
     deadline = time.monotonic() + _flush_timeout(timeout)
     while True:  # slices of at most _WAIT_SLICE, so that Ctrl-C is seen
         left = _core.flush(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
