@@ -322,7 +322,10 @@ impl Geyser {
             .await?;
         let doc = self.handed_out(changed.current());
         if doc.status == Status::Cancelled {
-            self.drop_queue_entry(&doc.uuid, doc.queue_job_id.as_deref()).await;
+            // A job enqueued here moments ago names no entry yet: the relay gives it up.
+            let unnoted = || self.enqueuer.withdraw(&doc.uuid).map(|id| id.to_string());
+            let entry = doc.queue_job_id.clone().or_else(unnoted);
+            self.drop_queue_entry(&doc.uuid, entry.as_deref()).await;
         }
         Ok(doc)
     }

@@ -14,7 +14,7 @@ pub use outbox::{flush_everywhere, pending_everywhere, Outbox, MAX_PENDING, NOTE
 
 use crate::client::ClientResult;
 use crate::model::JobDocument;
-use crate::queue::PutOptions;
+use crate::queue::{PutOptions, QueueJobId};
 
 #[async_trait]
 pub trait Enqueuer: Send + Sync {
@@ -32,6 +32,14 @@ pub trait Enqueuer: Send + Sync {
     /// Jobs enqueued through this enqueuer whose queue entries are not put yet.
     fn pending(&self) -> usize {
         0
+    }
+
+    /// For a cancel in this process of job `uuid`, whose document names no queue entry yet:
+    /// stop delivering the job. A job not put yet is never put; for one put but not noted
+    /// (the relay notes ids `NOTE_DELAY` after the put) the entry's id is returned, for the
+    /// caller to delete. None where the entry is named in the enqueue's own transaction.
+    fn withdraw(&self, _uuid: &str) -> Option<QueueJobId> {
+        None
     }
 
     /// Wait until `pending` is 0 and the put entries' ids are noted in their documents, or

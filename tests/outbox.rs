@@ -126,6 +126,32 @@ async fn a_save_right_after_enqueue_is_no_conflict_with_the_relays_note() {
 /// The relay notes a queue id `NOTE_DELAY` after the put, not with it: a worker reserving
 /// the entry sooner starts the job on a document nobody else is writing. Polls until the
 /// note lands; it may come later on a busy machine, never sooner.
+/// A cancel in the producer's process moments after the enqueue (the document names no
+/// entry yet): the entry is deleted whether the relay had put it or not, so the queue does
+/// not count a cancelled job as ready.
+#[tokio::test]
+async fn a_cancel_right_after_enqueue_leaves_no_entry() {
+    let server = Beanstalkd::start();
+    let (g, _dir) = on_beanstalkd(&server).await;
+    let kept = g.enqueue(new_job("kept"), 0.0).await.expect("enqueue");
+    let before_put = g.enqueue(new_job("cancelled at once"), 0.0).await.expect("enqueue");
+    assert_eq!(g.cancel(&before_put.uuid).await.expect("cancel").status, Status::Cancelled);
+    let after_put = g.enqueue(new_job("cancelled after its put"), 0.0).await.expect("enqueue");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while g.pending() > 0 {
+        assert!(Instant::now() < deadline, "the relay put nothing within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Put, and (well within NOTE_DELAY) not noted yet.
+    assert_eq!(g.cancel(&after_put.uuid).await.expect("cancel").status, Status::Cancelled);
+    assert_eq!(g.flush(Duration::from_secs(30)).await, 0);
+    let stats = g.queue.stats_tube(TUBE).await.expect("stats");
+    assert_eq!(stats.ready, 1, "{stats:?}");
+    let mut consumer = g.queue.consumer(&[TUBE.to_owned()]).await.expect("consumer");
+    let job = consumer.reserve(Duration::from_secs(5)).await.expect("reserve").expect("an entry");
+    assert_eq!(job.body, kept.uuid.as_bytes());
+}
+
 #[tokio::test]
 async fn the_relay_notes_the_queue_id_only_after_the_note_delay() {
     let server = Beanstalkd::start();

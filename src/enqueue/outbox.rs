@@ -6,7 +6,7 @@
 //! document with no queue entry, which the maintenance sweep puts (docs/lifecycle.md
 //! "Enqueue"). Touches only the store's new documents (CAS writes) and the queue's puts.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -70,6 +70,9 @@ struct Held {
     unnoted: VecDeque<(Instant, JobDocument)>,
     /// Documents in note calls not answered yet.
     noting: usize,
+    /// Jobs cancelled in this process while in the current round or a note call: their
+    /// entries are deleted once put (`Outbox::withdraw`). Emptied when neither is under way.
+    withdrawn: HashSet<String>,
     /// When the `Outbox` was dropped (no new jobs will come).
     orphaned_at: Option<Instant>,
 }
@@ -185,6 +188,22 @@ impl Enqueuer for Outbox {
 
     fn pending(&self) -> usize {
         *self.relay.pending.borrow()
+    }
+
+    /// A job still waiting is dropped; one put and not noted yet gives its entry's id; one
+    /// in the round or note call under way is marked, and its entry deleted once that ends.
+    fn withdraw(&self, uuid: &str) -> Option<QueueJobId> {
+        let mut held = self.relay.lock();
+        let mut entry = None;
+        if let Some(at) = held.waiting.iter().position(|job| job.doc.uuid == uuid) {
+            held.waiting.remove(at);
+        } else if let Some(at) = held.unnoted.iter().position(|(_, doc)| doc.uuid == uuid) {
+            entry = held.unnoted.remove(at).and_then(|(_, doc)| entry_id(&doc));
+        } else if held.in_flight > 0 || held.noting > 0 {
+            held.withdrawn.insert(uuid.to_owned());
+        }
+        self.relay.publish(&held);
+        entry
     }
 
     async fn flush(&self, timeout: Duration) -> usize {
@@ -347,10 +366,14 @@ impl Relay {
         let relay = self.clone();
         tokio::spawn(async move {
             relay.note(&docs).await;
-            let mut held = relay.lock();
-            held.noting -= n;
-            relay.publish(&held);
-            drop(held);
+            let withdrawn = {
+                let mut held = relay.lock();
+                held.noting -= n;
+                let withdrawn = take_withdrawn(&mut held, &docs);
+                relay.publish(&held);
+                withdrawn
+            };
+            relay.delete_withdrawn(withdrawn).await;
             relay.wake.notify_one();
         });
     }
@@ -407,19 +430,33 @@ impl Relay {
             self.note(&now).await;
             self.lock().noting -= now.len();
         }
-        let mut held = self.lock();
-        let at = Instant::now();
-        held.unnoted.extend(put.into_iter().map(|doc| (at, doc)));
-        held.in_flight = 0;
-        for job in not_put.into_iter().rev() {
-            held.waiting.push_front(job);
-        }
-        self.bound(&mut held);
-        self.publish(&held);
-        drop(held);
+        let withdrawn = {
+            let mut held = self.lock();
+            held.in_flight = 0;
+            let withdrawn = take_withdrawn(&mut held, &put);
+            let at = Instant::now();
+            let kept = put.into_iter().filter(|doc| !withdrawn.iter().any(|(uuid, _)| *uuid == doc.uuid));
+            held.unnoted.extend(kept.map(|doc| (at, doc)));
+            for job in not_put.into_iter().rev() {
+                held.waiting.push_front(job);
+            }
+            self.bound(&mut held);
+            self.publish(&held);
+            withdrawn
+        };
+        self.delete_withdrawn(withdrawn).await;
         match down {
             Some(e) => Round::QueueDown(e),
             None => Round::Done,
+        }
+    }
+
+    /// Delete the entries of jobs cancelled while they were being put or noted.
+    async fn delete_withdrawn(&self, withdrawn: Vec<(String, QueueJobId)>) {
+        for (uuid, id) in withdrawn {
+            if let Err(e) = self.queue.delete(id).await {
+                log::warn!("enqueue relay: job {uuid} was cancelled; deleting its queue entry {id} failed ({e})");
+            }
         }
     }
 
@@ -470,6 +507,25 @@ impl Drop for Hurry<'_> {
 }
 
 /// The document as the relay writes it once its entry is put.
+/// The uuids and entries of those of `docs` withdrawn meanwhile (`Outbox::withdraw`); the
+/// marks are dropped once no round or note call is under way.
+fn take_withdrawn(held: &mut Held, docs: &[JobDocument]) -> Vec<(String, QueueJobId)> {
+    let taken = docs
+        .iter()
+        .filter(|doc| held.withdrawn.remove(&doc.uuid))
+        .filter_map(|doc| Some((doc.uuid.clone(), entry_id(doc)?)))
+        .collect();
+    if held.in_flight == 0 && held.noting == 0 {
+        held.withdrawn.clear();
+    }
+    taken
+}
+
+/// The queue entry a document names.
+fn entry_id(doc: &JobDocument) -> Option<QueueJobId> {
+    doc.queue_job_id.as_deref()?.parse().ok()
+}
+
 fn noted(doc: JobDocument, id: QueueJobId) -> JobDocument {
     JobDocument { queue_job_id: Some(id.to_string()), ..doc }
 }
