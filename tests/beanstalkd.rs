@@ -712,6 +712,15 @@ fn worker(geyser: &geyser::client::Geyser, name: &str, tube: &str, rt: &tokio::r
     Worker::open(geyser.clone(), config, rt.handle()).expect("open a worker")
 }
 
+/// A runtime, and Geyser on `server` with a SQLite store in `dir`.
+fn open_on(server: &Beanstalkd, dir: &std::path::Path) -> (tokio::runtime::Runtime, geyser::client::Geyser) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store_url = format!("sqlite://{}", dir.join("store.db").display());
+    let queue_url = format!("beanstalkd://{}", server.addr());
+    let geyser = rt.block_on(geyser::config::open(Some(&queue_url), Some(&store_url))).expect("open geyser");
+    (rt, geyser)
+}
+
 fn next(w: &Worker, timeout: Duration) -> Option<Attempt> {
     w.runtime().block_on(w.next(timeout)).expect("reserve")
 }
@@ -722,10 +731,7 @@ fn a_restart_of_beanstalkd_does_not_make_a_live_workers_job_lost() {
     let binlog = dir.path().join("binlog");
     std::fs::create_dir(&binlog).unwrap();
     let mut server = Beanstalkd::with_binlog(&binlog);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let queue_url = format!("beanstalkd://{}", server.addr());
-    let geyser = rt.block_on(geyser::config::open(Some(&queue_url), Some(&store_url))).expect("open geyser");
+    let (rt, geyser) = open_on(&server, dir.path());
     let tube = "restart";
     let mut doc = support::store_contract::document("restart_job");
     doc.queue_kwargs.queue = tube.to_owned();
@@ -776,10 +782,7 @@ fn a_restart_of_beanstalkd_does_not_make_a_live_workers_job_lost() {
 fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
     let dir = tempfile::tempdir().unwrap();
     let server = Beanstalkd::start();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let queue_url = format!("beanstalkd://{}", server.addr());
-    let geyser = rt.block_on(geyser::config::open(Some(&queue_url), Some(&store_url))).expect("open geyser");
+    let (rt, geyser) = open_on(&server, dir.path());
     let tube = "dead";
     let mut doc = support::store_contract::document("dead_job");
     doc.queue_kwargs.queue = tube.to_owned();
@@ -809,10 +812,7 @@ fn a_dead_workers_job_is_still_recovered_within_about_one_ttr() {
 fn finishing_with_prefetch_starts_the_next_job_on_the_way_and_close_hands_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = Beanstalkd::start();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let queue_url = format!("beanstalkd://{}", server.addr());
-    let geyser = rt.block_on(geyser::config::open(Some(&queue_url), Some(&store_url))).expect("open geyser");
+    let (rt, geyser) = open_on(&server, dir.path());
     let tube = "prefetch";
     let mut uuids = HashSet::new();
     for _ in 0..3 {
