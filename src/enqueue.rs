@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use outbox::{flush_everywhere, pending_everywhere, Outbox, MAX_PENDING, NOTE_DELAY, ORPHAN_GRACE, RELAY_BATCH};
+pub use outbox::{
+    flush_everywhere, pending_everywhere, unnoted_everywhere, Outbox, MAX_PENDING, NOTE_DELAY, ORPHAN_GRACE,
+    RELAY_BATCH,
+};
 
 use crate::client::ClientResult;
 use crate::model::JobDocument;

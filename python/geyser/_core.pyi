@@ -114,6 +114,9 @@ def new_uuid() -> str:
     """A new job uuid: UUIDv7 (time-ordered), so uuid order is creation order."""
 def pending() -> int:
     """Jobs this process enqueued (through any client) whose queue entries are not put yet."""
+def unnoted() -> int:
+    """Jobs this process put on their queues whose queue ids are not noted in their documents
+    yet (a ``flush`` waits for those notes too)."""
 def flush(timeout: float) -> int:
     """Wait until every job this process enqueued is on its queue, or ``timeout`` seconds
     have passed; returns how many are still not put (0: all delivered)."""

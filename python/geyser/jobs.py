@@ -671,7 +671,8 @@ def flush(timeout: float | None = None) -> int:
     deadline = time.monotonic() + _flush_timeout(timeout)
     while True:  # slices of at most _WAIT_SLICE, so that Ctrl-C is seen
         left = _core.flush(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
-        if left == 0 or time.monotonic() >= deadline:
+        # Done once every job is put and its queue id noted: a slice can end between the two.
+        if (left == 0 and _core.unnoted() == 0) or time.monotonic() >= deadline:
             return left
 
 

@@ -110,6 +110,11 @@ pub fn pending_everywhere() -> usize {
     live_relays().iter().map(|r| *r.pending.borrow()).sum()
 }
 
+/// Jobs this process's relays put whose queue ids are not noted in their documents yet.
+pub fn unnoted_everywhere() -> usize {
+    live_relays().iter().map(|r| *r.unnoted.borrow()).sum()
+}
+
 /// Wait until every relay of this process has put what it holds, or `timeout` has passed;
 /// returns how many jobs are still not put (0: all delivered).
 pub async fn flush_everywhere(timeout: Duration) -> usize {

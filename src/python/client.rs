@@ -301,6 +301,13 @@ pub fn pending() -> usize {
     crate::enqueue::pending_everywhere()
 }
 
+/// Jobs this process put on their queues whose queue ids are not noted in their documents
+/// yet (a `flush` waits for those notes too).
+#[pyfunction]
+pub fn unnoted() -> usize {
+    crate::enqueue::unnoted_everywhere()
+}
+
 /// Wait until every job this process enqueued is on its queue, or `timeout` seconds have
 /// passed; returns how many are still not put (0: all delivered).
 #[pyfunction]

@@ -19,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::PyAttempt>()?;
     m.add_function(wrap_pyfunction!(client::new_uuid, m)?)?;
     m.add_function(wrap_pyfunction!(client::pending, m)?)?;
+    m.add_function(wrap_pyfunction!(client::unnoted, m)?)?;
     m.add_function(wrap_pyfunction!(client::flush, m)?)?;
     m.add_function(wrap_pyfunction!(client::flush_async, m)?)?;
     m.add_function(wrap_pyfunction!(worker::sweep, m)?)?;
