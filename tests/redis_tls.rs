@@ -20,7 +20,7 @@ use tls::TestCerts;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_against_a_tls_server() {
     let certs = TestCerts::make();
-    let tls_port = tls::free_port();
+    let tls_port = support::ports::free_port();
     let path = |p: &std::path::Path| p.display().to_string();
     let _server = PrivateRedis::start_with(&[
         "--tls-port",

@@ -5,6 +5,7 @@ worker processes against the same backends."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -23,10 +24,29 @@ import geyser
 HERE = Path(__file__).resolve().parent
 
 
+#: Ports for the servers tests start (beanstalkd, geyser.server, redis-server): each
+#: pytest-xdist worker takes them from its own block below Linux's ephemeral range (32768 and
+#: up), so a port chosen here cannot be handed to another test process by ``bind(0)``, or be
+#: the source port of an outgoing connection, before the child binds it. (The Rust tests use
+#: 10000-19999; the two suites never run at the same time.)
+_FIRST_PORT, _BLOCK, _BLOCKS = 20000, 1000, 12
+_next_port = itertools.count((os.getpid() * 7) % _BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no other test process picks, free right now."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; unset without xdist
+    block = (int(worker[2:]) + 1 if worker[2:].isdigit() else 0) % _BLOCKS
+    base = _FIRST_PORT + block * _BLOCK
+    for _ in range(_BLOCK):
+        port = base + next(_next_port) % _BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in {base}..{base + _BLOCK}")
 
 
 class Beanstalkd:

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::ports::free_port;
+
 /// How to start the server.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -27,11 +29,6 @@ pub struct Beanstalkd {
     child: Option<Child>,
     port: u16,
     opts: Options,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 impl Beanstalkd {

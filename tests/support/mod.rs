@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod beanstalkd;
+pub mod ports;
 pub mod queue_contract;
 pub mod store_contract;

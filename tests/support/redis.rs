@@ -6,11 +6,13 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use geyser::store::redis::{open, RedisStore};
+
+use crate::support::ports::free_port;
 
 /// The Redis server every developer and CI machine runs.
 pub const SHARED_SERVER: &str = "redis://127.0.0.1:6379/0";
@@ -80,11 +82,6 @@ impl Drop for KeysGuard {
             panic!("could not delete the keys under {}", self.prefix);
         }
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// A redis-server of the test's own on a free port, without persistence; killed when dropped.

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -16,14 +16,10 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::NoTls;
 
+use crate::support::ports::free_port;
+
 /// How long a server gets to start, and a reload to take effect.
 const START_WITHIN: Duration = Duration::from_secs(30);
-
-/// A free TCP port on loopback right now.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Polls until `host:port` accepts a TCP connection; fails the test after `START_WITHIN`.
 pub fn wait_listening(host: &str, port: u16, what: &str) {
