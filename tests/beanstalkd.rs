@@ -722,7 +722,7 @@ fn open_on(server: &Beanstalkd, dir: &std::path::Path) -> (tokio::runtime::Runti
 }
 
 fn next(w: &Worker, timeout: Duration) -> Option<Attempt> {
-    w.runtime().block_on(w.next(timeout)).expect("reserve")
+    w.block_on(w.next(timeout)).expect("reserve")
 }
 
 #[test]
@@ -761,7 +761,7 @@ fn a_restart_of_beanstalkd_does_not_make_a_live_workers_job_lost() {
 
     // `a` finishes: its write is accepted, and the entry left over is deleted when next reserved.
     let job = attempt.doc.clone();
-    let done = a.runtime().block_on(attempt.finish(job, Outcome::Succeeded)).expect("a's outcome is saved");
+    let done = a.block_on(attempt.finish(job, Outcome::Succeeded)).expect("a's outcome is saved");
     assert_eq!(done.status, geyser::model::Status::Succeeded);
     let until = Instant::now() + Duration::from_secs(10);
     loop {
@@ -772,7 +772,7 @@ fn a_restart_of_beanstalkd_does_not_make_a_live_workers_job_lost() {
         }
         assert!(Instant::now() < until, "the left-over entry is still there: {stats:?}");
     }
-    let _ = a.runtime().block_on(a.close());
+    let _ = a.block_on(a.close());
     let done = rt.block_on(geyser.get(&uuid)).unwrap().unwrap();
     assert_eq!((done.status, done.attempts, done.failures), (geyser::model::Status::Succeeded, 1, 0));
     assert!(done.errors.is_empty(), "no worker-lost error: {:?}", done.errors);
@@ -833,7 +833,7 @@ fn finishing_with_prefetch_starts_the_next_job_on_the_way_and_close_hands_it_bac
         let uuid = attempt.doc.uuid.clone();
         uuids.remove(&uuid);
         let job = attempt.doc.clone();
-        let done = w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+        let done = w.block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
         // Saved when `finish` returns, and the next job was started with it, before it runs.
         assert_eq!(
             (done.status, get(&uuid).status),
@@ -848,10 +848,10 @@ fn finishing_with_prefetch_starts_the_next_job_on_the_way_and_close_hands_it_bac
     // The last one was asked for by `next`; finishing it with nothing ready starts nothing.
     let last = attempt.doc.uuid.clone();
     let job = attempt.doc.clone();
-    w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+    w.block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
     assert_eq!(get(&last).status, geyser::model::Status::Succeeded);
     assert!(next(&w, Duration::ZERO).is_none(), "the queue is empty");
-    w.runtime().block_on(w.close()).expect("close");
+    w.block_on(w.close()).expect("close");
     let stats = rt.block_on(geyser.queue.stats_tube(tube)).unwrap();
     assert_eq!((stats.ready, stats.reserved, stats.delayed, stats.buried), (0, 0, 0, 0), "every entry is deleted");
 
@@ -869,10 +869,10 @@ fn finishing_with_prefetch_starts_the_next_job_on_the_way_and_close_hands_it_bac
     let attempt = next(&w, Duration::from_secs(5)).expect("a job starts");
     uuids.remove(&attempt.doc.uuid);
     let job = attempt.doc.clone();
-    w.runtime().block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
+    w.block_on(w.finish(attempt, job, Outcome::Succeeded)).expect("the outcome is saved");
     let started = running(&uuids);
     assert_eq!(started.len(), 1, "the other job started on the way");
-    w.runtime().block_on(w.close()).expect("close");
+    w.block_on(w.close()).expect("close");
     let back = get(&started[0]);
     assert_eq!((back.status, back.attempts), (geyser::model::Status::Queued, 0));
     let stats = rt.block_on(geyser.queue.stats_tube(tube)).unwrap();

@@ -23,6 +23,16 @@ where
     py.detach(|| crate::blocking::block_on(pyo3_async_runtimes::tokio::get_runtime(), fut))
 }
 
+/// `wait` for a call that only reads and writes through the open backends (get, save, list,
+/// waiting for a job): on this thread's own lane (see `blocking.rs`), where a network store's
+/// I/O runs on this thread. Not for calls that start tasks meant to outlive them.
+pub fn wait_in_lane<F: Future + Send>(py: Python<'_>, fut: F) -> F::Output
+where
+    F::Output: Send,
+{
+    py.detach(|| crate::blocking::block_on_callers_lane(pyo3_async_runtimes::tokio::get_runtime(), fut))
+}
+
 pub fn parse_doc(doc_json: &str) -> PyResult<JobDocument> {
     JobDocument::from_json(doc_json.as_bytes()).map_err(|e| json_err("bad job document", e))
 }
@@ -117,7 +127,7 @@ impl PyClient {
     }
 
     fn get(&self, py: Python<'_>, uuid: &str) -> PyResult<Option<String>> {
-        maybe_json_result(wait(py, self.geyser.get_json(uuid)))
+        maybe_json_result(wait_in_lane(py, self.geyser.get_json(uuid)))
     }
 
     fn get_async<'py>(&self, py: Python<'py>, uuid: String) -> PyResult<Bound<'py, PyAny>> {
@@ -127,7 +137,7 @@ impl PyClient {
 
     fn save(&self, py: Python<'_>, doc_json: &str) -> PyResult<String> {
         let doc = parse_doc(doc_json)?;
-        json_result(wait(py, self.geyser.save_json(&doc)))
+        json_result(wait_in_lane(py, self.geyser.save_json(&doc)))
     }
 
     fn save_async<'py>(&self, py: Python<'py>, doc_json: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -179,7 +189,7 @@ impl PyClient {
     /// store from `first_poll` seconds apart, slowing down to once a second.
     #[pyo3(signature = (uuid, timeout, first_poll=0.05))]
     fn wait(&self, py: Python<'_>, uuid: &str, timeout: f64, first_poll: f64) -> PyResult<Option<String>> {
-        maybe_doc_result(wait(py, self.geyser.wait(uuid, secs(timeout), secs(first_poll))))
+        maybe_doc_result(wait_in_lane(py, self.geyser.wait(uuid, secs(timeout), secs(first_poll))))
     }
 
     #[pyo3(signature = (uuid, timeout, first_poll=0.05))]
@@ -214,7 +224,7 @@ impl PyClient {
             status.map(|s| s.parse::<Status>()).transpose().map_err(pyo3::exceptions::PyValueError::new_err)?;
         let filter = ListFilter { status, job_type, updated_before: None, queue };
         let page = Page { after, limit, newest_first };
-        let docs = wait(py, self.geyser.list(&filter, &page)).map_err(client_err)?;
+        let docs = wait_in_lane(py, self.geyser.list(&filter, &page)).map_err(client_err)?;
         Ok(docs.into_iter().map(to_json).collect())
     }
 

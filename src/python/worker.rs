@@ -8,7 +8,6 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
-use tokio::runtime::Runtime;
 
 use super::client::{parse_doc, wait, PyClient};
 use super::errors::{client_err, json_err, store_err, sweep_err, worker_err, InvalidDocument};
@@ -51,7 +50,7 @@ impl PyWorker {
     /// The next job to run, or None after `timeout` seconds with nothing to do.
     fn next(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<PyAttempt>> {
         let worker = &self.inner;
-        let attempt = drive(py, worker.runtime(), worker.next(secs(timeout))).map_err(worker_err)?;
+        let attempt = drive(py, worker, worker.next(secs(timeout))).map_err(worker_err)?;
         attempt.map(|a| PyAttempt::new(a, worker.clone())).transpose()
     }
 
@@ -64,7 +63,7 @@ impl PyWorker {
 
     /// Settle what the last job left to do on the queue; call before the worker stops.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        drive(py, self.inner.runtime(), self.inner.close()).map_err(worker_err)
+        drive(py, &self.inner, self.inner.close()).map_err(worker_err)
     }
 
     /// True when the worker's queues hold no job it can run, ready or delayed, and none
@@ -82,12 +81,12 @@ impl PyWorker {
 
 /// Run `fut` on a worker's runtime, driven by this thread with the GIL released (see
 /// `blocking.rs`).
-fn drive<F>(py: Python<'_>, runtime: &Runtime, fut: F) -> F::Output
+fn drive<F>(py: Python<'_>, worker: &Worker, fut: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    py.detach(|| crate::blocking::block_on(runtime, fut))
+    py.detach(|| worker.block_on(fut))
 }
 
 /// One job held by this worker; `finish` ends it exactly once.
@@ -191,7 +190,7 @@ impl PyAttempt {
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(format!("job {}: attempt already finished", self.uuid)))?;
         let worker = &self.worker;
-        let saved = drive(py, worker.runtime(), worker.finish(attempt, doc, outcome)).map_err(worker_err)?;
+        let saved = drive(py, worker, worker.finish(attempt, doc, outcome)).map_err(worker_err)?;
         Ok(saved.status.as_str())
     }
 }

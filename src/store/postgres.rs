@@ -308,6 +308,32 @@ fn refusal(new: &JobDocument, expected: u64, row: StoredRow<'_>) -> StoreResult<
     }
 }
 
+/// What a pool of the store's connections is made from.
+struct PoolSpec {
+    pg: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+    connect_timeout: Duration,
+}
+
+impl PoolSpec {
+    /// A pool of up to `size` connections, each made when first needed, on the runtime that
+    /// asks for it.
+    fn build(&self, size: usize) -> Result<Pool, deadpool_postgres::BuildError> {
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &self.tls {
+            Some(config) => Manager::from_config(self.pg.clone(), MakeRustlsConnect::new(config.clone()), recycling),
+            None => Manager::from_config(self.pg.clone(), NoTls, recycling),
+        };
+        Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(self.connect_timeout))
+            .recycle_timeout(Some(self.connect_timeout))
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+    }
+}
+
 /// Job documents in one schema of a PostgreSQL database, through a pool of connections.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -316,6 +342,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// How to make a pool of this store's connections: one more for each lane that calls it.
+    pools: PoolSpec,
     /// "postgresql store URL" (password hidden), the start of every error message.
     label: String,
     /// The URL's password, scrubbed from any message the driver or the server writes.
@@ -337,19 +365,9 @@ impl PostgresStore {
             |reason: String| OpenError::Schema { url: parsed.redacted.clone(), reason: scrub(reason, &password) };
         let tls = tls::client_config(&parsed.tls)
             .map_err(|reason| OpenError::BadUrl { url: parsed.redacted.clone(), reason })?;
-        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let manager = match tls {
-            Some(config) => Manager::from_config(parsed.pg.clone(), MakeRustlsConnect::new(config), recycling),
-            None => Manager::from_config(parsed.pg.clone(), NoTls, recycling),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(parsed.pool_size)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(parsed.connect_timeout))
-            .recycle_timeout(Some(parsed.connect_timeout))
-            .wait_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(|e| schema_failed(format!("build the connection pool: {e}")))?;
+        let pools = PoolSpec { pg: parsed.pg.clone(), tls, connect_timeout: parsed.connect_timeout };
+        let pool =
+            pools.build(parsed.pool_size).map_err(|e| schema_failed(format!("build the connection pool: {e}")))?;
         let mut client = pool.get().await.map_err(|e| unreachable(format!("connect: {}", describe(&e))))?;
         if let Err(e) = schema::ensure(&mut client, &parsed.schema).await {
             // A connection lost during the check (a server restarting) may work next time;
@@ -359,7 +377,7 @@ impl PostgresStore {
         drop(client);
         let label = format!("postgresql store {}", parsed.redacted);
         let home = tokio::runtime::Handle::current();
-        Ok(Self { inner: Arc::new(Inner { pool, label, password, sql: Sql::new(&parsed.schema), home }) })
+        Ok(Self { inner: Arc::new(Inner { pool, pools, label, password, sql: Sql::new(&parsed.schema), home }) })
     }
 
     /// The store unavailable for `op`, naming the store and the cause.
@@ -385,20 +403,29 @@ impl PostgresStore {
         }
     }
 
-    /// A pooled connection. A connection's I/O runs as a task on the runtime that made it, so
-    /// a call from a current-thread runtime (a worker's own, driven only while its thread waits
-    /// on it) takes its connection through the store's home runtime, which always runs: a
-    /// connection made on the worker's runtime would stall a call from elsewhere (the worker's
-    /// heartbeat and registration) handed it while that thread runs a job, or waits for that call.
+    /// A pooled connection. A connection's I/O runs as a task on the runtime that made it. A
+    /// call in a lane (`blocking.rs`: a thread waiting on its own current-thread runtime)
+    /// takes the lane's own connection, made on that runtime, so its I/O runs on the waiting
+    /// thread. Any other call from a current-thread runtime (a worker's, driven only while its
+    /// thread waits on it) takes its connection through the store's home runtime, which always
+    /// runs: a connection made on the worker's runtime would stall a call from elsewhere (the
+    /// worker's heartbeat and registration) handed it while that thread runs a job, or waits
+    /// for that call.
     async fn connection(&self, op: &str) -> StoreResult<deadpool_postgres::Object> {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        let got = match Handle::current().runtime_flavor() {
-            RuntimeFlavor::CurrentThread => {
+        let lane_pool =
+            crate::blocking::lane_local(&self.inner, || self.inner.pools.build(1).ok()).and_then(|p| (*p).clone());
+        let got = match (lane_pool, Handle::current().runtime_flavor()) {
+            (Some(pool), _) => {
+                crate::blocking::catch_up_on_idle_sockets().await;
+                pool.get().await
+            }
+            (None, RuntimeFlavor::CurrentThread) => {
                 let pool = self.inner.pool.clone();
                 let made = self.inner.home.spawn(async move { pool.get().await }).await;
                 made.map_err(|e| self.failed(op, e))?
             }
-            _ => self.inner.pool.get().await,
+            (None, _) => self.inner.pool.get().await,
         };
         got.map_err(|e| self.failed(op, describe(&e)))
     }

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
 pub use fenced::FenceError;
@@ -29,6 +28,7 @@ use outcome::QueueAction;
 use registration::Registration;
 use reservations::{Reservations, SharedConsumer};
 
+use crate::blocking::Lane;
 use crate::client::Geyser;
 use crate::model::{Event, InvalidJob, JobDocument, Status, TransitionError};
 use crate::queue::{Consumer, QueueError, QueueJobId, Reserved};
@@ -79,7 +79,8 @@ const FOREIGN_ACTION: &str = "unknown-type-released";
 pub struct Worker {
     geyser: Geyser,
     consumer: SharedConsumer,
-    runtime: Arc<Runtime>,
+    /// The worker's own runtime, driven by the thread that waits on its calls.
+    lane: Lane,
     heartbeat: Arc<Heartbeat>,
     registration: Arc<Registration>,
     finished: FinishedEntry,
@@ -112,11 +113,9 @@ impl Worker {
     /// `heartbeat_on`; the heartbeat registers the worker in the store under `config.name`
     /// (`registration.rs`). Blocks: call it where blocking is allowed.
     pub fn open(geyser: Geyser, config: WorkerConfig, heartbeat_on: &tokio::runtime::Handle) -> WorkerResult<Self> {
-        let runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(WorkerError::Runtime)?;
-        let runtime = Arc::new(runtime);
-        let consumer: SharedConsumer = Arc::new(Mutex::new(runtime.block_on(geyser.queue.consumer(&config.tubes))?));
-        let reservations = Reservations::new(consumer.clone(), &runtime);
+        let lane = Lane::new().map_err(WorkerError::Runtime)?;
+        let consumer: SharedConsumer = Arc::new(Mutex::new(lane.block_on(geyser.queue.consumer(&config.tubes))?));
+        let reservations = Reservations::new(consumer.clone(), lane.runtime());
         let registration = Arc::new(Registration::new(geyser.store.clone(), &config.name, &config.tubes));
         let heartbeat = {
             let _on = heartbeat_on.enter();
@@ -125,7 +124,7 @@ impl Worker {
         Ok(Self {
             geyser,
             consumer,
-            runtime,
+            lane,
             heartbeat,
             registration,
             finished: FinishedEntry::default(),
@@ -135,10 +134,11 @@ impl Worker {
         })
     }
 
-    /// The runtime that drives this worker's calls and its attempts' (`runtime.block_on`,
-    /// from the thread that waits for them).
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
+    /// Run one of this worker's calls (`next`, `finish`, `close`) to completion, driven by
+    /// this thread, on the worker's own lane (`blocking.rs`): its queue connection, and a
+    /// store connection of its own, do their I/O on this thread.
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        self.lane.block_on(fut)
     }
 
     /// Whether `finish` also starts the next job (off for a new worker). A worker loop turns it
