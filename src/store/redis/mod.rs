@@ -62,6 +62,29 @@ struct Inner {
     deadline: Duration,
 }
 
+/// A lane's own connection to the server, for reads (see `RedisStore::read`).
+#[derive(Default)]
+struct LaneConnection(std::sync::Mutex<Option<ConnectionManager>>);
+
+impl LaneConnection {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<ConnectionManager>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self) -> Option<ConnectionManager> {
+        self.slot().clone()
+    }
+
+    fn set(&self, conn: ConnectionManager) -> ConnectionManager {
+        *self.slot() = Some(conn.clone());
+        conn
+    }
+
+    fn forget(&self) {
+        self.slot().take();
+    }
+}
+
 /// Opens the store a `redis://` or `rediss://` URL names: reads the URL's CA file if it names
 /// one, connects within the URL's connect timeout (an unreachable server is an error, never a
 /// hang) and loads the scripts.
@@ -256,6 +279,53 @@ impl RedisStore {
         }
     }
 
+    /// The value of `key` (GET). In a lane (`blocking.rs`: a thread waiting on its own
+    /// runtime), on the lane's own connection, made on first use, so the I/O runs on the
+    /// calling thread; elsewhere on the shared one. Only reads take a lane's connection: its
+    /// driver notices a connection the server closed only when a call fails on it (nothing
+    /// polls an idle lane), and such a read is simply asked again, reconnected, where a
+    /// script could run twice.
+    async fn read(&self, op: &str, key: String) -> StoreResult<Option<Vec<u8>>> {
+        let Some(lane) = crate::blocking::lane_local(&self.inner, LaneConnection::default) else {
+            let mut conn = self.conn();
+            return self.answer(op, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await;
+        };
+        let mut conn = match lane.get() {
+            Some(conn) => conn,
+            None => lane.set(self.connect().await.map_err(|reason| self.unavailable(op, &reason))?),
+        };
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let mut asked = 0;
+        loop {
+            asked += 1;
+            match tokio::time::timeout(self.inner.deadline, get.query_async(&mut conn)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if asked == 1 && (e.is_connection_dropped() || e.is_io_error()) => continue,
+                Ok(Err(e)) => {
+                    if e.is_timeout() {
+                        lane.forget();
+                    }
+                    return Err(self.unavailable(op, &e.to_string()));
+                }
+                Err(_) => {
+                    lane.forget(); // silent: the next read connects afresh (see `replace_connection`)
+                    return Err(self.unavailable(op, &format!("no answer within {:?}", self.inner.deadline)));
+                }
+            }
+        }
+    }
+
+    /// A new connection manager on the current runtime, within the URL's connect timeout.
+    async fn connect(&self) -> Result<ConnectionManager, String> {
+        let fresh = ConnectionManager::new_with_config(self.inner.client.clone(), self.inner.config.clone());
+        match tokio::time::timeout(self.inner.url.connect_timeout, fresh).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection within {:?}", self.inner.url.connect_timeout)),
+        }
+    }
+
     /// Makes a fresh connection in the background and hands it to the next calls. A link
     /// that went silent (cut, not closed) keeps its TCP connection open for many seconds
     /// after it comes back, and the manager reconnects only on errors the socket reports;
@@ -395,11 +465,7 @@ impl Store for RedisStore {
     /// The stored text is what `JobDocument::to_json` wrote (every write here sends it; no
     /// script rewrites it).
     async fn get_with_json(&self, uuid: &str) -> StoreResult<Option<(JobDocument, Vec<u8>)>> {
-        let mut conn = self.conn();
-        let key = self.doc_key(uuid);
-        let json: Option<Vec<u8>> =
-            self.answer("get", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await?;
-        let Some(json) = json else { return Ok(None) };
+        let Some(json) = self.read("get", self.doc_key(uuid)).await? else { return Ok(None) };
         Ok(Some((parse(uuid, &json)?, json)))
     }
 
