@@ -10,7 +10,7 @@ import pytest
 import geyser
 from geyser.config import client
 import jobs_for_tests  # noqa: F401  (registers the job types this producer enqueues)
-from conftest import EVERY_BACKEND, job, run_worker
+from conftest import EVERY_BACKEND, job, run_worker, wait_for
 
 pytestmark = pytest.mark.parametrize("backend", EVERY_BACKEND, indirect=True)
 
@@ -71,15 +71,28 @@ def test_exception_records_traceback_and_retry_can_succeed(backend: dict[str, st
 
 
 def test_priority_and_delay(backend: dict[str, str]) -> None:
+    """Of the jobs ready when a worker reserves, the lowest priority number starts first, then
+    the one put first; a delayed job is not ready before its delay is over, and then keeps its
+    place by put order (docs/lifecycle.md, "Which job starts next"). Which jobs are ready at
+    a reserve must not hang on how soon the worker process comes up (it once took longer than
+    a 1.5 s delay on a loaded machine): `late` is ready before the others are put, so the order
+    of the three is certain; for `urgent`, delayed, only that it never starts early."""
     late = geyser.make_base_job({"message": "late"}, "echo")
     late.enqueue(delay=1.5)
+    assert geyser.flush(30) == 0  # on its queue (a relay puts it, off the embedded file)
+    wait_for("the delayed job to be ready", lambda: client().stats_tube("echo")["delayed"] == 0)
+    urgent = geyser.make_base_job({"message": "urgent"}, "echo")
+    urgent.enqueue(delay=1.5, priority=0)
     low = enqueue("echo", message="low")
     high = geyser.make_base_job({"message": "high"}, "echo")
     high.enqueue(priority=1)
     assert run_worker().returncode == 0
-    j_late, j_low, j_high = job(late.uuid), job(low), job(high.uuid)
-    assert j_high.startedAt < j_low.startedAt < j_late.startedAt
-    assert j_late.startedAt >= j_late.createdAt + 1.5
+    j_late, j_low, j_high, j_urgent = job(late.uuid), job(low), job(high.uuid), job(urgent.uuid)
+    # high, late and low were all ready at the worker's first reserve, whenever that came;
+    # urgent starts before, between or after them, as its delay ends before or after their reserves.
+    assert j_high.startedAt < j_late.startedAt < j_low.startedAt
+    for delayed in (j_late, j_urgent):
+        assert delayed.startedAt >= delayed.createdAt + 1.5
 
 
 class OrphanJob(geyser.BaseJob):
