@@ -28,6 +28,12 @@ __all__ = ["Ledger", "LedgerEntry", "LedgerState", "hand_over_crash", "main", "r
 log = logging.getLogger("geyser.ledger")
 
 
+#: A string as ``json.dumps`` writes it (ASCII, escaped).
+_json_str = json.encoder.encode_basestring_ascii
+#: The state with no attempt running, as ``_write`` would encode it.
+_NONE_RUNNING = json.dumps({"running": []}).encode()
+
+
 class LedgerEntry(NamedTuple):
     """One attempt a worker process is running (a NamedTuple: no dataclasses in the supervisor)."""
 
@@ -60,13 +66,28 @@ class Ledger:
         """Runner ``slot`` started the attempt ``entry``."""
         with self._lock:
             self._running[slot] = entry
-            self._write({"running": [e._asdict() for e in self._running.values()]})
+            self._write_running()
 
     def ended(self, slot: int) -> None:
         """Runner ``slot``'s attempt has its outcome saved (or handed back)."""
         with self._lock:
             if self._running.pop(slot, None) is not None:
-                self._write({"running": [e._asdict() for e in self._running.values()]})
+                self._write_running()
+
+    def _write_running(self) -> None:
+        """Write the running attempts: the text ``json.dumps({"running": [entry._asdict(), ...]})``
+        gives, put together directly (twice per job; ``json.dumps`` of the dicts cost several
+        times the write itself)."""
+        if self.path is None:
+            return
+        if not self._running:
+            self._write_bytes(_NONE_RUNNING)
+            return
+        entries = ", ".join(
+            f'{{"uuid": {_json_str(e.uuid)}, "fence": {_json_str(e.fence)}, "attempt": {int(e.attempt)!r}}}'
+            for e in self._running.values()
+        )
+        self._write_bytes(f'{{"running": [{entries}]}}'.encode())
 
     def config_error(self, message: str) -> None:
         """The process cannot start as configured: ``message`` says why."""
@@ -82,11 +103,14 @@ class Ledger:
         """Overwrite the file in place with one ``pwrite``: a process killed at any moment
         leaves either the old state or the new one (padded with spaces, which JSON ignores),
         and it costs no file creation per attempt."""
+        self._write_bytes(json.dumps(state).encode())
+
+    def _write_bytes(self, data: bytes) -> None:
+        """``_write`` of text already encoded."""
         if self.path is None:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        data = json.dumps(state).encode()
         os.pwrite(self._fd, data.ljust(self._size), 0)
         self._size = max(self._size, len(data))
 
