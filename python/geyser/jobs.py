@@ -129,6 +129,11 @@ def _int_problem(value: Any) -> str | None:
     return None
 
 
+#: ``json.dumps(doc, allow_nan=False, ensure_ascii=False)`` without building an encoder per call
+#: (``json.dumps`` builds one whenever it is given options; a worker dumps a document per job).
+_DOCUMENT_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+
+
 def document_json(doc: dict[str, Any]) -> str:
     """``doc`` as JSON text, or ``ValidationError`` naming each field that cannot be stored
     exactly (not JSON, NaN or infinity, a lone surrogate, an integer out of range).
@@ -136,7 +141,7 @@ def document_json(doc: dict[str, Any]) -> str:
     bytes when all is well; the field-by-field search runs only for a document that has a
     problem."""
     try:
-        text = json.dumps(doc, allow_nan=False, ensure_ascii=False)
+        text = _DOCUMENT_ENCODER.encode(doc)
         data = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         pass
