@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -125,21 +125,31 @@ def retried(doc: Mapping[str, Any]) -> None:
         _metrics().JOBS_RETRIED.labels(str(doc.get("jobType", "")), _queue_of(doc)).inc()
 
 
-@contextmanager
-def attempt_running(job_type: str, queue: str) -> Iterator[None]:
+class _AttemptRunning:
+    """``attempt_running``'s block (a class, not a generator: it is entered once per job)."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, job_type: str, queue: str) -> None:
+        m = _metrics()
+        m.JOBS_STARTED.labels(job_type, queue).inc()
+        self._gauge = m.JOBS_RUNNING.labels(job_type, queue)
+
+    def __enter__(self) -> None:
+        self._gauge.inc()
+
+    def __exit__(self, *_: object) -> None:
+        self._gauge.dec()
+
+
+#: What ``attempt_running`` returns when counting is off.
+_NOTHING = nullcontext()
+
+
+def attempt_running(job_type: str, queue: str) -> AbstractContextManager[None]:
     """A worker runs an attempt for the duration of the block: counted as started, and as
     running until the block ends (however it ends)."""
-    if not _counting:
-        yield
-        return
-    m = _metrics()
-    m.JOBS_STARTED.labels(job_type, queue).inc()
-    running = m.JOBS_RUNNING.labels(job_type, queue)
-    running.inc()
-    try:
-        yield
-    finally:
-        running.dec()
+    return _AttemptRunning(job_type, queue) if _counting else _NOTHING
 
 
 def attempt_ended(job_type: str, queue: str, outcome: str, status: str | None, seconds: float) -> None:
@@ -166,14 +176,23 @@ def note_backend_error(error: BaseException, operation: str) -> None:
         _metrics().QUEUE_ERRORS.labels(operation).inc()
 
 
-@contextmanager
-def counting_errors(operation: str) -> Iterator[None]:
-    """Count a store or queue error raised inside the block as one of ``operation``; re-raise it."""
-    try:
-        yield
-    except BackendError as e:
-        note_backend_error(e, operation)
-        raise
+class counting_errors:  # noqa: N801 (used as a function: ``with counting_errors("op"):``)
+    """Count a store or queue error raised inside the block as one of ``operation``; re-raise it.
+
+    A class rather than a generator context manager: the worker enters it once per job."""
+
+    __slots__ = ("operation",)
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        if error is not None and isinstance(error, BackendError):
+            note_backend_error(error, self.operation)
+        return False  # re-raise whatever was raised
 
 
 class _HeartbeatFailures(logging.Handler):
