@@ -164,8 +164,9 @@ def run_attempt(attempt: _core.Attempt, runner: Runner | None = None) -> str:
     doc = json.loads(attempt.document)
     fields = {"uuid": attempt.uuid, "job_type": attempt.job_type,
               "queue": str((doc.get("queueKwargs") or {}).get("queue", "")), "attempt": int(doc.get("attempts", 0))}
-    log.info("job %s (%s) attempt %d: started on queue %s", fields["uuid"], fields["job_type"], fields["attempt"],
-             fields["queue"], extra={**fields, "outcome": "started"})
+    if log.isEnabledFor(logging.INFO):  # what log.info would ask, before its arguments are built
+        log.info("job %s (%s) attempt %d: started on queue %s", fields["uuid"], fields["job_type"], fields["attempt"],
+                 fields["queue"], extra={**fields, "outcome": "started"})
     with metrics.attempt_running(fields["job_type"], fields["queue"]):
         outcome, status, kw = _attempt_outcome(attempt, doc, runner)
     seconds = time.monotonic() - started
@@ -315,17 +316,21 @@ def _log_end(fields: dict[str, Any], outcome: str, status: str | None, kw: dict[
     """One line per attempt's end: what became of the job, how long the attempt ran, and the
     error if there was one; the job fields also as the record's attributes (``geyser.logs``)."""
     transition = _transition(outcome, status)
+    level = logging.WARNING if transition in _TROUBLE else logging.INFO
+    traceback_text = kw.get("traceback")
+    show_traceback = bool(traceback_text) and log.isEnabledFor(logging.DEBUG)
+    if not (show_traceback or log.isEnabledFor(level)):  # nothing to log: build nothing (once per job)
+        return
     detail = kw.get("msg") or ""
     if transition == "lost":
         detail = "lost the job to a newer attempt; abandoned"
     elif outcome == "requeue":
         detail = f"to run again at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(kw['at']))}"
-    level = logging.WARNING if transition in _TROUBLE else logging.INFO
     extra = {**fields, "duration_s": round(seconds, 6), "outcome": transition}
     log.log(level, "job %s (%s) attempt %d: %s after %.3f s%s", fields["uuid"], fields["job_type"], fields["attempt"],
             transition.replace("_", " "), seconds, f": {detail}" if detail else "", extra=extra)
-    if kw.get("traceback"):
-        log.debug("job %s attempt %d traceback:\n%s", fields["uuid"], fields["attempt"], kw["traceback"].rstrip(),
+    if show_traceback:
+        log.debug("job %s attempt %d traceback:\n%s", fields["uuid"], fields["attempt"], traceback_text.rstrip(),
                   extra=extra)
 
 
