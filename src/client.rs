@@ -430,7 +430,7 @@ impl Geyser {
     /// Best effort: delete the queue entry `id` if it still carries this job's uuid (ids can
     /// be reused). A worker that reserves it later finds the document final and deletes it.
     async fn drop_queue_entry(&self, uuid: &str, id: Option<&str>) {
-        let Some(id) = id.and_then(|s| s.parse::<QueueJobId>().ok()) else { return };
+        let Some(id) = QueueJobId::noted(id) else { return };
         let result = match self.queue.peek(id).await {
             Ok(Some(body)) if body == uuid.as_bytes() => self.queue.delete(id).await,
             Ok(_) => return,

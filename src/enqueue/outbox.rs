@@ -203,7 +203,7 @@ impl Enqueuer for Outbox {
         if let Some(at) = held.waiting.iter().position(|job| job.doc.uuid == uuid) {
             held.waiting.remove(at);
         } else if let Some(at) = held.unnoted.iter().position(|(_, doc)| doc.uuid == uuid) {
-            entry = held.unnoted.remove(at).and_then(|(_, doc)| entry_id(&doc));
+            entry = held.unnoted.remove(at).and_then(|(_, doc)| QueueJobId::noted(doc.queue_job_id.as_deref()));
         } else if held.in_flight > 0 || held.noting > 0 {
             held.withdrawn.insert(uuid.to_owned());
         }
@@ -518,17 +518,12 @@ fn take_withdrawn(held: &mut Held, docs: &[JobDocument]) -> Vec<(String, QueueJo
     let taken = docs
         .iter()
         .filter(|doc| held.withdrawn.remove(&doc.uuid))
-        .filter_map(|doc| Some((doc.uuid.clone(), entry_id(doc)?)))
+        .filter_map(|doc| Some((doc.uuid.clone(), QueueJobId::noted(doc.queue_job_id.as_deref())?)))
         .collect();
     if held.in_flight == 0 && held.noting == 0 {
         held.withdrawn.clear();
     }
     taken
-}
-
-/// The queue entry a document names.
-fn entry_id(doc: &JobDocument) -> Option<QueueJobId> {
-    doc.queue_job_id.as_deref()?.parse().ok()
 }
 
 fn noted(doc: JobDocument, id: QueueJobId) -> JobDocument {

@@ -151,7 +151,7 @@ async fn check(run: &mut Run<'_>, doc: JobDocument, down: &mut DownShards) {
 /// reserves it: its triage records the lost attempt. A buried one (a release that failed
 /// after the attempt's reservation ended, say) would never be reserved: it is to be kicked.
 async fn entry(geyser: &Geyser, doc: &JobDocument, down: &DownShards) -> Entry {
-    let Some(id) = doc.queue_job_id.as_deref().and_then(|s| s.parse::<QueueJobId>().ok()) else {
+    let Some(id) = QueueJobId::noted(doc.queue_job_id.as_deref()) else {
         return Entry::Gone;
     };
     if down.contains(&id.shard) {

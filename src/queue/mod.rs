@@ -23,6 +23,12 @@ impl QueueJobId {
     pub fn new(shard: u16, id: u64) -> Self {
         Self { shard, id }
     }
+
+    /// The entry a job document's `queueJobId` notes (`shard:id`); None when it notes none,
+    /// or nothing this queue could have written (such a note is treated as absent).
+    pub fn noted(queue_job_id: Option<&str>) -> Option<Self> {
+        queue_job_id?.parse().ok()
+    }
 }
 
 /// Written as `shard:id`, the form kept in the document's `queueJobId`.
