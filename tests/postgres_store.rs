@@ -415,34 +415,16 @@ async fn schema_made_by_an_administrator_opens_without_the_right_to_create_schem
     created.expect("open and create as the schema's owner");
 }
 
-/// A runtime like the one a Python process shares (where the store is opened), and a lane
-/// like a Python caller's thread or a worker's (`geyser::blocking::Lane`).
-fn home_and_lane(worker_threads: usize) -> (tokio::runtime::Runtime, geyser::blocking::Lane) {
-    let home = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    (home, geyser::blocking::Lane::new().expect("a lane"))
-}
-
 /// A call in a lane does its I/O on the lane's own connection: it completes while every
 /// thread of the runtime that opened the store is held up.
 #[test]
 fn a_call_in_a_lane_needs_no_thread_of_the_store_runtime() {
-    let (home, lane) = home_and_lane(1);
+    let (home, lane) = support::lanes::home_and_lane(1);
     let schema = home.block_on(TestSchema::new());
     let store = home.block_on(PostgresStore::open(&schema.url())).expect("open");
     let doc = lane.block_on(store.create(&document(&job_type("lane")))).expect("create in the lane");
 
-    // Hold the home runtime's only thread until the lane's calls are done.
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (holding, started) = std::sync::mpsc::channel::<()>();
-    home.spawn(async move {
-        let _ = holding.send(());
-        let _ = held.recv();
-    });
-    started.recv().expect("the home thread is held");
+    let release = support::lanes::hold_the_thread(&home);
     let within = Duration::from_secs(5);
     let got = lane.block_on(async { tokio::time::timeout(within, store.get(&doc.uuid)).await });
     let got = got.expect("the get answers with the home runtime held").expect("get").expect("the document");
@@ -455,7 +437,7 @@ fn a_call_in_a_lane_needs_no_thread_of_the_store_runtime() {
 /// is replaced before the next call, which succeeds rather than failing on the dead one.
 #[test]
 fn a_lane_connection_closed_while_idle_is_replaced_before_the_next_call() {
-    let (home, lane) = home_and_lane(2);
+    let (home, lane) = support::lanes::home_and_lane(2);
     let schema = home.block_on(TestSchema::new());
     let mut proxy = home.block_on(pg::Proxy::start());
     let store = home.block_on(PostgresStore::open(&proxy.url(&schema))).expect("open through the proxy");

@@ -503,32 +503,15 @@ async fn a_connection_gone_silent_is_replaced() {
     assert_eq!(store.get(&doc.uuid).await.expect("get"), Some(doc));
 }
 
-/// A runtime like the one a Python process shares (where the store is opened), and a lane
-/// like a Python caller's thread or a worker's (`geyser::blocking::Lane`).
-fn home_and_lane(worker_threads: usize) -> (tokio::runtime::Runtime, geyser::blocking::Lane) {
-    let home = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    (home, geyser::blocking::Lane::new().expect("a lane"))
-}
-
 /// A read in a lane does its I/O on the lane's own connection: it completes while every
 /// thread of the runtime that opened the store is held up.
 #[test]
 fn a_read_in_a_lane_needs_no_thread_of_the_store_runtime() {
-    let (home, lane) = home_and_lane(1);
+    let (home, lane) = support::lanes::home_and_lane(1);
     let (store, _keys) = home.block_on(shared_store());
     let doc = home.block_on(store.create(&document(&job_type("lane")))).expect("create");
 
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let (holding, started) = std::sync::mpsc::channel::<()>();
-    home.spawn(async move {
-        let _ = holding.send(());
-        let _ = held.recv();
-    });
-    started.recv().expect("the home thread is held");
+    let release = support::lanes::hold_the_thread(&home);
     let got = lane.block_on(async { tokio::time::timeout(Duration::from_secs(5), store.get(&doc.uuid)).await });
     release.send(()).expect("release the home thread");
     let got = got.expect("the get answers with the home runtime held").expect("get").expect("the document");
@@ -539,7 +522,7 @@ fn a_read_in_a_lane_needs_no_thread_of_the_store_runtime() {
 /// the next read, which is asked again on a new connection and succeeds.
 #[test]
 fn a_lane_read_after_the_server_closed_its_connection_succeeds() {
-    let (home, lane) = home_and_lane(2);
+    let (home, lane) = support::lanes::home_and_lane(2);
     let server = PrivateRedis::start();
     let store = home.block_on(open(&server.url())).expect("open the private server");
     let doc = home.block_on(store.create(&document(&job_type("lane")))).expect("create");

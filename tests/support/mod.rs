@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod beanstalkd;
+pub mod lanes;
 pub mod ports;
 pub mod queue_contract;
 pub mod store_contract;
