@@ -229,6 +229,14 @@ mod tests {
     }
 
     #[test]
+    fn a_note_that_is_absent_or_not_an_id_names_no_entry() {
+        assert_eq!(QueueJobId::noted(Some("2:77")), Some(QueueJobId::new(2, 77)));
+        for note in [None, Some(""), Some("77"), Some("a:b"), Some("2:"), Some(":7"), Some("70000:1"), Some("1:-3")] {
+            assert_eq!(QueueJobId::noted(note), None, "{note:?}");
+        }
+    }
+
+    #[test]
     fn tube_names_follow_beanstalkd() {
         assert!(check_tube("my_job").is_ok());
         assert!(check_tube("a-b.c/d").is_ok());
